@@ -1,0 +1,477 @@
+//! A workspace's live state: execution and resource windows for the workspace and for each
+//! agent, fed with validated events and read back as the contract's window objects. Pure:
+//! no actix, no I/O, the clock is an argument.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde::Serialize;
+
+use super::event::{Event, EventKind, Heartbeat, Run, RunStatus};
+use super::ids::{AgentId, OTHER};
+use super::sketch::Sketch;
+use super::window::{Bucket, Series, Window};
+
+/// Cardinality and liveness settings of the live state.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveRules {
+    /// Agents past this many are counted live under `_other` (still stored in full).
+    pub max_agents: usize,
+    /// Models past this many are counted live under `_other`.
+    pub max_models: usize,
+    /// An agent with no heartbeat for this long is `stale`.
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelUsage {
+    pub runs: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub credits: f64,
+}
+
+impl ModelUsage {
+    fn add(&mut self, o: &ModelUsage) {
+        self.runs += o.runs;
+        self.tokens_in += o.tokens_in;
+        self.tokens_out += o.tokens_out;
+        self.credits += o.credits;
+    }
+}
+
+/// What one execution sub-bucket accumulates.
+#[derive(Debug, Clone, Default)]
+pub struct ExecBucket {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub timeout: u64,
+    pub cancelled: u64,
+    pub runtime: Sketch,
+    pub credits: f64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub models: HashMap<Arc<str>, ModelUsage>,
+    pub feedback: u64,
+    pub rating_sum: u64,
+}
+
+impl ExecBucket {
+    pub fn runs(&self) -> u64 {
+        self.succeeded + self.failed + self.timeout + self.cancelled
+    }
+
+    fn add_run(&mut self, run: &Run, model: Option<&Arc<str>>) {
+        match run.status {
+            RunStatus::Succeeded => self.succeeded += 1,
+            RunStatus::Failed => self.failed += 1,
+            RunStatus::Timeout => self.timeout += 1,
+            RunStatus::Cancelled => self.cancelled += 1,
+        }
+        self.runtime.add(run.runtime_ms);
+        self.credits += run.credits;
+        self.tokens_in += run.tokens_in as u64;
+        self.tokens_out += run.tokens_out as u64;
+        if let Some(model) = model {
+            self.models.entry(model.clone()).or_default().add(&ModelUsage {
+                runs: 1,
+                tokens_in: run.tokens_in as u64,
+                tokens_out: run.tokens_out as u64,
+                credits: run.credits,
+            });
+        }
+    }
+}
+
+impl Bucket for ExecBucket {
+    fn merge(&mut self, o: &Self) {
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+        self.timeout += o.timeout;
+        self.cancelled += o.cancelled;
+        self.runtime.merge(&o.runtime);
+        self.credits += o.credits;
+        self.tokens_in += o.tokens_in;
+        self.tokens_out += o.tokens_out;
+        for (m, u) in &o.models {
+            self.models.entry(m.clone()).or_default().add(u);
+        }
+        self.feedback += o.feedback;
+        self.rating_sum += o.rating_sum;
+    }
+}
+
+/// What one resource sub-bucket accumulates (over heartbeats).
+#[derive(Debug, Clone, Default)]
+pub struct ResBucket {
+    pub heartbeats: u64,
+    pub cpu: Sketch,
+    pub mem_n: u64,
+    pub mem_sum: f64,
+    pub mem_max: f64,
+    pub cpu_eff_n: u64,
+    pub cpu_eff_sum: f64,
+    pub mem_eff_n: u64,
+    pub mem_eff_sum: f64,
+    pub mem_eff_max: f64,
+}
+
+impl ResBucket {
+    fn add(&mut self, hb: &Heartbeat) {
+        self.heartbeats += 1;
+        if let Some(cpu) = hb.cpu_pct {
+            self.cpu.add(cpu);
+            if let Some(cores) = hb.cpu_limit_cores {
+                self.cpu_eff_n += 1;
+                self.cpu_eff_sum += cpu / (100.0 * cores);
+            }
+        }
+        if let Some(mem) = hb.mem_mb {
+            self.mem_n += 1;
+            self.mem_sum += mem;
+            self.mem_max = self.mem_max.max(mem);
+            if let Some(limit) = hb.mem_limit_mb {
+                let eff = mem / limit;
+                self.mem_eff_n += 1;
+                self.mem_eff_sum += eff;
+                self.mem_eff_max = self.mem_eff_max.max(eff);
+            }
+        }
+    }
+}
+
+impl Bucket for ResBucket {
+    fn merge(&mut self, o: &Self) {
+        self.heartbeats += o.heartbeats;
+        self.cpu.merge(&o.cpu);
+        self.mem_n += o.mem_n;
+        self.mem_sum += o.mem_sum;
+        self.mem_max = self.mem_max.max(o.mem_max);
+        self.cpu_eff_n += o.cpu_eff_n;
+        self.cpu_eff_sum += o.cpu_eff_sum;
+        self.mem_eff_n += o.mem_eff_n;
+        self.mem_eff_sum += o.mem_eff_sum;
+        self.mem_eff_max = self.mem_eff_max.max(o.mem_eff_max);
+    }
+}
+
+/// Timestamps in responses: RFC 3339 UTC with milliseconds.
+pub fn ts_json(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn ratio(n: f64, d: f64) -> Option<f64> {
+    (d > 0.0).then(|| n / d)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuntimeView {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub avg: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedbackView {
+    pub count: u64,
+    pub avg_rating: Option<f64>,
+}
+
+/// The contract's window object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecView {
+    pub window: &'static str,
+    pub from: String,
+    pub to: String,
+    pub runs: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub timeout: u64,
+    pub cancelled: u64,
+    pub success_rate: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub throughput_per_min: f64,
+    pub runtime_ms: RuntimeView,
+    pub credits: f64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub active_agents: u64,
+    pub models: BTreeMap<Arc<str>, ModelUsage>,
+    pub feedback: FeedbackView,
+}
+
+impl ExecView {
+    fn build(window: Window, b: ExecBucket, from_ms: i64, now: DateTime<Utc>, active: u64) -> Self {
+        let decided = (b.succeeded + b.failed + b.timeout) as f64;
+        Self {
+            window: window.as_str(),
+            from: ts_json(ms_to_time(from_ms)),
+            to: ts_json(now),
+            runs: b.runs(),
+            succeeded: b.succeeded,
+            failed: b.failed,
+            timeout: b.timeout,
+            cancelled: b.cancelled,
+            success_rate: ratio(b.succeeded as f64, decided),
+            error_rate: ratio((b.failed + b.timeout) as f64, decided),
+            throughput_per_min: b.runs() as f64 / window.minutes(),
+            runtime_ms: RuntimeView {
+                p50: b.runtime.quantile(0.50),
+                p95: b.runtime.quantile(0.95),
+                p99: b.runtime.quantile(0.99),
+                avg: b.runtime.mean(),
+                max: b.runtime.max(),
+            },
+            credits: b.credits,
+            tokens_in: b.tokens_in,
+            tokens_out: b.tokens_out,
+            active_agents: active,
+            models: b.models.into_iter().collect(),
+            feedback: FeedbackView {
+                count: b.feedback,
+                avg_rating: ratio(b.rating_sum as f64, b.feedback as f64),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatestHeartbeat {
+    pub ts: String,
+    pub cpu_pct: Option<f64>,
+    pub mem_mb: Option<f64>,
+    pub mem_limit_mb: Option<f64>,
+    pub cpu_limit_cores: Option<f64>,
+    pub concurrent_runs: Option<i64>,
+    pub queue_depth: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuView {
+    pub avg: Option<f64>,
+    pub max: Option<f64>,
+    pub p95: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemView {
+    pub avg: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// The contract's per-agent resource window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceView {
+    pub window: &'static str,
+    pub last_seen: Option<String>,
+    pub state: &'static str,
+    pub heartbeat_age_s: Option<f64>,
+    pub latest: Option<LatestHeartbeat>,
+    pub heartbeats: u64,
+    pub cpu_pct: CpuView,
+    pub mem_mb: MemView,
+    pub cpu_efficiency: Option<f64>,
+    pub mem_efficiency: Option<f64>,
+    pub mem_pct_max: Option<f64>,
+    pub concurrent_runs: Option<i64>,
+    pub queue_depth: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct AgentLive {
+    exec: Series<ExecBucket>,
+    res: Series<ResBucket>,
+    latest: Option<Heartbeat>,
+}
+
+/// Everything the hub knows live about one workspace.
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    rules: LiveRules,
+    workspace: Series<ExecBucket>,
+    agents: HashMap<AgentId, AgentLive>,
+    models: HashSet<Arc<str>>,
+    other_model: Arc<str>,
+    /// Events counted under `_other` because of the agent limit.
+    pub overflow_agent_events: u64,
+    /// Runs counted under `_other` because of the model limit.
+    pub overflow_model_runs: u64,
+}
+
+impl LiveState {
+    pub fn new(rules: LiveRules) -> Self {
+        Self {
+            rules,
+            workspace: Series::default(),
+            agents: HashMap::new(),
+            models: HashSet::new(),
+            other_model: Arc::from(OTHER),
+            overflow_agent_events: 0,
+            overflow_model_runs: 0,
+        }
+    }
+
+    /// Applies one event that the store reported as newly inserted.
+    pub fn apply(&mut self, event: &Event, now: DateTime<Utc>) {
+        let now_ms = now.timestamp_millis();
+        let ts_ms = event.time().timestamp_millis();
+        let agent = if self.agents.contains_key(&event.agent_id) || self.agents.len() < self.rules.max_agents
+        {
+            event.agent_id.clone()
+        } else {
+            self.overflow_agent_events += 1;
+            AgentId::other()
+        };
+        match &event.kind {
+            EventKind::Run(run) => {
+                let model = run.model.as_deref().map(|m| self.model_key(m));
+                let agent = self.agents.entry(agent).or_default();
+                agent.exec.record(ts_ms, now_ms, |b| b.add_run(run, model.as_ref()));
+                self.workspace.record(ts_ms, now_ms, |b| b.add_run(run, model.as_ref()));
+            }
+            EventKind::Heartbeat(hb) => {
+                let agent = self.agents.entry(agent).or_default();
+                agent.res.record(ts_ms, now_ms, |b| b.add(hb));
+                if agent.latest.as_ref().is_none_or(|l| l.ts <= hb.ts) {
+                    agent.latest = Some(hb.clone());
+                }
+            }
+            EventKind::Feedback(fb) => {
+                let add = |b: &mut ExecBucket| {
+                    b.feedback += 1;
+                    b.rating_sum += fb.rating as u64;
+                };
+                self.agents.entry(agent).or_default().exec.record(ts_ms, now_ms, add);
+                self.workspace.record(ts_ms, now_ms, add);
+            }
+        }
+    }
+
+    fn model_key(&mut self, model: &str) -> Arc<str> {
+        if let Some(m) = self.models.get(model) {
+            return m.clone();
+        }
+        if self.models.len() >= self.rules.max_models {
+            self.overflow_model_runs += 1;
+            return self.other_model.clone();
+        }
+        let m: Arc<str> = Arc::from(model);
+        self.models.insert(m.clone());
+        m
+    }
+
+    /// The execution window of the workspace, or of one agent (zeros for an unknown agent).
+    pub fn execution(&self, agent: Option<&AgentId>, window: Window, now: DateTime<Utc>) -> ExecView {
+        let now_ms = now.timestamp_millis();
+        let (bucket, from) = match agent {
+            None => self.workspace.total(window, now_ms),
+            Some(a) => match self.agents.get(a) {
+                Some(live) => live.exec.total(window, now_ms),
+                None => Series::<ExecBucket>::default().total(window, now_ms),
+            },
+        };
+        let active = match agent {
+            Some(_) => u64::from(bucket.runs() > 0),
+            None => self
+                .agents
+                .values()
+                .filter(|a| a.exec.total(window, now_ms).0.runs() > 0)
+                .count() as u64,
+        };
+        ExecView::build(window, bucket, from, now, active)
+    }
+
+    /// Resource windows of every agent that has sent a heartbeat, or of one agent.
+    pub fn resources(
+        &self,
+        agent: Option<&AgentId>,
+        window: Window,
+        now: DateTime<Utc>,
+    ) -> BTreeMap<AgentId, ResourceView> {
+        let view = |live: &AgentLive| -> Option<ResourceView> {
+            let latest = live.latest.as_ref()?;
+            let (b, _) = live.res.total(window, now.timestamp_millis());
+            let age = (now - latest.ts).num_milliseconds().max(0) as f64 / 1000.0;
+            Some(ResourceView {
+                window: window.as_str(),
+                last_seen: Some(ts_json(latest.ts)),
+                state: if now - latest.ts > self.rules.stale_after { "stale" } else { "live" },
+                heartbeat_age_s: Some(age),
+                latest: Some(LatestHeartbeat {
+                    ts: ts_json(latest.ts),
+                    cpu_pct: latest.cpu_pct,
+                    mem_mb: latest.mem_mb,
+                    mem_limit_mb: latest.mem_limit_mb,
+                    cpu_limit_cores: latest.cpu_limit_cores,
+                    concurrent_runs: latest.concurrent_runs,
+                    queue_depth: latest.queue_depth,
+                }),
+                heartbeats: b.heartbeats,
+                cpu_pct: CpuView {
+                    avg: b.cpu.mean(),
+                    max: b.cpu.max(),
+                    p95: b.cpu.quantile(0.95),
+                },
+                mem_mb: MemView {
+                    avg: ratio(b.mem_sum, b.mem_n as f64),
+                    max: (b.mem_n > 0).then_some(b.mem_max),
+                },
+                cpu_efficiency: ratio(b.cpu_eff_sum, b.cpu_eff_n as f64),
+                mem_efficiency: ratio(b.mem_eff_sum, b.mem_eff_n as f64),
+                mem_pct_max: (b.mem_eff_n > 0).then_some(100.0 * b.mem_eff_max),
+                concurrent_runs: latest.concurrent_runs,
+                queue_depth: latest.queue_depth,
+            })
+        };
+        match agent {
+            Some(a) => self
+                .agents
+                .get(a)
+                .and_then(view)
+                .map(|v| (a.clone(), v))
+                .into_iter()
+                .collect(),
+            None => self
+                .agents
+                .iter()
+                .filter_map(|(id, live)| Some((id.clone(), view(live)?)))
+                .collect(),
+        }
+    }
+
+    /// Agents whose last heartbeat is within `stale_after` of `now`.
+    pub fn live_agents(&self, now: DateTime<Utc>) -> usize {
+        self.agents
+            .values()
+            .filter(|a| a.latest.as_ref().is_some_and(|l| now - l.ts <= self.rules.stale_after))
+            .count()
+    }
+
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Drops expired sub-buckets, and agents with nothing left in any window and no
+    /// heartbeat within `stale_after`.
+    pub fn expire(&mut self, now: DateTime<Utc>) {
+        let now_ms = now.timestamp_millis();
+        self.workspace.expire(now_ms);
+        let stale_after = self.rules.stale_after;
+        self.agents.retain(|_, a| {
+            a.exec.expire(now_ms);
+            a.res.expire(now_ms);
+            let recent = a.latest.as_ref().is_some_and(|l| now - l.ts <= stale_after);
+            recent || !a.exec.is_idle(now_ms) || !a.res.is_idle(now_ms)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+use super::*;
+use crate::domain::event::{Feedback, RunError};
+use crate::domain::ids::EventId;
+
+fn rules() -> LiveRules {
+    LiveRules {
+        max_agents: 2,
+        max_models: 1,
+        stale_after: Duration::seconds(60),
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-11-24T12:00:00Z".parse().unwrap()
+}
+
+fn run(agent: &str, status: RunStatus, runtime_ms: f64, ago_s: i64, model: Option<&str>) -> Event {
+    Event {
+        event_id: EventId::parse("e").unwrap(),
+        agent_id: AgentId::parse(agent).unwrap(),
+        kind: EventKind::Run(Run {
+            run_id: None,
+            user_id: None,
+            status,
+            started_at: None,
+            completed_at: now() - Duration::seconds(ago_s),
+            runtime_ms,
+            credits: 0.5,
+            tokens_in: 10,
+            tokens_out: 5,
+            model: model.map(str::to_owned),
+            error: (status == RunStatus::Failed).then(RunError::default),
+        }),
+    }
+}
+
+fn heartbeat(agent: &str, ago_s: i64, cpu: f64, mem: f64) -> Event {
+    Event {
+        event_id: EventId::parse("h").unwrap(),
+        agent_id: AgentId::parse(agent).unwrap(),
+        kind: EventKind::Heartbeat(Heartbeat {
+            ts: now() - Duration::seconds(ago_s),
+            cpu_pct: Some(cpu),
+            mem_mb: Some(mem),
+            mem_limit_mb: Some(1000.0),
+            cpu_limit_cores: Some(2.0),
+            concurrent_runs: Some(3),
+            queue_depth: Some(1),
+        }),
+    }
+}
+
+#[test]
+fn execution_window_counts_rates_and_quantiles() {
+    let mut live = LiveState::new(rules());
+    live.apply(&run("a", RunStatus::Succeeded, 100.0, 10, Some("gpt")), now());
+    live.apply(&run("a", RunStatus::Failed, 300.0, 20, Some("gpt")), now());
+    live.apply(&run("b", RunStatus::Timeout, 200.0, 30, None), now());
+    live.apply(&run("b", RunStatus::Cancelled, 50.0, 40, None), now());
+    live.apply(
+        &Event {
+            event_id: EventId::parse("f").unwrap(),
+            agent_id: AgentId::parse("a").unwrap(),
+            kind: EventKind::Feedback(Feedback { user_id: None, ts: now(), rating: 4, text: None }),
+        },
+        now(),
+    );
+    let v = live.execution(None, Window::M5, now());
+    assert_eq!((v.runs, v.succeeded, v.failed, v.timeout, v.cancelled), (4, 1, 1, 1, 1));
+    assert_eq!(v.error_rate, Some(2.0 / 3.0));
+    assert_eq!(v.success_rate, Some(1.0 / 3.0));
+    assert_eq!(v.throughput_per_min, 4.0 / 5.0);
+    assert_eq!(v.active_agents, 2);
+    assert_eq!(v.credits, 2.0);
+    assert_eq!((v.tokens_in, v.tokens_out), (40, 20));
+    assert_eq!(v.models["gpt"].runs, 2);
+    assert_eq!(v.feedback, FeedbackView { count: 1, avg_rating: Some(4.0) });
+    let p50 = v.runtime_ms.p50.unwrap();
+    assert!((p50 - 100.0).abs() / 100.0 <= 0.01, "{p50}");
+    assert_eq!(v.runtime_ms.max, Some(300.0));
+
+    let a = live.execution(Some(&AgentId::parse("a").unwrap()), Window::M1, now());
+    assert_eq!((a.runs, a.active_agents), (2, 1));
+    let none = live.execution(Some(&AgentId::parse("zzz").unwrap()), Window::M1, now());
+    assert_eq!((none.runs, none.error_rate, none.runtime_ms.p95), (0, None, None));
+}
+
+#[test]
+fn agents_and_models_past_the_limits_count_under_other() {
+    let mut live = LiveState::new(rules());
+    live.apply(&run("a", RunStatus::Succeeded, 1.0, 1, Some("m1")), now());
+    live.apply(&run("b", RunStatus::Succeeded, 1.0, 1, Some("m2")), now());
+    live.apply(&run("c", RunStatus::Succeeded, 1.0, 1, Some("m1")), now());
+    assert_eq!(live.agent_count(), 3); // a, b and _other
+    assert_eq!(live.overflow_agent_events, 1);
+    assert_eq!(live.overflow_model_runs, 1);
+    let v = live.execution(None, Window::M1, now());
+    assert_eq!(v.runs, 3);
+    assert_eq!(v.models.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["_other", "m1"]);
+    let other = live.execution(Some(&AgentId::other()), Window::M1, now());
+    assert_eq!(other.runs, 1);
+}
+
+#[test]
+fn resources_report_latest_aggregates_and_liveness() {
+    let mut live = LiveState::new(rules());
+    live.apply(&heartbeat("a", 30, 50.0, 200.0), now());
+    live.apply(&heartbeat("a", 10, 150.0, 400.0), now());
+    live.apply(&heartbeat("a", 20, 100.0, 300.0), now()); // out of order: not the latest
+    let views = live.resources(None, Window::M5, now());
+    let v = &views[&AgentId::parse("a").unwrap()];
+    assert_eq!(v.state, "live");
+    assert_eq!(v.heartbeats, 3);
+    assert_eq!(v.latest.as_ref().unwrap().cpu_pct, Some(150.0));
+    assert_eq!(v.cpu_pct.avg, Some(100.0));
+    assert_eq!(v.cpu_pct.max, Some(150.0));
+    assert_eq!(v.mem_mb.max, Some(400.0));
+    assert_eq!(v.cpu_efficiency, Some(0.5));
+    assert_eq!(v.mem_pct_max, Some(40.0));
+    assert_eq!(v.heartbeat_age_s, Some(10.0));
+    let later = now() + Duration::seconds(51);
+    let views = live.resources(None, Window::M5, later);
+    assert_eq!(views[&AgentId::parse("a").unwrap()].state, "stale");
+    assert_eq!(live.live_agents(later), 0);
+    assert_eq!(live.live_agents(now()), 1);
+}
+
+#[test]
+fn expiry_forgets_silent_agents() {
+    let mut live = LiveState::new(rules());
+    live.apply(&run("a", RunStatus::Succeeded, 1.0, 1, None), now());
+    live.apply(&heartbeat("b", 1, 1.0, 1.0), now());
+    live.expire(now() + Duration::hours(23));
+    assert_eq!(live.agent_count(), 2, "runs and heartbeats are still in the 24h window");
+    live.expire(now() + Duration::hours(25));
+    assert_eq!(live.agent_count(), 0);
+    assert_eq!(live.execution(None, Window::H24, now() + Duration::hours(25)).runs, 0);
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run Shadower Hub (release build) against the PostgreSQL and Redis found or started by
+# scripts/services.sh. Extra arguments go to `shadower-hub serve`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+source scripts/services.sh
+
+if [[ -z ${SHADOWER__AUTH__JWT_SECRET:-} ]]; then
+    export SHADOWER__AUTH__JWT_SECRET=shadower-hub-insecure-development-jwt-secret-do-not-use
+    echo "run.sh: WARNING: SHADOWER__AUTH__JWT_SECRET is not set; using a development secret." \
+        "Never use it in production." >&2
+fi
+
+exec cargo run --release --bin shadower-hub -- serve "$@"
