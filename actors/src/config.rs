@@ -1,0 +1,76 @@
+//! Settings sections owned by this crate. Every capacity and interval is documented here
+//! with what happens when it is reached; `config/default.toml` holds the defaults.
+
+use serde::Deserialize;
+
+use crate::domain::duration::HubDuration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user[:password]@host:port/dbname`; the database is created when missing.
+    pub url: String,
+    /// Connections for reads (rebuilds, health); the writer has its own `writer.concurrency`.
+    pub pool_size: usize,
+    /// Bound on connecting, and on waiting for a pooled connection; past it the request
+    /// gets a 503 instead of hanging.
+    pub connect_timeout: HubDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Most rows in one transaction; more waiting requests go in the next one.
+    pub max_batch_rows: usize,
+    /// Rows accepted but not yet committed. A request that would go past it gets 503 +
+    /// `Retry-After` at once, so memory stays bounded while PostgreSQL is slow or down.
+    pub max_backlog_rows: usize,
+    /// Transactions in flight at once (one connection each).
+    pub concurrency: usize,
+    /// A batch not committed within this is answered 503 (and its outcome checked by
+    /// rebuilding the touched workspaces' windows).
+    pub commit_timeout: HubDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// More events in one request get 413.
+    pub max_events: usize,
+    /// Older events get 400 (agents buffer while offline up to this).
+    pub max_age: HubDuration,
+    /// Events stamped further ahead of the hub clock get 400.
+    pub max_future: HubDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    /// Dedicated arbiters (threads) the workspace actors are spread over, by workspace id.
+    pub arbiters: usize,
+    /// Messages a workspace actor queues; a read past it waits up to `request_timeout`.
+    pub mailbox: usize,
+    /// An actor that is idle (no session, no rule, no live agent) this long is stopped; the
+    /// next request rebuilds it from PostgreSQL.
+    pub idle_after: HubDuration,
+    /// Bound on a read or apply waiting for the actor; past it: 503.
+    pub request_timeout: HubDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesConfig {
+    /// An agent with no heartbeat for this long is `stale`.
+    pub stale_after: HubDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Past this many agents in a workspace, new agents are counted live under `_other`.
+    pub max_agents_per_workspace: usize,
+    /// Past this many models in a workspace, new models are counted live under `_other`.
+    pub max_models_per_workspace: usize,
+}

@@ -1,0 +1,53 @@
+//! Every actor message, in one place.
+
+use std::collections::BTreeMap;
+
+use actix::Message;
+use tokio::sync::oneshot;
+
+use crate::domain::event::Event;
+use crate::domain::ids::{AgentId, WorkspaceId};
+use crate::domain::live::{ExecView, ResourceView};
+use crate::domain::window::Window;
+use crate::writer::{Reservation, WriteError};
+
+/// A request's validated events, for the writer to commit. `reply` answers once the
+/// events are committed (and applied to the windows) or cannot be.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Submit {
+    pub workspace: WorkspaceId,
+    pub events: Vec<Event>,
+    /// Holds the events' place in `writer.max_backlog_rows` until the batch is done.
+    pub reservation: Reservation,
+    pub reply: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// Resolves when the writer holds nothing: used on shutdown after the server stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Newly inserted events of one committed transaction `xid`, to fold into the windows.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply {
+    pub events: Vec<Event>,
+    pub xid: u64,
+}
+
+/// The execution window of the workspace, or of one agent.
+#[derive(Message)]
+#[rtype(result = "ExecView")]
+pub struct GetExecution {
+    pub agent: Option<AgentId>,
+    pub window: Window,
+}
+
+/// Resource windows of every agent, or of one.
+#[derive(Message)]
+#[rtype(result = "BTreeMap<AgentId, ResourceView>")]
+pub struct GetResources {
+    pub agent: Option<AgentId>,
+    pub window: Window,
+}

@@ -1,0 +1,106 @@
+//! The hub's own metrics, in Prometheus text exposition at `/metrics`. Names follow
+//! `hub_<noun>_<verb>_total` with base units in the name; emitted per batch, not per event.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+pub struct HubMetrics {
+    registry: Registry,
+    /// Events committed, `outcome` = `new` or `duplicate`.
+    pub ingest_events: Family<OutcomeLabel, Counter>,
+    /// Ingest requests refused, by `reason` (invalid, too_large, backlog_full, unavailable...).
+    pub ingest_rejected: Family<ReasonLabel, Counter>,
+    pub writer_batches: Counter,
+    pub writer_failures: Counter,
+    pub writer_batch_rows: Histogram,
+    pub writer_flush_seconds: Histogram,
+    pub writer_backlog_rows: Gauge,
+    /// Requests queued in the writer, not yet in a transaction.
+    pub writer_queue_requests: Gauge,
+    pub workspace_actors: Gauge,
+    /// Messages sent to workspace actors and not yet handled, over all of them.
+    pub workspace_mailbox_messages: Gauge,
+    pub workspace_rebuild_seconds: Histogram,
+    /// Events counted live under `_other`, by `kind` = `agent` or `model`.
+    pub live_overflow: Family<KindLabel, Counter>,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HubMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            ingest_events: Family::default(),
+            ingest_rejected: Family::default(),
+            writer_batches: Counter::default(),
+            writer_failures: Counter::default(),
+            writer_batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
+            writer_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            writer_backlog_rows: Gauge::default(),
+            writer_queue_requests: Gauge::default(),
+            workspace_actors: Gauge::default(),
+            workspace_mailbox_messages: Gauge::default(),
+            workspace_rebuild_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
+            live_overflow: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("hub_ingest_events", "Events committed, by outcome (new, duplicate).", m.ingest_events.clone());
+        registry.register("hub_ingest_rejected", "Ingest requests refused, by reason.", m.ingest_rejected.clone());
+        registry.register("hub_writer_batches", "Transactions committed by the writer.", m.writer_batches.clone());
+        registry.register("hub_writer_failures", "Writer transactions that failed.", m.writer_failures.clone());
+        registry.register("hub_writer_batch_rows", "Rows per committed transaction.", m.writer_batch_rows.clone());
+        registry.register("hub_writer_flush_seconds", "Time to insert and commit one batch.", m.writer_flush_seconds.clone());
+        registry.register("hub_writer_backlog_rows", "Rows accepted and not yet committed.", m.writer_backlog_rows.clone());
+        registry.register("hub_writer_queue_requests", "Requests waiting for a transaction.", m.writer_queue_requests.clone());
+        registry.register("hub_workspace_actors", "Workspace actors running.", m.workspace_actors.clone());
+        registry.register(
+            "hub_workspace_mailbox_messages",
+            "Messages queued at workspace actors, over all of them.",
+            m.workspace_mailbox_messages.clone(),
+        );
+        registry.register(
+            "hub_workspace_rebuild_seconds",
+            "Time to rebuild a workspace's windows from PostgreSQL.",
+            m.workspace_rebuild_seconds.clone(),
+        );
+        registry.register("hub_live_overflow", "Events counted under _other past a cardinality limit.", m.live_overflow.clone());
+        Self { registry, ..m }
+    }
+
+    /// Registers a metric owned by another layer (handlers, WebSocket) in the same registry.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

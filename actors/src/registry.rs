@@ -1,0 +1,119 @@
+//! Finds or starts the actor that owns a workspace.
+//!
+//! Actors are spread over `workspace.arbiters` dedicated arbiters by a hash of the workspace
+//! id, never on the System thread or an HTTP worker. An actor stops itself when idle and
+//! leaves the map; the next request starts a fresh one, which rebuilds from PostgreSQL.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
+
+use actix::prelude::*;
+use deadpool_postgres::Pool;
+use parking_lot::Mutex;
+
+use crate::domain::event::Event;
+use crate::domain::ids::WorkspaceId;
+use crate::domain::live::LiveRules;
+use crate::messages::Apply;
+use crate::metrics::HubMetrics;
+use crate::workspace::WorkspaceActor;
+
+/// What every workspace actor is built with.
+pub struct WorkspaceDeps {
+    /// Reads (window rebuild).
+    pub pool: Pool,
+    pub rules: LiveRules,
+    pub mailbox: usize,
+    pub idle_after: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub metrics: Arc<HubMetrics>,
+}
+
+pub struct Registry {
+    arbiters: Vec<Arbiter>,
+    actors: Mutex<HashMap<WorkspaceId, Addr<WorkspaceActor>>>,
+    deps: Arc<WorkspaceDeps>,
+    this: Weak<Registry>,
+}
+
+impl Registry {
+    /// Starts `arbiters` threads for workspace actors. Call inside the actix System.
+    pub fn new(arbiters: usize, deps: WorkspaceDeps) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            arbiters: (0..arbiters.max(1)).map(|_| Arbiter::new()).collect(),
+            actors: Mutex::new(HashMap::new()),
+            deps: Arc::new(deps),
+            this: this.clone(),
+        })
+    }
+
+    pub fn deps(&self) -> &WorkspaceDeps {
+        &self.deps
+    }
+
+    /// The running actor of `ws`, started (and so rebuilt) when there is none.
+    pub fn get(&self, ws: &WorkspaceId) -> Addr<WorkspaceActor> {
+        let mut actors = self.actors.lock();
+        if let Some(addr) = actors.get(ws).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let mut h = std::hash::DefaultHasher::new();
+        ws.hash(&mut h);
+        let arbiter = &self.arbiters[(h.finish() as usize) % self.arbiters.len()];
+        let (deps, id, registry) = (self.deps.clone(), ws.clone(), self.this.clone());
+        let addr = WorkspaceActor::start_in_arbiter(&arbiter.handle(), move |_| WorkspaceActor::new(id, deps, registry));
+        actors.insert(ws.clone(), addr.clone());
+        self.deps.metrics.workspace_actors.set(actors.len() as i64);
+        addr
+    }
+
+    /// Applies newly committed events. Retries once on an actor that stopped meanwhile (the
+    /// fresh one rebuilds from PostgreSQL and skips what its snapshot already holds).
+    pub async fn apply(&self, ws: WorkspaceId, events: Vec<Event>, xid: u64) {
+        for attempt in 0..2 {
+            let addr = self.get(&ws);
+            self.deps.metrics.workspace_mailbox_messages.inc();
+            let sent = addr
+                .send(Apply {
+                    events: events.clone(),
+                    xid,
+                })
+                .await;
+            match sent {
+                Ok(()) => return,
+                Err(e) => {
+                    self.deps.metrics.workspace_mailbox_messages.dec();
+                    tracing::warn!(workspace = %ws, attempt, error = %e, "Apply not delivered; retrying on a fresh actor.");
+                    self.forget(&ws);
+                }
+            }
+        }
+    }
+
+    /// Stops and forgets the actor of `ws`, so the next request rebuilds it from storage.
+    pub fn forget(&self, ws: &WorkspaceId) {
+        let mut actors = self.actors.lock();
+        if let Some(addr) = actors.remove(ws) {
+            addr.do_send(crate::workspace::Stop);
+        }
+        self.deps.metrics.workspace_actors.set(actors.len() as i64);
+    }
+
+    /// Called by an actor that stopped itself; removes it unless a newer one took its place.
+    pub(crate) fn remove(&self, ws: &WorkspaceId, addr: &Addr<WorkspaceActor>) {
+        let mut actors = self.actors.lock();
+        if actors.get(ws) == Some(addr) {
+            actors.remove(ws);
+        }
+        self.deps.metrics.workspace_actors.set(actors.len() as i64);
+    }
+
+    pub fn len(&self) -> usize {
+        self.actors.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

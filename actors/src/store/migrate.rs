@@ -1,0 +1,58 @@
+//! Forward-only migrations from `migrations/`, applied in order, each in its own transaction,
+//! recorded in `hub_schema_migrations`, under an advisory lock so nodes starting together
+//! do not race.
+
+use deadpool_postgres::Pool;
+
+use super::StoreError;
+
+/// `(version, name, sql)`, in order. Add new files at the end; never edit an applied one.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_raw_events",
+    include_str!("../../../migrations/0001_raw_events.sql"),
+)];
+
+/// Key of the advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x5348_4144_4f57; // "SHADOW"
+
+/// Applies pending migrations; returns how many were applied.
+pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
+    let mut client = pool.get().await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let result = apply_pending(&mut client).await;
+    // Unlock even when a migration failed; a dropped connection releases it too.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    result
+}
+
+async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS hub_schema_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM hub_schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut count = 0;
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| !applied.contains(v)) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO hub_schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "Applied migration.");
+        count += 1;
+    }
+    Ok(count)
+}

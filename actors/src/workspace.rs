@@ -1,0 +1,164 @@
+//! The actor that owns one workspace's live state.
+//!
+//! On start it rebuilds its windows from PostgreSQL (the last 24 h of events) before it
+//! handles any message: `ctx.wait` holds the mailbox until the rebuild is done, so an apply
+//! or a read never sees a half-built state. The rebuild's snapshot then decides, per apply,
+//! whether the rebuild already counted that transaction (see [`crate::store::Snapshot`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use crate::domain::ids::{AgentId, WorkspaceId};
+use crate::domain::live::{ExecView, LiveState, ResourceView};
+use crate::domain::window::Window;
+use crate::messages::{Apply, GetExecution, GetResources};
+use crate::metrics::KindLabel;
+use crate::registry::{Registry, WorkspaceDeps};
+use crate::store::{self, Snapshot};
+
+/// How often expired sub-buckets are dropped and idleness is checked.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+
+/// Stops the actor (its state is rebuilt from storage by the next one).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+pub struct WorkspaceActor {
+    id: WorkspaceId,
+    deps: Arc<WorkspaceDeps>,
+    registry: Weak<Registry>,
+    live: LiveState,
+    /// The rebuild's snapshot: applies of transactions it sees are already counted.
+    snapshot: Snapshot,
+    last_message: Instant,
+    /// Overflow counts already reported to the metrics.
+    reported_overflow: (u64, u64),
+}
+
+impl WorkspaceActor {
+    pub fn new(id: WorkspaceId, deps: Arc<WorkspaceDeps>, registry: Weak<Registry>) -> Self {
+        Self {
+            live: LiveState::new(deps.rules),
+            id,
+            deps,
+            registry,
+            snapshot: Snapshot::default(),
+            last_message: Instant::now(),
+            reported_overflow: (0, 0),
+        }
+    }
+
+    fn touch(&mut self) {
+        self.last_message = Instant::now();
+        self.deps.metrics.workspace_mailbox_messages.dec();
+    }
+
+    /// Idle: nothing heard for `idle_after` and no agent live. (Sessions, alert rules and
+    /// firing alerts will also keep an actor alive once they exist.)
+    fn is_idle(&self) -> bool {
+        self.last_message.elapsed() >= self.deps.idle_after && self.live.live_agents(Utc::now()) == 0
+    }
+
+    fn report_overflow(&mut self) {
+        let (agents, models) = (self.live.overflow_agent_events, self.live.overflow_model_runs);
+        let m = &self.deps.metrics.live_overflow;
+        m.get_or_create(&KindLabel { kind: "agent" }).inc_by(agents - self.reported_overflow.0);
+        m.get_or_create(&KindLabel { kind: "model" }).inc_by(models - self.reported_overflow.1);
+        self.reported_overflow = (agents, models);
+    }
+}
+
+impl Actor for WorkspaceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.deps.mailbox);
+        let (pool, id) = (self.deps.pool.clone(), self.id.clone());
+        let started = Instant::now();
+        let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
+        ctx.wait(
+            async move { store::load_recent(&pool, &id, since).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(recent) => {
+                        let now = Utc::now();
+                        for event in &recent.events {
+                            act.live.apply(event, now);
+                        }
+                        act.snapshot = recent.snapshot;
+                        act.report_overflow();
+                        act.deps.metrics.workspace_rebuild_seconds.observe(started.elapsed().as_secs_f64());
+                        tracing::debug!(workspace = %act.id, events = recent.events.len(), "Rebuilt windows.");
+                    }
+                    Err(e) => {
+                        // Serving windows without history would be wrong, so stop: messages
+                        // waiting get an error (503), the next request tries again.
+                        tracing::warn!(workspace = %act.id, error = %e, "Window rebuild failed; stopping.");
+                        ctx.stop();
+                    }
+                }),
+        );
+        ctx.run_interval(HOUSEKEEPING_EVERY, |act, ctx| {
+            act.live.expire(Utc::now());
+            if act.is_idle() {
+                tracing::debug!(workspace = %act.id, "Idle; stopping.");
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove(&self.id, &ctx.address());
+        }
+    }
+}
+
+impl Handler<Apply> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Apply, _: &mut Context<Self>) {
+        self.touch();
+        if self.snapshot.sees(msg.xid) {
+            return; // the rebuild already counted this transaction
+        }
+        let now = Utc::now();
+        for event in &msg.events {
+            self.live.apply(event, now);
+        }
+        self.report_overflow();
+    }
+}
+
+impl Handler<GetExecution> for WorkspaceActor {
+    type Result = MessageResult<GetExecution>;
+
+    fn handle(&mut self, msg: GetExecution, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let view: ExecView = self.live.execution(msg.agent.as_ref(), msg.window, Utc::now());
+        MessageResult(view)
+    }
+}
+
+impl Handler<GetResources> for WorkspaceActor {
+    type Result = MessageResult<GetResources>;
+
+    fn handle(&mut self, msg: GetResources, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let views: BTreeMap<AgentId, ResourceView> = self.live.resources(msg.agent.as_ref(), msg.window, Utc::now());
+        MessageResult(views)
+    }
+}
+
+impl Handler<Stop> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,282 @@
+//! The writer: group commit of ingest requests into PostgreSQL.
+//!
+//! Handlers reserve room in the backlog, then `try_send` a [`Submit`]. The writer queues
+//! requests and keeps up to `writer.concurrency` transactions in flight; whenever one is free
+//! it takes every queued request (up to `writer.max_batch_rows` rows) into one transaction.
+//! So under load each commit carries many requests, and throughput comes from batching.
+//!
+//! A request is answered `Ok` only after its transaction committed and its new events were
+//! applied to the workspace windows, so a client that reads after its 200 sees its events.
+//! Failures answer `Unavailable` (503): nothing unacknowledged is ever reported stored, and
+//! the client's retry is harmless because inserts are idempotent. When a failure happens
+//! while committing, the outcome is unknown, so the touched workspaces rebuild their windows
+//! from PostgreSQL rather than guess.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use chrono::NaiveDate;
+use deadpool_postgres::Pool;
+use tokio::sync::oneshot;
+
+use crate::config::WriterConfig;
+use crate::domain::event::Event;
+use crate::domain::ids::WorkspaceId;
+use crate::messages::{Drain, Submit};
+use crate::metrics::{HubMetrics, OutcomeLabel};
+use crate::registry::Registry;
+use crate::store::{self, Partitions, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("the database cannot commit right now: {0}")]
+    Unavailable(String),
+}
+
+/// Rows accepted but not yet committed, shared by handlers and the writer.
+#[derive(Debug, Clone)]
+pub struct Backlog {
+    rows: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Backlog {
+    pub fn new(max: usize) -> Self {
+        Self {
+            rows: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Reserves room for `n` rows, or `None` when that would pass `writer.max_backlog_rows`.
+    pub fn try_reserve(&self, n: usize) -> Option<Reservation> {
+        self.rows
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                (cur + n <= self.max).then_some(cur + n)
+            })
+            .ok()?;
+        Some(Reservation {
+            rows: self.rows.clone(),
+            n,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows.load(Ordering::Acquire)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.rows() >= self.max
+    }
+}
+
+/// Room held in the backlog; given back when dropped, whatever happened to the request.
+#[derive(Debug)]
+pub struct Reservation {
+    rows: Arc<AtomicUsize>,
+    n: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.rows.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
+pub struct Writer {
+    pool: Pool,
+    registry: Arc<Registry>,
+    metrics: Arc<HubMetrics>,
+    cfg: WriterConfig,
+    partitions: Partitions,
+    /// Requests not yet in a transaction, oldest first.
+    queue: VecDeque<Submit>,
+    /// Transactions in flight (≤ `cfg.concurrency`).
+    in_flight: usize,
+    /// Answered when the queue is empty and nothing is in flight.
+    drains: Vec<oneshot::Sender<()>>,
+}
+
+impl Writer {
+    pub fn new(pool: Pool, registry: Arc<Registry>, metrics: Arc<HubMetrics>, cfg: WriterConfig) -> Self {
+        Self {
+            pool,
+            registry,
+            metrics,
+            cfg,
+            partitions: Partitions::default(),
+            queue: VecDeque::new(),
+            in_flight: 0,
+            drains: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight < self.cfg.concurrency.max(1) && !self.queue.is_empty() {
+            let mut batch = Vec::new();
+            let mut rows = 0;
+            while let Some(next) = self.queue.front() {
+                if !batch.is_empty() && rows + next.events.len() > self.cfg.max_batch_rows {
+                    break;
+                }
+                rows += next.events.len();
+                batch.extend(self.queue.pop_front());
+            }
+            self.in_flight += 1;
+            let job = Flush {
+                pool: self.pool.clone(),
+                registry: self.registry.clone(),
+                metrics: self.metrics.clone(),
+                partitions: self.partitions.clone(),
+                timeout: self.cfg.commit_timeout.get(),
+            };
+            ctx.spawn(job.run(batch).into_actor(self).map(|(), act, ctx| {
+                act.in_flight -= 1;
+                act.pump(ctx);
+            }));
+        }
+        self.metrics.writer_queue_requests.set(self.queue.len() as i64);
+        if self.queue.is_empty() && self.in_flight == 0 {
+            for d in self.drains.drain(..) {
+                let _ = d.send(());
+            }
+        }
+    }
+}
+
+impl Actor for Writer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Bounded by the backlog reservation each Submit carries, not by message count.
+        ctx.set_mailbox_capacity(usize::MAX >> 1);
+    }
+}
+
+impl Supervised for Writer {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        // The struct survives a restart: queued requests are still here. Transactions that
+        // were in flight were dropped with their futures; their requests got 503.
+        tracing::warn!(queued = self.queue.len(), "Writer restarting.");
+        self.in_flight = 0;
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Submit> for Writer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) {
+        self.queue.push_back(msg);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Drain> for Writer {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.drains.push(tx);
+        self.pump(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+/// One transaction's worth of work, run off the actor's state.
+struct Flush {
+    pool: Pool,
+    registry: Arc<Registry>,
+    metrics: Arc<HubMetrics>,
+    partitions: Partitions,
+    timeout: std::time::Duration,
+}
+
+enum FlushError {
+    /// Nothing was committed.
+    RolledBack(StoreError),
+    /// The failure came while committing: the rows may or may not be stored.
+    Unknown(String),
+}
+
+impl Flush {
+    async fn run(self, batch: Vec<Submit>) {
+        let started = Instant::now();
+        let rows: Vec<(&WorkspaceId, &Event)> = batch
+            .iter()
+            .flat_map(|s| s.events.iter().map(move |e| (&s.workspace, e)))
+            .collect();
+        let committing = std::cell::Cell::new(false);
+        let outcome = match tokio::time::timeout(self.timeout, self.commit(&rows, &committing)).await {
+            Ok(result) => result,
+            Err(_) if committing.get() => Err(FlushError::Unknown("commit timed out".into())),
+            Err(_) => Err(FlushError::RolledBack(StoreError::Data("batch timed out".into()))),
+        };
+        match outcome {
+            Ok((is_new, xid)) => {
+                let mut fresh: HashMap<&WorkspaceId, Vec<Event>> = HashMap::new();
+                for ((ws, event), new) in rows.iter().zip(&is_new) {
+                    if *new {
+                        fresh.entry(*ws).or_default().push((*event).clone());
+                    }
+                }
+                let new_count = is_new.iter().filter(|n| **n).count();
+                self.metrics.writer_batches.inc();
+                self.metrics.writer_batch_rows.observe(rows.len() as f64);
+                self.metrics.writer_flush_seconds.observe(started.elapsed().as_secs_f64());
+                let m = &self.metrics.ingest_events;
+                m.get_or_create(&OutcomeLabel { outcome: "new" }).inc_by(new_count as u64);
+                m.get_or_create(&OutcomeLabel { outcome: "duplicate" }).inc_by((rows.len() - new_count) as u64);
+                futures_util::future::join_all(
+                    fresh.into_iter().map(|(ws, events)| self.registry.apply(ws.clone(), events, xid)),
+                )
+                .await;
+                drop(rows);
+                for s in batch {
+                    let _ = s.reply.send(Ok(()));
+                }
+            }
+            Err(err) => {
+                self.metrics.writer_failures.inc();
+                let message = match &err {
+                    FlushError::RolledBack(e) => e.to_string(),
+                    FlushError::Unknown(e) => e.clone(),
+                };
+                tracing::warn!(error = %message, rows = rows.len(), "Batch not committed; answering 503.");
+                if let FlushError::Unknown(_) = err {
+                    let mut touched: Vec<&WorkspaceId> = rows.iter().map(|(w, _)| *w).collect();
+                    touched.sort();
+                    touched.dedup();
+                    for ws in touched {
+                        self.registry.forget(ws);
+                    }
+                }
+                drop(rows);
+                for s in batch {
+                    let _ = s.reply.send(Err(WriteError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+
+    async fn commit(
+        &self,
+        rows: &[(&WorkspaceId, &Event)],
+        committing: &std::cell::Cell<bool>,
+    ) -> Result<(Vec<bool>, u64), FlushError> {
+        let rolled_back = FlushError::RolledBack;
+        let mut client = self.pool.get().await.map_err(|e| rolled_back(e.into()))?;
+        let days: Vec<NaiveDate> = rows.iter().map(|(_, e)| e.time().date_naive()).collect();
+        self.partitions.ensure(&**client, days).await.map_err(rolled_back)?;
+        let tx = client.transaction().await.map_err(|e| rolled_back(e.into()))?;
+        let (is_new, xid) = store::insert_batch(&tx, rows).await.map_err(rolled_back)?;
+        committing.set(true);
+        tx.commit().await.map_err(|e| FlushError::Unknown(e.to_string()))?;
+        Ok((is_new, xid))
+    }
+}
