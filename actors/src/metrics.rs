@@ -68,15 +68,51 @@ impl HubMetrics {
             live_overflow: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("hub_ingest_events", "Events committed, by outcome (new, duplicate).", m.ingest_events.clone());
-        registry.register("hub_ingest_rejected", "Ingest requests refused, by reason.", m.ingest_rejected.clone());
-        registry.register("hub_writer_batches", "Transactions committed by the writer.", m.writer_batches.clone());
-        registry.register("hub_writer_failures", "Writer transactions that failed.", m.writer_failures.clone());
-        registry.register("hub_writer_batch_rows", "Rows per committed transaction.", m.writer_batch_rows.clone());
-        registry.register("hub_writer_flush_seconds", "Time to insert and commit one batch.", m.writer_flush_seconds.clone());
-        registry.register("hub_writer_backlog_rows", "Rows accepted and not yet committed.", m.writer_backlog_rows.clone());
-        registry.register("hub_writer_queue_requests", "Requests waiting for a transaction.", m.writer_queue_requests.clone());
-        registry.register("hub_workspace_actors", "Workspace actors running.", m.workspace_actors.clone());
+        registry.register(
+            "hub_ingest_events",
+            "Events committed, by outcome (new, duplicate).",
+            m.ingest_events.clone(),
+        );
+        registry.register(
+            "hub_ingest_rejected",
+            "Ingest requests refused, by reason.",
+            m.ingest_rejected.clone(),
+        );
+        registry.register(
+            "hub_writer_batches",
+            "Transactions committed by the writer.",
+            m.writer_batches.clone(),
+        );
+        registry.register(
+            "hub_writer_failures",
+            "Writer transactions that failed.",
+            m.writer_failures.clone(),
+        );
+        registry.register(
+            "hub_writer_batch_rows",
+            "Rows per committed transaction.",
+            m.writer_batch_rows.clone(),
+        );
+        registry.register(
+            "hub_writer_flush_seconds",
+            "Time to insert and commit one batch.",
+            m.writer_flush_seconds.clone(),
+        );
+        registry.register(
+            "hub_writer_backlog_rows",
+            "Rows accepted and not yet committed.",
+            m.writer_backlog_rows.clone(),
+        );
+        registry.register(
+            "hub_writer_queue_requests",
+            "Requests waiting for a transaction.",
+            m.writer_queue_requests.clone(),
+        );
+        registry.register(
+            "hub_workspace_actors",
+            "Workspace actors running.",
+            m.workspace_actors.clone(),
+        );
         registry.register(
             "hub_workspace_mailbox_messages",
             "Messages queued at workspace actors, over all of them.",
@@ -87,7 +123,11 @@ impl HubMetrics {
             "Time to rebuild a workspace's windows from PostgreSQL.",
             m.workspace_rebuild_seconds.clone(),
         );
-        registry.register("hub_live_overflow", "Events counted under _other past a cardinality limit.", m.live_overflow.clone());
+        registry.register(
+            "hub_live_overflow",
+            "Events counted under _other past a cardinality limit.",
+            m.live_overflow.clone(),
+        );
         Self { registry, ..m }
     }
 

@@ -62,7 +62,9 @@ impl Registry {
         ws.hash(&mut h);
         let arbiter = &self.arbiters[(h.finish() as usize) % self.arbiters.len()];
         let (deps, id, registry) = (self.deps.clone(), ws.clone(), self.this.clone());
-        let addr = WorkspaceActor::start_in_arbiter(&arbiter.handle(), move |_| WorkspaceActor::new(id, deps, registry));
+        let addr = WorkspaceActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            WorkspaceActor::new(id, deps, registry)
+        });
         actors.insert(ws.clone(), addr.clone());
         self.deps.metrics.workspace_actors.set(actors.len() as i64);
         addr
@@ -89,6 +91,28 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Sends `msg` to the workspace's actor and waits up to `timeout` for the answer.
+    pub async fn ask<M>(
+        &self,
+        ws: &WorkspaceId,
+        msg: M,
+        timeout: std::time::Duration,
+    ) -> Result<M::Result, MailboxError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        WorkspaceActor: Handler<M>,
+    {
+        let addr = self.get(ws);
+        self.deps.metrics.workspace_mailbox_messages.inc();
+        let answer = addr.send(msg).timeout(timeout).await;
+        if let Err(MailboxError::Closed) = answer {
+            // Never delivered, so never counted down by the actor.
+            self.deps.metrics.workspace_mailbox_messages.dec();
+        }
+        answer
     }
 
     /// Stops and forgets the actor of `ws`, so the next request rebuilds it from storage.

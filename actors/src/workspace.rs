@@ -61,14 +61,20 @@ impl WorkspaceActor {
     /// Idle: nothing heard for `idle_after` and no agent live. (Sessions, alert rules and
     /// firing alerts will also keep an actor alive once they exist.)
     fn is_idle(&self) -> bool {
-        self.last_message.elapsed() >= self.deps.idle_after && self.live.live_agents(Utc::now()) == 0
+        self.last_message.elapsed() >= self.deps.idle_after
+            && self.live.live_agents(Utc::now()) == 0
     }
 
     fn report_overflow(&mut self) {
-        let (agents, models) = (self.live.overflow_agent_events, self.live.overflow_model_runs);
+        let (agents, models) = (
+            self.live.overflow_agent_events,
+            self.live.overflow_model_runs,
+        );
         let m = &self.deps.metrics.live_overflow;
-        m.get_or_create(&KindLabel { kind: "agent" }).inc_by(agents - self.reported_overflow.0);
-        m.get_or_create(&KindLabel { kind: "model" }).inc_by(models - self.reported_overflow.1);
+        m.get_or_create(&KindLabel { kind: "agent" })
+            .inc_by(agents - self.reported_overflow.0);
+        m.get_or_create(&KindLabel { kind: "model" })
+            .inc_by(models - self.reported_overflow.1);
         self.reported_overflow = (agents, models);
     }
 }
@@ -140,7 +146,9 @@ impl Handler<GetExecution> for WorkspaceActor {
 
     fn handle(&mut self, msg: GetExecution, _: &mut Context<Self>) -> Self::Result {
         self.touch();
-        let view: ExecView = self.live.execution(msg.agent.as_ref(), msg.window, Utc::now());
+        let view: ExecView = self
+            .live
+            .execution(msg.agent.as_ref(), msg.window, Utc::now());
         MessageResult(view)
     }
 }
@@ -150,7 +158,9 @@ impl Handler<GetResources> for WorkspaceActor {
 
     fn handle(&mut self, msg: GetResources, _: &mut Context<Self>) -> Self::Result {
         self.touch();
-        let views: BTreeMap<AgentId, ResourceView> = self.live.resources(msg.agent.as_ref(), msg.window, Utc::now());
+        let views: BTreeMap<AgentId, ResourceView> =
+            self.live
+                .resources(msg.agent.as_ref(), msg.window, Utc::now());
         MessageResult(views)
     }
 }

@@ -101,7 +101,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(pool: Pool, registry: Arc<Registry>, metrics: Arc<HubMetrics>, cfg: WriterConfig) -> Self {
+    pub fn new(
+        pool: Pool,
+        registry: Arc<Registry>,
+        metrics: Arc<HubMetrics>,
+        cfg: WriterConfig,
+    ) -> Self {
         Self {
             pool,
             registry,
@@ -138,7 +143,9 @@ impl Writer {
                 act.pump(ctx);
             }));
         }
-        self.metrics.writer_queue_requests.set(self.queue.len() as i64);
+        self.metrics
+            .writer_queue_requests
+            .set(self.queue.len() as i64);
         if self.queue.is_empty() && self.in_flight == 0 {
             for d in self.drains.drain(..) {
                 let _ = d.send(());
@@ -212,11 +219,14 @@ impl Flush {
             .flat_map(|s| s.events.iter().map(move |e| (&s.workspace, e)))
             .collect();
         let committing = std::cell::Cell::new(false);
-        let outcome = match tokio::time::timeout(self.timeout, self.commit(&rows, &committing)).await {
-            Ok(result) => result,
-            Err(_) if committing.get() => Err(FlushError::Unknown("commit timed out".into())),
-            Err(_) => Err(FlushError::RolledBack(StoreError::Data("batch timed out".into()))),
-        };
+        let outcome =
+            match tokio::time::timeout(self.timeout, self.commit(&rows, &committing)).await {
+                Ok(result) => result,
+                Err(_) if committing.get() => Err(FlushError::Unknown("commit timed out".into())),
+                Err(_) => Err(FlushError::RolledBack(StoreError::Data(
+                    "batch timed out".into(),
+                ))),
+            };
         match outcome {
             Ok((is_new, xid)) => {
                 let mut fresh: HashMap<&WorkspaceId, Vec<Event>> = HashMap::new();
@@ -228,12 +238,20 @@ impl Flush {
                 let new_count = is_new.iter().filter(|n| **n).count();
                 self.metrics.writer_batches.inc();
                 self.metrics.writer_batch_rows.observe(rows.len() as f64);
-                self.metrics.writer_flush_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .writer_flush_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 let m = &self.metrics.ingest_events;
-                m.get_or_create(&OutcomeLabel { outcome: "new" }).inc_by(new_count as u64);
-                m.get_or_create(&OutcomeLabel { outcome: "duplicate" }).inc_by((rows.len() - new_count) as u64);
+                m.get_or_create(&OutcomeLabel { outcome: "new" })
+                    .inc_by(new_count as u64);
+                m.get_or_create(&OutcomeLabel {
+                    outcome: "duplicate",
+                })
+                .inc_by((rows.len() - new_count) as u64);
                 futures_util::future::join_all(
-                    fresh.into_iter().map(|(ws, events)| self.registry.apply(ws.clone(), events, xid)),
+                    fresh
+                        .into_iter()
+                        .map(|(ws, events)| self.registry.apply(ws.clone(), events, xid)),
                 )
                 .await;
                 drop(rows);
@@ -272,11 +290,19 @@ impl Flush {
         let rolled_back = FlushError::RolledBack;
         let mut client = self.pool.get().await.map_err(|e| rolled_back(e.into()))?;
         let days: Vec<NaiveDate> = rows.iter().map(|(_, e)| e.time().date_naive()).collect();
-        self.partitions.ensure(&**client, days).await.map_err(rolled_back)?;
-        let tx = client.transaction().await.map_err(|e| rolled_back(e.into()))?;
+        self.partitions
+            .ensure(&**client, days)
+            .await
+            .map_err(rolled_back)?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| rolled_back(e.into()))?;
         let (is_new, xid) = store::insert_batch(&tx, rows).await.map_err(rolled_back)?;
         committing.set(true);
-        tx.commit().await.map_err(|e| FlushError::Unknown(e.to_string()))?;
+        tx.commit()
+            .await
+            .map_err(|e| FlushError::Unknown(e.to_string()))?;
         Ok((is_new, xid))
     }
 }

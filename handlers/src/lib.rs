@@ -1,1 +1,72 @@
+//! HTTP (and, later, WebSocket) handlers of Shadower Hub: routes, auth, API errors.
+//!
+//! # Layout
+//! - [`auth`]: the bearer-JWT extractor and scope checks.
+//! - [`error`]: [`error::ApiError`], the one JSON error shape.
+//! - [`ingest`]: event ingest; [`live`]: reads of live windows; [`health`]: health and metrics.
 
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod ingest;
+pub mod live;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::web;
+use deadpool_postgres::Pool;
+use shadower_actors::domain::ingest::IngestRules;
+use shadower_actors::metrics::HubMetrics;
+use shadower_actors::registry::Registry;
+use shadower_actors::writer::{Backlog, Writer};
+
+/// Ingest settings the handlers apply.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestSettings {
+    pub rules: IngestRules,
+    pub max_body_bytes: usize,
+}
+
+/// Shared by every worker; built once before the server starts.
+pub struct AppState {
+    pub auth: auth::AuthKeys,
+    pub ingest: IngestSettings,
+    pub writer: Addr<Writer>,
+    pub backlog: Backlog,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<HubMetrics>,
+    /// For readiness probes.
+    pub pool: Pool,
+}
+
+/// A resource whose unknown methods get the JSON 405.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(error::method_not_allowed))
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .service(resource("/health/live").route(web::get().to(health::live)))
+        .service(resource("/health/ready").route(web::get().to(health::ready)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(
+            web::scope("/api/v1")
+                .service(
+                    resource("/workspaces/{workspace_id}/events")
+                        .route(web::post().to(ingest::post_events)),
+                )
+                .service(
+                    resource("/metrics/execution/realtime").route(web::get().to(live::realtime)),
+                )
+                .service(
+                    resource("/resources/workspace/{workspace_id}")
+                        .route(web::get().to(live::workspace_resources)),
+                )
+                .service(
+                    resource("/resources/agents/{agent_id}")
+                        .route(web::get().to(live::agent_resources)),
+                ),
+        );
+}

@@ -61,7 +61,12 @@ impl FromStr for HubDuration {
 impl fmt::Display for HubDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms != 0 && ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
             }
@@ -98,13 +103,27 @@ mod tests {
             ("0s", 0),
         ];
         for (text, ms) in cases {
-            assert_eq!(text.parse::<HubDuration>().unwrap().get().as_millis(), ms, "{text}");
+            assert_eq!(
+                text.parse::<HubDuration>().unwrap().get().as_millis(),
+                ms,
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn rejects_what_is_not_integer_and_unit() {
-        for bad in ["", "5", "m", "1.5s", "-1s", "5 m", "5M", "5min", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "1.5s",
+            "-1s",
+            "5 m",
+            "5M",
+            "5min",
+            "99999999999999999999d",
+        ] {
             assert!(bad.parse::<HubDuration>().is_err(), "{bad}");
         }
     }

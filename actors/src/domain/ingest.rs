@@ -118,9 +118,8 @@ fn parse_ndjson(body: &[u8], rules: &IngestRules) -> Result<Vec<(usize, RawObjec
         if is_blank(line) {
             continue;
         }
-        let raw: RawObject = serde_json::from_slice(line).map_err(|e| {
-            IngestError::Malformed(format!("line {}: {e}", index + 1))
-        })?;
+        let raw: RawObject = serde_json::from_slice(line)
+            .map_err(|e| IngestError::Malformed(format!("line {}: {e}", index + 1)))?;
         out.push((index, raw));
     }
     if out.is_empty() {
@@ -242,10 +241,18 @@ impl Check<'_> {
         let kind_name = self.required_str(raw, "type", 32);
         let event_id = self
             .required_str(raw, "event_id", usize::MAX)
-            .and_then(|s| EventId::parse(s).map_err(|e| self.fail("event_id", e.to_string())).ok());
+            .and_then(|s| {
+                EventId::parse(s)
+                    .map_err(|e| self.fail("event_id", e.to_string()))
+                    .ok()
+            });
         let agent_id = self
             .required_str(raw, "agent_id", usize::MAX)
-            .and_then(|s| AgentId::parse(s).map_err(|e| self.fail("agent_id", e.to_string())).ok());
+            .and_then(|s| {
+                AgentId::parse(s)
+                    .map_err(|e| self.fail("agent_id", e.to_string()))
+                    .ok()
+            });
         let kind = match kind_name {
             Some("run") => self.run(raw),
             Some("heartbeat") => self.heartbeat(raw),
@@ -257,11 +264,13 @@ impl Check<'_> {
             None => None,
         };
         match (event_id, agent_id, kind) {
-            (Some(event_id), Some(agent_id), Some(kind)) if raw.duplicate_key.is_none() => Some(Event {
-                event_id,
-                agent_id,
-                kind,
-            }),
+            (Some(event_id), Some(agent_id), Some(kind)) if raw.duplicate_key.is_none() => {
+                Some(Event {
+                    event_id,
+                    agent_id,
+                    kind,
+                })
+            }
             _ => None,
         }
     }
@@ -269,7 +278,10 @@ impl Check<'_> {
     fn run(&mut self, raw: &RawObject) -> Option<EventKind> {
         let status = self.required_str(raw, "status", 32).and_then(|s| {
             RunStatus::parse(s).or_else(|| {
-                self.fail("status", "must be one of succeeded, failed, timeout, cancelled");
+                self.fail(
+                    "status",
+                    "must be one of succeeded, failed, timeout, cancelled",
+                );
                 None
             })
         });
@@ -330,7 +342,10 @@ impl Check<'_> {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) if s.chars().count() <= MAX_LONG_TEXT => Some(s.clone()),
                 Some(Value::String(_)) => {
-                    check.fail(&format!("error.{key}"), format!("must be at most {MAX_LONG_TEXT} characters"));
+                    check.fail(
+                        &format!("error.{key}"),
+                        format!("must be at most {MAX_LONG_TEXT} characters"),
+                    );
                     ok = false;
                     None
                 }
@@ -346,7 +361,10 @@ impl Check<'_> {
         let message = text(self, "message");
         let severity = text(self, "severity").and_then(|s| {
             Severity::parse(&s).or_else(|| {
-                self.fail("error.severity", "must be one of low, medium, high, critical");
+                self.fail(
+                    "error.severity",
+                    "must be one of low, medium, high, critical",
+                );
                 ok = false;
                 None
             })
@@ -414,7 +432,9 @@ impl Check<'_> {
     }
 
     fn optional_str(&mut self, raw: &RawObject, key: &str, max: usize) -> Option<String> {
-        raw.get(key).and_then(|v| self.string(key, v, max)).map(str::to_owned)
+        raw.get(key)
+            .and_then(|v| self.string(key, v, max))
+            .map(str::to_owned)
     }
 
     fn string<'v>(&mut self, key: &str, v: &'v Value, max: usize) -> Option<&'v str> {
@@ -476,12 +496,18 @@ impl Check<'_> {
         let ts = match DateTime::parse_from_rfc3339(text) {
             Ok(ts) => ts.with_timezone(&Utc),
             Err(_) => {
-                self.fail(key, "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-24T10:00:00Z");
+                self.fail(
+                    key,
+                    "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-24T10:00:00Z",
+                );
                 return None;
             }
         };
         if ts > self.now + self.rules.max_future {
-            self.fail(key, "is too far in the future (past ingest.max_future, 5m by default)");
+            self.fail(
+                key,
+                "is too far in the future (past ingest.max_future, 5m by default)",
+            );
             return None;
         }
         if ts < self.now - self.rules.max_age {

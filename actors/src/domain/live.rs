@@ -74,12 +74,15 @@ impl ExecBucket {
         self.tokens_in += run.tokens_in as u64;
         self.tokens_out += run.tokens_out as u64;
         if let Some(model) = model {
-            self.models.entry(model.clone()).or_default().add(&ModelUsage {
-                runs: 1,
-                tokens_in: run.tokens_in as u64,
-                tokens_out: run.tokens_out as u64,
-                credits: run.credits,
-            });
+            self.models
+                .entry(model.clone())
+                .or_default()
+                .add(&ModelUsage {
+                    runs: 1,
+                    tokens_in: run.tokens_in as u64,
+                    tokens_out: run.tokens_out as u64,
+                    credits: run.credits,
+                });
         }
     }
 }
@@ -322,7 +325,8 @@ impl LiveState {
     pub fn apply(&mut self, event: &Event, now: DateTime<Utc>) {
         let now_ms = now.timestamp_millis();
         let ts_ms = event.time().timestamp_millis();
-        let agent = if self.agents.contains_key(&event.agent_id) || self.agents.len() < self.rules.max_agents
+        let agent = if self.agents.contains_key(&event.agent_id)
+            || self.agents.len() < self.rules.max_agents
         {
             event.agent_id.clone()
         } else {
@@ -333,8 +337,11 @@ impl LiveState {
             EventKind::Run(run) => {
                 let model = run.model.as_deref().map(|m| self.model_key(m));
                 let agent = self.agents.entry(agent).or_default();
-                agent.exec.record(ts_ms, now_ms, |b| b.add_run(run, model.as_ref()));
-                self.workspace.record(ts_ms, now_ms, |b| b.add_run(run, model.as_ref()));
+                agent
+                    .exec
+                    .record(ts_ms, now_ms, |b| b.add_run(run, model.as_ref()));
+                self.workspace
+                    .record(ts_ms, now_ms, |b| b.add_run(run, model.as_ref()));
             }
             EventKind::Heartbeat(hb) => {
                 let agent = self.agents.entry(agent).or_default();
@@ -348,7 +355,11 @@ impl LiveState {
                     b.feedback += 1;
                     b.rating_sum += fb.rating as u64;
                 };
-                self.agents.entry(agent).or_default().exec.record(ts_ms, now_ms, add);
+                self.agents
+                    .entry(agent)
+                    .or_default()
+                    .exec
+                    .record(ts_ms, now_ms, add);
                 self.workspace.record(ts_ms, now_ms, add);
             }
         }
@@ -368,7 +379,12 @@ impl LiveState {
     }
 
     /// The execution window of the workspace, or of one agent (zeros for an unknown agent).
-    pub fn execution(&self, agent: Option<&AgentId>, window: Window, now: DateTime<Utc>) -> ExecView {
+    pub fn execution(
+        &self,
+        agent: Option<&AgentId>,
+        window: Window,
+        now: DateTime<Utc>,
+    ) -> ExecView {
         let now_ms = now.timestamp_millis();
         let (bucket, from) = match agent {
             None => self.workspace.total(window, now_ms),
@@ -402,7 +418,11 @@ impl LiveState {
             Some(ResourceView {
                 window: window.as_str(),
                 last_seen: Some(ts_json(latest.ts)),
-                state: if now - latest.ts > self.rules.stale_after { "stale" } else { "live" },
+                state: if now - latest.ts > self.rules.stale_after {
+                    "stale"
+                } else {
+                    "live"
+                },
                 heartbeat_age_s: Some(age),
                 latest: Some(LatestHeartbeat {
                     ts: ts_json(latest.ts),
@@ -450,7 +470,11 @@ impl LiveState {
     pub fn live_agents(&self, now: DateTime<Utc>) -> usize {
         self.agents
             .values()
-            .filter(|a| a.latest.as_ref().is_some_and(|l| now - l.ts <= self.rules.stale_after))
+            .filter(|a| {
+                a.latest
+                    .as_ref()
+                    .is_some_and(|l| now - l.ts <= self.rules.stale_after)
+            })
             .count()
     }
 

@@ -31,7 +31,9 @@ pub struct Sketch {
 
 fn key_of(v: f64) -> i32 {
     // ln(γ) is a constant; the clamp keeps absurd values (1e300 ms) indexable.
-    (v.ln() / GAMMA.ln()).ceil().clamp(i32::MIN as f64, i32::MAX as f64) as i32
+    (v.ln() / GAMMA.ln())
+        .ceil()
+        .clamp(i32::MIN as f64, i32::MAX as f64) as i32
 }
 
 fn value_of(key: i32) -> f64 {
@@ -180,8 +182,16 @@ mod tests {
         for q in [0.0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0] {
             let want = exact(data, q);
             let got = sketch.quantile(q).unwrap();
-            let err = if want == 0.0 { got.abs() } else { (got - want).abs() / want };
-            assert!(err <= 0.01, "q={q} n={} want {want} got {got} err {err}", data.len());
+            let err = if want == 0.0 {
+                got.abs()
+            } else {
+                (got - want).abs() / want
+            };
+            assert!(
+                err <= 0.01,
+                "q={q} n={} want {want} got {got} err {err}",
+                data.len()
+            );
         }
     }
 

@@ -19,10 +19,14 @@ const MIGRATION_LOCK: i64 = 0x5348_4144_4f57; // "SHADOW"
 /// Applies pending migrations; returns how many were applied.
 pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     let mut client = pool.get().await?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
     let result = apply_pending(&mut client).await;
     // Unlock even when a migration failed; a dropped connection releases it too.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
     result
 }
 

@@ -37,7 +37,10 @@ pub enum StoreError {
 /// Builds a pool. Waiting for a connection, creating one and recycling one are all bounded
 /// by `database.connect_timeout`, so a request never hangs on a database that is down.
 pub fn create_pool(cfg: &DatabaseConfig, max_size: usize) -> Result<Pool, StoreError> {
-    let mut pg: PgConfig = cfg.url.parse().map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+    let mut pg: PgConfig = cfg
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
     pg.connect_timeout(cfg.connect_timeout.get());
     pg.application_name("shadower-hub");
     let manager = Manager::from_config(
@@ -63,7 +66,10 @@ pub fn create_pool(cfg: &DatabaseConfig, max_size: usize) -> Result<Pool, StoreE
 /// Creates the configured database when the server answers that it does not exist, so a
 /// fresh machine needs no manual `createdb`.
 pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), StoreError> {
-    let pg: PgConfig = cfg.url.parse().map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+    let pg: PgConfig = cfg
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
     let connect = |pg: PgConfig| async move {
         let (client, conn) = pg.connect(NoTls).await?;
         tokio::spawn(conn);
@@ -82,7 +88,11 @@ pub async fn ensure_database(cfg: &DatabaseConfig) -> Result<(), StoreError> {
                     tracing::info!(database = %name, "Created the database.");
                     Ok(())
                 }
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(()),
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(e.into()),
             }
         }
@@ -96,7 +106,11 @@ pub struct Partitions(Arc<Mutex<HashSet<NaiveDate>>>);
 
 impl Partitions {
     /// Makes sure every day in `days` has its partitions.
-    pub async fn ensure(&self, client: &impl GenericClient, days: impl IntoIterator<Item = NaiveDate>) -> Result<(), StoreError> {
+    pub async fn ensure(
+        &self,
+        client: &impl GenericClient,
+        days: impl IntoIterator<Item = NaiveDate>,
+    ) -> Result<(), StoreError> {
         let missing: Vec<NaiveDate> = {
             let known = self.0.lock();
             let mut m: Vec<_> = days.into_iter().filter(|d| !known.contains(d)).collect();
@@ -105,7 +119,9 @@ impl Partitions {
             m
         };
         for day in missing {
-            client.execute("SELECT hub_ensure_day_partitions($1)", &[&day]).await?;
+            client
+                .execute("SELECT hub_ensure_day_partitions($1)", &[&day])
+                .await?;
             self.0.lock().insert(day);
         }
         Ok(())
@@ -119,8 +135,13 @@ pub type Row<'a> = (&'a WorkspaceId, &'a Event);
 /// whether this insert was the first write of its `(workspace_id, event_id)`, and the
 /// transaction id (to match against rebuild snapshots). Rows repeated inside the batch
 /// count as new only once: the first occurrence.
-pub async fn insert_batch(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]) -> Result<(Vec<bool>, u64), StoreError> {
-    let ids = tx.prepare_cached(include_str!("sql/insert_ids.sql")).await?;
+pub async fn insert_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[Row<'_>],
+) -> Result<(Vec<bool>, u64), StoreError> {
+    let ids = tx
+        .prepare_cached(include_str!("sql/insert_ids.sql"))
+        .await?;
     let ws: Vec<&str> = rows.iter().map(|(w, _)| w.as_str()).collect();
     let eid: Vec<&str> = rows.iter().map(|(_, e)| e.event_id.as_str()).collect();
     let kind: Vec<i16> = rows.iter().map(|(_, e)| e.kind_code()).collect();
@@ -131,7 +152,10 @@ pub async fn insert_batch(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'
         let w: &str = row.get(0);
         let e: &str = row.get(1);
         // Borrow the keys from `rows`, which outlive the statement's result.
-        if let Some(i) = rows.iter().position(|(rw, re)| rw.as_str() == w && re.event_id.as_str() == e) {
+        if let Some(i) = rows
+            .iter()
+            .position(|(rw, re)| rw.as_str() == w && re.event_id.as_str() == e)
+        {
             fresh.insert((rows[i].0.as_str(), rows[i].1.event_id.as_str()));
         }
     }
@@ -139,7 +163,12 @@ pub async fn insert_batch(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'
         .iter()
         .map(|(w, e)| fresh.remove(&(w.as_str(), e.event_id.as_str())))
         .collect();
-    let new_rows: Vec<Row> = rows.iter().zip(&is_new).filter(|(_, n)| **n).map(|(r, _)| *r).collect();
+    let new_rows: Vec<Row> = rows
+        .iter()
+        .zip(&is_new)
+        .filter(|(_, n)| **n)
+        .map(|(r, _)| *r)
+        .collect();
     let (runs, errors, heartbeats, feedback) = futures_util::future::join4(
         insert_runs(tx, &new_rows),
         insert_errors(tx, &new_rows),
@@ -151,11 +180,17 @@ pub async fn insert_batch(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'
     errors?;
     heartbeats?;
     feedback?;
-    let xid: i64 = tx.query_one("SELECT pg_current_xact_id()::text::int8", &[]).await?.get(0);
+    let xid: i64 = tx
+        .query_one("SELECT pg_current_xact_id()::text::int8", &[])
+        .await?
+        .get(0);
     Ok((is_new, xid as u64))
 }
 
-async fn insert_runs(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]) -> Result<(), StoreError> {
+async fn insert_runs(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[Row<'_>],
+) -> Result<(), StoreError> {
     let runs: Vec<(&WorkspaceId, &Event, &Run)> = rows
         .iter()
         .filter_map(|(w, e)| match &e.kind {
@@ -166,7 +201,9 @@ async fn insert_runs(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]) 
     if runs.is_empty() {
         return Ok(());
     }
-    let stmt = tx.prepare_cached(include_str!("sql/insert_runs.sql")).await?;
+    let stmt = tx
+        .prepare_cached(include_str!("sql/insert_runs.sql"))
+        .await?;
     let ws: Vec<&str> = runs.iter().map(|(w, _, _)| w.as_str()).collect();
     let eid: Vec<&str> = runs.iter().map(|(_, e, _)| e.event_id.as_str()).collect();
     let agent: Vec<&str> = runs.iter().map(|(_, e, _)| e.agent_id.as_str()).collect();
@@ -181,13 +218,17 @@ async fn insert_runs(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]) 
     let t_out: Vec<i64> = runs.iter().map(|(_, _, r)| r.tokens_out).collect();
     let model: Vec<Option<&str>> = runs.iter().map(|(_, _, r)| r.model.as_deref()).collect();
     let params: [&(dyn ToSql + Sync); 13] = [
-        &ws, &eid, &agent, &run_id, &user_id, &status, &started, &completed, &runtime, &credits, &t_in, &t_out, &model,
+        &ws, &eid, &agent, &run_id, &user_id, &status, &started, &completed, &runtime, &credits,
+        &t_in, &t_out, &model,
     ];
     tx.execute(&stmt, &params).await?;
     Ok(())
 }
 
-async fn insert_errors(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]) -> Result<(), StoreError> {
+async fn insert_errors(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[Row<'_>],
+) -> Result<(), StoreError> {
     let errs: Vec<_> = rows
         .iter()
         .filter_map(|(w, e)| match &e.kind {
@@ -198,7 +239,9 @@ async fn insert_errors(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]
     if errs.is_empty() {
         return Ok(());
     }
-    let stmt = tx.prepare_cached(include_str!("sql/insert_errors.sql")).await?;
+    let stmt = tx
+        .prepare_cached(include_str!("sql/insert_errors.sql"))
+        .await?;
     let ws: Vec<&str> = errs.iter().map(|x| x.0.as_str()).collect();
     let eid: Vec<&str> = errs.iter().map(|x| x.1.event_id.as_str()).collect();
     let agent: Vec<&str> = errs.iter().map(|x| x.1.agent_id.as_str()).collect();
@@ -206,13 +249,23 @@ async fn insert_errors(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]
     let at: Vec<DateTime<Utc>> = errs.iter().map(|x| x.2.completed_at).collect();
     let ty: Vec<Option<&str>> = errs.iter().map(|x| x.3.error_type.as_deref()).collect();
     let cat: Vec<Option<&str>> = errs.iter().map(|x| x.3.category.as_deref()).collect();
-    let sev: Vec<Option<&str>> = errs.iter().map(|x| x.3.severity.map(|s| s.as_str())).collect();
+    let sev: Vec<Option<&str>> = errs
+        .iter()
+        .map(|x| x.3.severity.map(|s| s.as_str()))
+        .collect();
     let msg: Vec<Option<&str>> = errs.iter().map(|x| x.3.message.as_deref()).collect();
-    tx.execute(&stmt, &[&ws, &eid, &agent, &run_id, &at, &ty, &cat, &sev, &msg]).await?;
+    tx.execute(
+        &stmt,
+        &[&ws, &eid, &agent, &run_id, &at, &ty, &cat, &sev, &msg],
+    )
+    .await?;
     Ok(())
 }
 
-async fn insert_heartbeats(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]) -> Result<(), StoreError> {
+async fn insert_heartbeats(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[Row<'_>],
+) -> Result<(), StoreError> {
     let hbs: Vec<(&WorkspaceId, &Event, &Heartbeat)> = rows
         .iter()
         .filter_map(|(w, e)| match &e.kind {
@@ -223,7 +276,9 @@ async fn insert_heartbeats(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<
     if hbs.is_empty() {
         return Ok(());
     }
-    let stmt = tx.prepare_cached(include_str!("sql/insert_heartbeats.sql")).await?;
+    let stmt = tx
+        .prepare_cached(include_str!("sql/insert_heartbeats.sql"))
+        .await?;
     let ws: Vec<&str> = hbs.iter().map(|x| x.0.as_str()).collect();
     let eid: Vec<&str> = hbs.iter().map(|x| x.1.event_id.as_str()).collect();
     let agent: Vec<&str> = hbs.iter().map(|x| x.1.agent_id.as_str()).collect();
@@ -234,11 +289,20 @@ async fn insert_heartbeats(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<
     let cores: Vec<Option<f64>> = hbs.iter().map(|x| x.2.cpu_limit_cores).collect();
     let conc: Vec<Option<i64>> = hbs.iter().map(|x| x.2.concurrent_runs).collect();
     let queue: Vec<Option<i64>> = hbs.iter().map(|x| x.2.queue_depth).collect();
-    tx.execute(&stmt, &[&ws, &eid, &agent, &ts, &cpu, &mem, &mem_limit, &cores, &conc, &queue]).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &ws, &eid, &agent, &ts, &cpu, &mem, &mem_limit, &cores, &conc, &queue,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
-async fn insert_feedback(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_>]) -> Result<(), StoreError> {
+async fn insert_feedback(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[Row<'_>],
+) -> Result<(), StoreError> {
     let fbs: Vec<(&WorkspaceId, &Event, &Feedback)> = rows
         .iter()
         .filter_map(|(w, e)| match &e.kind {
@@ -249,7 +313,9 @@ async fn insert_feedback(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_
     if fbs.is_empty() {
         return Ok(());
     }
-    let stmt = tx.prepare_cached(include_str!("sql/insert_feedback.sql")).await?;
+    let stmt = tx
+        .prepare_cached(include_str!("sql/insert_feedback.sql"))
+        .await?;
     let ws: Vec<&str> = fbs.iter().map(|x| x.0.as_str()).collect();
     let eid: Vec<&str> = fbs.iter().map(|x| x.1.event_id.as_str()).collect();
     let agent: Vec<&str> = fbs.iter().map(|x| x.1.agent_id.as_str()).collect();
@@ -257,7 +323,8 @@ async fn insert_feedback(tx: &deadpool_postgres::Transaction<'_>, rows: &[Row<'_
     let ts: Vec<DateTime<Utc>> = fbs.iter().map(|x| x.2.ts).collect();
     let rating: Vec<i16> = fbs.iter().map(|x| x.2.rating).collect();
     let text: Vec<Option<&str>> = fbs.iter().map(|x| x.2.text.as_deref()).collect();
-    tx.execute(&stmt, &[&ws, &eid, &agent, &user, &ts, &rating, &text]).await?;
+    tx.execute(&stmt, &[&ws, &eid, &agent, &user, &ts, &rating, &text])
+        .await?;
     Ok(())
 }
 
@@ -269,7 +336,11 @@ pub struct Recent {
 }
 
 /// Reads a workspace's events since `since` in one REPEATABLE READ transaction.
-pub async fn load_recent(pool: &Pool, ws: &WorkspaceId, since: DateTime<Utc>) -> Result<Recent, StoreError> {
+pub async fn load_recent(
+    pool: &Pool,
+    ws: &WorkspaceId,
+    since: DateTime<Utc>,
+) -> Result<Recent, StoreError> {
     let mut client = pool.get().await?;
     let tx = client
         .build_transaction()
@@ -277,12 +348,18 @@ pub async fn load_recent(pool: &Pool, ws: &WorkspaceId, since: DateTime<Utc>) ->
         .read_only(true)
         .start()
         .await?;
-    let snapshot: String = tx.query_one("SELECT pg_current_snapshot()::text", &[]).await?.get(0);
-    let snapshot = Snapshot::parse(&snapshot).ok_or_else(|| StoreError::Data(format!("snapshot {snapshot}")))?;
+    let snapshot: String = tx
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .get(0);
+    let snapshot = Snapshot::parse(&snapshot)
+        .ok_or_else(|| StoreError::Data(format!("snapshot {snapshot}")))?;
     let mut events = Vec::new();
     let params: [&(dyn ToSql + Sync); 2] = [&ws.as_str(), &since];
 
-    let stream = tx.query_raw(include_str!("sql/recent_runs.sql"), params).await?;
+    let stream = tx
+        .query_raw(include_str!("sql/recent_runs.sql"), params)
+        .await?;
     pin_mut!(stream);
     while let Some(row) = stream.try_next().await? {
         let status: &str = row.get(2);
@@ -292,7 +369,8 @@ pub async fn load_recent(pool: &Pool, ws: &WorkspaceId, since: DateTime<Utc>) ->
             kind: EventKind::Run(Run {
                 run_id: None,
                 user_id: None,
-                status: RunStatus::parse(status).ok_or_else(|| StoreError::Data(format!("status {status}")))?,
+                status: RunStatus::parse(status)
+                    .ok_or_else(|| StoreError::Data(format!("status {status}")))?,
                 started_at: None,
                 completed_at: row.get(3),
                 runtime_ms: row.get(4),
@@ -304,7 +382,9 @@ pub async fn load_recent(pool: &Pool, ws: &WorkspaceId, since: DateTime<Utc>) ->
             }),
         });
     }
-    let stream = tx.query_raw(include_str!("sql/recent_heartbeats.sql"), params).await?;
+    let stream = tx
+        .query_raw(include_str!("sql/recent_heartbeats.sql"), params)
+        .await?;
     pin_mut!(stream);
     while let Some(row) = stream.try_next().await? {
         events.push(Event {
@@ -321,7 +401,9 @@ pub async fn load_recent(pool: &Pool, ws: &WorkspaceId, since: DateTime<Utc>) ->
             }),
         });
     }
-    let stream = tx.query_raw(include_str!("sql/recent_feedback.sql"), params).await?;
+    let stream = tx
+        .query_raw(include_str!("sql/recent_feedback.sql"), params)
+        .await?;
     pin_mut!(stream);
     while let Some(row) = stream.try_next().await? {
         events.push(Event {
@@ -350,7 +432,10 @@ fn stored_agent_id(s: &str) -> Result<AgentId, StoreError> {
 /// A cheap write probe for readiness: fails when the server is down or read-only.
 pub async fn probe_writable(pool: &Pool) -> Result<(), StoreError> {
     let client = pool.get().await?;
-    let read_only: String = client.query_one("SHOW transaction_read_only", &[]).await?.get(0);
+    let read_only: String = client
+        .query_one("SHOW transaction_read_only", &[])
+        .await?
+        .get(0);
     if read_only == "on" {
         return Err(StoreError::Data("the database is read-only".into()));
     }

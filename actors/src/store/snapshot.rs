@@ -21,9 +21,16 @@ impl Snapshot {
         let xmax = parts.next()?.parse().ok()?;
         let in_progress = match parts.next()? {
             "" => Vec::new(),
-            list => list.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<u64>>>()?,
+            list => list
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<Vec<u64>>>()?,
         };
-        Some(Self { xmin, xmax, in_progress })
+        Some(Self {
+            xmin,
+            xmax,
+            in_progress,
+        })
     }
 
     /// Whether the work of transaction `xid` (committed) is visible in this snapshot.
@@ -39,7 +46,16 @@ mod tests {
     #[test]
     fn visibility_follows_postgres_rules() {
         let s = Snapshot::parse("100:105:101,103").unwrap();
-        let table = [(99, true), (100, true), (101, false), (102, true), (103, false), (104, true), (105, false), (200, false)];
+        let table = [
+            (99, true),
+            (100, true),
+            (101, false),
+            (102, true),
+            (103, false),
+            (104, true),
+            (105, false),
+            (200, false),
+        ];
         for (xid, seen) in table {
             assert_eq!(s.sees(xid), seen, "xid {xid}");
         }

@@ -53,7 +53,10 @@ fn heartbeat(agent: &str, ago_s: i64, cpu: f64, mem: f64) -> Event {
 #[test]
 fn execution_window_counts_rates_and_quantiles() {
     let mut live = LiveState::new(rules());
-    live.apply(&run("a", RunStatus::Succeeded, 100.0, 10, Some("gpt")), now());
+    live.apply(
+        &run("a", RunStatus::Succeeded, 100.0, 10, Some("gpt")),
+        now(),
+    );
     live.apply(&run("a", RunStatus::Failed, 300.0, 20, Some("gpt")), now());
     live.apply(&run("b", RunStatus::Timeout, 200.0, 30, None), now());
     live.apply(&run("b", RunStatus::Cancelled, 50.0, 40, None), now());
@@ -61,12 +64,20 @@ fn execution_window_counts_rates_and_quantiles() {
         &Event {
             event_id: EventId::parse("f").unwrap(),
             agent_id: AgentId::parse("a").unwrap(),
-            kind: EventKind::Feedback(Feedback { user_id: None, ts: now(), rating: 4, text: None }),
+            kind: EventKind::Feedback(Feedback {
+                user_id: None,
+                ts: now(),
+                rating: 4,
+                text: None,
+            }),
         },
         now(),
     );
     let v = live.execution(None, Window::M5, now());
-    assert_eq!((v.runs, v.succeeded, v.failed, v.timeout, v.cancelled), (4, 1, 1, 1, 1));
+    assert_eq!(
+        (v.runs, v.succeeded, v.failed, v.timeout, v.cancelled),
+        (4, 1, 1, 1, 1)
+    );
     assert_eq!(v.error_rate, Some(2.0 / 3.0));
     assert_eq!(v.success_rate, Some(1.0 / 3.0));
     assert_eq!(v.throughput_per_min, 4.0 / 5.0);
@@ -74,7 +85,13 @@ fn execution_window_counts_rates_and_quantiles() {
     assert_eq!(v.credits, 2.0);
     assert_eq!((v.tokens_in, v.tokens_out), (40, 20));
     assert_eq!(v.models["gpt"].runs, 2);
-    assert_eq!(v.feedback, FeedbackView { count: 1, avg_rating: Some(4.0) });
+    assert_eq!(
+        v.feedback,
+        FeedbackView {
+            count: 1,
+            avg_rating: Some(4.0)
+        }
+    );
     let p50 = v.runtime_ms.p50.unwrap();
     assert!((p50 - 100.0).abs() / 100.0 <= 0.01, "{p50}");
     assert_eq!(v.runtime_ms.max, Some(300.0));
@@ -82,7 +99,10 @@ fn execution_window_counts_rates_and_quantiles() {
     let a = live.execution(Some(&AgentId::parse("a").unwrap()), Window::M1, now());
     assert_eq!((a.runs, a.active_agents), (2, 1));
     let none = live.execution(Some(&AgentId::parse("zzz").unwrap()), Window::M1, now());
-    assert_eq!((none.runs, none.error_rate, none.runtime_ms.p95), (0, None, None));
+    assert_eq!(
+        (none.runs, none.error_rate, none.runtime_ms.p95),
+        (0, None, None)
+    );
 }
 
 #[test]
@@ -96,7 +116,10 @@ fn agents_and_models_past_the_limits_count_under_other() {
     assert_eq!(live.overflow_model_runs, 1);
     let v = live.execution(None, Window::M1, now());
     assert_eq!(v.runs, 3);
-    assert_eq!(v.models.keys().map(|k| &**k).collect::<Vec<_>>(), vec!["_other", "m1"]);
+    assert_eq!(
+        v.models.keys().map(|k| &**k).collect::<Vec<_>>(),
+        vec!["_other", "m1"]
+    );
     let other = live.execution(Some(&AgentId::other()), Window::M1, now());
     assert_eq!(other.runs, 1);
 }
@@ -131,8 +154,16 @@ fn expiry_forgets_silent_agents() {
     live.apply(&run("a", RunStatus::Succeeded, 1.0, 1, None), now());
     live.apply(&heartbeat("b", 1, 1.0, 1.0), now());
     live.expire(now() + Duration::hours(23));
-    assert_eq!(live.agent_count(), 2, "runs and heartbeats are still in the 24h window");
+    assert_eq!(
+        live.agent_count(),
+        2,
+        "runs and heartbeats are still in the 24h window"
+    );
     live.expire(now() + Duration::hours(25));
     assert_eq!(live.agent_count(), 0);
-    assert_eq!(live.execution(None, Window::H24, now() + Duration::hours(25)).runs, 0);
+    assert_eq!(
+        live.execution(None, Window::H24, now() + Duration::hours(25))
+            .runs,
+        0
+    );
 }

@@ -1,0 +1,190 @@
+//! Bearer JWT auth (HS256). Missing, malformed, expired, wrongly signed or `alg: none`
+//! tokens are 401; a valid token for another workspace or without the scope is 403.
+//!
+//! Only HS256 is accepted: the algorithm is pinned, never read from the token. A `kid`
+//! header picks one of `auth.jwt_secrets` (unknown `kid` → 401); `jku`, `jwk` and `x5u` are
+//! never followed (a token carrying them is refused).
+
+use std::collections::HashMap;
+use std::future::{ready, Ready};
+
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use shadower_actors::domain::ids::WorkspaceId;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Longest token accepted; anything larger is refused before decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Ingest,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Read => "read",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// The token's claims, as signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default)]
+    pub workspaces: Vec<String>,
+    #[serde(default)]
+    pub scope: String,
+}
+
+/// The keys tokens are checked against.
+pub struct AuthKeys {
+    default: Option<DecodingKey>,
+    by_kid: HashMap<String, DecodingKey>,
+    validation: Validation,
+}
+
+impl AuthKeys {
+    /// `secret` is `auth.jwt_secret`; `rotated` are `auth.jwt_secrets` as `(kid, secret)`.
+    pub fn new(secret: Option<&str>, rotated: &[(String, String)]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        Self {
+            default: secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
+            by_kid: rotated
+                .iter()
+                .map(|(kid, s)| (kid.clone(), DecodingKey::from_secret(s.as_bytes())))
+                .collect(),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let invalid = |why: &str| ApiError::Unauthorized(format!("invalid token: {why}"));
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(invalid("too large"));
+        }
+        let head = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed"))?;
+        if head.alg != Algorithm::HS256 {
+            return Err(invalid("algorithm must be HS256"));
+        }
+        if head.jku.is_some() || head.jwk.is_some() || head.x5u.is_some() {
+            return Err(invalid("jku, jwk and x5u headers are not accepted"));
+        }
+        let key = match &head.kid {
+            Some(kid) => self.by_kid.get(kid).ok_or_else(|| invalid("unknown kid"))?,
+            None => self
+                .default
+                .as_ref()
+                .ok_or_else(|| invalid("a kid is required"))?,
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => invalid("expired"),
+                ErrorKind::InvalidSignature => invalid("bad signature"),
+                ErrorKind::ImmatureSignature => invalid("not valid yet"),
+                ErrorKind::MissingRequiredClaim(c) => invalid(&format!("missing claim {c}")),
+                _ => invalid("malformed"),
+            }
+        })?;
+        Ok(Principal {
+            claims: data.claims,
+        })
+    }
+}
+
+/// Signs a token (the `token` command and tests).
+pub fn sign(
+    secret: &str,
+    kid: Option<&str>,
+    claims: &Claims,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    claims: Claims,
+}
+
+impl Principal {
+    pub fn subject(&self) -> &str {
+        &self.claims.sub
+    }
+
+    /// 403 unless the token names `ws` and carries `scope`.
+    pub fn require(&self, ws: &WorkspaceId, scope: Scope) -> Result<(), ApiError> {
+        if !self.claims.workspaces.iter().any(|w| w == ws.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "the token does not grant workspace {ws}"
+            )));
+        }
+        if !self
+            .claims
+            .scope
+            .split_ascii_whitespace()
+            .any(|s| s == scope.as_str())
+        {
+            return Err(ApiError::Forbidden(format!(
+                "the token lacks the `{}` scope",
+                scope.as_str()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The bearer token of a request: the Authorization header, or `?token=` where allowed.
+pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::Unauthorized(
+            "the Authorization header must be `Bearer <token>`".into(),
+        )),
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = (|| {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::Unavailable("hub state missing".into()))?;
+            state.auth.verify(bearer(req)?)
+        })();
+        ready(result)
+    }
+}

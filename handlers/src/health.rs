@@ -1,0 +1,58 @@
+//! Liveness, readiness and the Prometheus exposition.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use shadower_actors::store;
+
+use crate::AppState;
+
+/// Bound on the readiness probe's round trip to PostgreSQL.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /health/live`: 200 while the process runs.
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `GET /health/ready`: 200 when the hub can accept and commit events; 503 naming what is
+/// wrong otherwise (PostgreSQL down or read-only, writer backlog full).
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let postgres =
+        match tokio::time::timeout(PROBE_TIMEOUT, store::probe_writable(&state.pool)).await {
+            Ok(Ok(())) => json!({"status": "up"}),
+            Ok(Err(e)) => json!({"status": "down", "error": e.to_string()}),
+            Err(_) => json!({"status": "down", "error": "no answer within 2s"}),
+        };
+    let backlog_rows = state.backlog.rows();
+    let writer = if state.backlog.is_full() {
+        json!({"status": "down", "error": "writer backlog full", "backlog_rows": backlog_rows})
+    } else {
+        json!({"status": "up", "backlog_rows": backlog_rows})
+    };
+    let ok = postgres["status"] == "up" && writer["status"] == "up";
+    let body = json!({
+        "status": if ok { "ready" } else { "unavailable" },
+        "checks": {"postgres": postgres, "writer": writer},
+    });
+    let mut res = if ok {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    res.insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state
+        .metrics
+        .writer_backlog_rows
+        .set(state.backlog.rows() as i64);
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
+}

@@ -1,0 +1,236 @@
+//! Layered settings: the compiled-in `config/default.toml`, then `config/<SHADOWER_ENV>.toml`
+//! (from `SHADOWER_CONFIG_DIR`, default `config`) if present, then `SHADOWER__SECTION__KEY`
+//! environment variables. A bad or missing value stops start-up with a message naming it.
+
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use shadower_actors::config::{
+    DatabaseConfig, IngestConfig, LimitsConfig, ResourcesConfig, WorkspaceConfig, WriterConfig,
+};
+use shadower_actors::domain::duration::HubDuration;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub ingest: IngestConfig,
+    pub writer: WriterConfig,
+    pub workspace: WorkspaceConfig,
+    pub resources: ResourcesConfig,
+    pub limits: LimitsConfig,
+    pub retention: RetentionConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    pub shutdown_timeout: HubDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyedSecret {
+    pub kid: String,
+    pub secret: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt_secret: String,
+    #[serde(default)]
+    pub jwt_secrets: Vec<KeyedSecret>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub raw: HubDuration,
+    pub rollups: HubDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Shortest HS256 secret accepted (RFC 7518 asks for at least the hash size, 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Settings {
+    /// The layers, before extraction; tests merge their own overrides on top.
+    pub fn figment() -> Figment {
+        let dir = std::env::var_os("SHADOWER_CONFIG_DIR")
+            .map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        let env = std::env::var("SHADOWER_ENV").unwrap_or_else(|_| "development".into());
+        Figment::new()
+            .merge(Toml::string(DEFAULTS))
+            .merge(Toml::file(dir.join(format!("{env}.toml"))))
+            .merge(Env::prefixed("SHADOWER__").split("__"))
+    }
+
+    pub fn load() -> Result<Self, SettingsError> {
+        Self::from_figment(Self::figment())
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
+        let s: Settings = figment.extract().map_err(Box::new)?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Merges one `section.key = value` override (tests, CLI flags).
+    pub fn with(figment: Figment, key: &str, value: impl serde::Serialize) -> Figment {
+        figment.merge(Serialized::default(key, value))
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        let invalid = |key, message: &str| {
+            Err(SettingsError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if self.auth.jwt_secret.is_empty() && self.auth.jwt_secrets.is_empty() {
+            return invalid(
+                "auth.jwt_secret",
+                "is required (set SHADOWER__AUTH__JWT_SECRET)",
+            );
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < MIN_SECRET_BYTES {
+            return invalid("auth.jwt_secret", "must be at least 32 bytes");
+        }
+        if self
+            .auth
+            .jwt_secrets
+            .iter()
+            .any(|k| k.secret.len() < MIN_SECRET_BYTES || k.kid.is_empty())
+        {
+            return invalid(
+                "auth.jwt_secrets",
+                "each entry needs a kid and a secret of at least 32 bytes",
+            );
+        }
+        if self.retention.raw < self.ingest.max_age {
+            return invalid("retention.raw", "must not be shorter than ingest.max_age");
+        }
+        if self.writer.concurrency == 0 || self.writer.max_batch_rows == 0 {
+            return invalid(
+                "writer",
+                "concurrency and max_batch_rows must be at least 1",
+            );
+        }
+        if self.writer.max_backlog_rows < self.ingest.max_events {
+            return invalid(
+                "writer.max_backlog_rows",
+                "must hold at least one request (ingest.max_events)",
+            );
+        }
+        if self.workspace.arbiters == 0 || self.workspace.mailbox == 0 {
+            return invalid("workspace", "arbiters and mailbox must be at least 1");
+        }
+        if self.database.url.parse::<tokio_postgres::Config>().is_err() {
+            return invalid("database.url", "is not a valid postgres:// URL");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Figment {
+        Figment::new()
+            .merge(Toml::string(DEFAULTS))
+            .merge(Serialized::default("auth.jwt_secret", "x".repeat(32)))
+    }
+
+    #[test]
+    fn defaults_with_a_secret_load() {
+        let s = Settings::from_figment(base()).unwrap();
+        assert_eq!(s.ingest.max_age.to_string(), "7d");
+        assert_eq!(s.resources.stale_after.to_string(), "60s");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                Settings::with(base(), "auth.jwt_secret", ""),
+                "auth.jwt_secret",
+            ),
+            (
+                Settings::with(base(), "auth.jwt_secret", "short"),
+                "auth.jwt_secret",
+            ),
+            (
+                Settings::with(base(), "server.port", "eighty"),
+                "server.port",
+            ),
+            (
+                Settings::with(base(), "ingest.max_age", "7 days"),
+                "ingest.max_age",
+            ),
+            (
+                Settings::with(base(), "retention.raw", "1d"),
+                "retention.raw",
+            ),
+            (
+                Settings::with(base(), "database.url", "mysql:/x"),
+                "database.url",
+            ),
+            (Settings::with(base(), "writer.bogus", 1), "bogus"),
+        ];
+        for (figment, key) in cases {
+            let err = Settings::from_figment(figment).unwrap_err().to_string();
+            assert!(err.contains(key), "{err:?} should name {key}");
+        }
+    }
+}

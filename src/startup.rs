@@ -1,0 +1,139 @@
+//! Builds the application from settings: database, migrations, actors, HTTP server.
+//! Tests call [`Application::build`] with port 0 and talk to the real thing.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix::{Addr, Arbiter, Supervisor};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use shadower_actors::domain::ingest::IngestRules;
+use shadower_actors::domain::live::LiveRules;
+use shadower_actors::messages::Drain;
+use shadower_actors::metrics::HubMetrics;
+use shadower_actors::registry::{Registry, WorkspaceDeps};
+use shadower_actors::store;
+use shadower_actors::writer::{Backlog, Writer};
+use shadower_handlers::auth::AuthKeys;
+use shadower_handlers::{AppState, IngestSettings};
+
+use crate::settings::Settings;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    writer: Addr<Writer>,
+    /// The writer's thread; kept so it lives as long as the application.
+    _writer_arbiter: Arbiter,
+}
+
+impl Application {
+    /// Connects, migrates (unless `migrate` is false), starts the actors and binds the port.
+    pub async fn build(settings: Settings, migrate: bool) -> anyhow::Result<Self> {
+        store::ensure_database(&settings.database)
+            .await
+            .context("Preparing the database")?;
+        let pool = store::create_pool(&settings.database, settings.database.pool_size)?;
+        if migrate {
+            let n = store::migrate(&pool).await.context("Applying migrations")?;
+            tracing::info!(applied = n, "Migrations are up to date.");
+        }
+        let metrics = Arc::new(HubMetrics::new());
+        let registry = Registry::new(
+            settings.workspace.arbiters,
+            WorkspaceDeps {
+                pool: pool.clone(),
+                rules: LiveRules {
+                    max_agents: settings.limits.max_agents_per_workspace,
+                    max_models: settings.limits.max_models_per_workspace,
+                    stale_after: settings.resources.stale_after.to_chrono(),
+                },
+                mailbox: settings.workspace.mailbox,
+                idle_after: settings.workspace.idle_after.get(),
+                request_timeout: settings.workspace.request_timeout.get(),
+                metrics: metrics.clone(),
+            },
+        );
+        let writer_pool = store::create_pool(&settings.database, settings.writer.concurrency)?;
+        let writer_arbiter = Arbiter::new();
+        let writer = {
+            let (registry, metrics, cfg) =
+                (registry.clone(), metrics.clone(), settings.writer.clone());
+            Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
+                Writer::new(writer_pool, registry, metrics, cfg)
+            })
+        };
+        let rotated: Vec<(String, String)> = settings
+            .auth
+            .jwt_secrets
+            .iter()
+            .map(|k| (k.kid.clone(), k.secret.clone()))
+            .collect();
+        let secret = Some(settings.auth.jwt_secret.as_str()).filter(|s| !s.is_empty());
+        let state = web::Data::new(AppState {
+            auth: AuthKeys::new(secret, &rotated),
+            ingest: IngestSettings {
+                rules: IngestRules {
+                    max_events: settings.ingest.max_events,
+                    max_age: settings.ingest.max_age.to_chrono(),
+                    max_future: settings.ingest.max_future.to_chrono(),
+                },
+                max_body_bytes: settings.ingest.max_body_bytes,
+            },
+            writer: writer.clone(),
+            backlog: Backlog::new(settings.writer.max_backlog_rows),
+            registry,
+            metrics,
+            pool,
+        });
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("Binding {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(
+                    actix_web::middleware::Logger::new("%r %s %Dms")
+                        .log_target("shadower_hub::http"),
+                )
+                .configure(shadower_handlers::configure)
+                .default_service(web::to(shadower_handlers::error::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(settings.server.shutdown_timeout.get().as_secs());
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        tracing::info!(port, "Listening.");
+        Ok(Self {
+            port,
+            server: server.run(),
+            writer,
+            _writer_arbiter: writer_arbiter,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]): then stops accepting, lets
+    /// in-flight requests finish, and waits until the writer has committed what it holds.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await?;
+        tracing::info!("Server stopped; draining the writer.");
+        self.writer
+            .send(Drain)
+            .await
+            .context("Draining the writer")?;
+        tracing::info!("Writer drained; bye.");
+        Ok(())
+    }
+}
