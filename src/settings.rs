@@ -196,7 +196,7 @@ mod tests {
     fn defaults_with_a_secret_load() {
         let s = Settings::from_figment(base()).unwrap();
         assert_eq!(s.ingest.max_age.to_string(), "7d");
-        assert_eq!(s.resources.stale_after.to_string(), "60s");
+        assert_eq!(s.resources.stale_after.get().as_secs(), 60);
     }
 
     #[test]

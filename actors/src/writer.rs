@@ -30,6 +30,9 @@ use crate::metrics::{HubMetrics, OutcomeLabel};
 use crate::registry::Registry;
 use crate::store::{self, Partitions, StoreError};
 
+/// Requests the writer's mailbox holds before `try_send` fails (→ 503).
+pub const WRITER_MAILBOX: usize = 16_384;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
     #[error("the database cannot commit right now: {0}")]
@@ -158,8 +161,9 @@ impl Actor for Writer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Bounded by the backlog reservation each Submit carries, not by message count.
-        ctx.set_mailbox_capacity(usize::MAX >> 1);
+        // The real bound is the backlog reservation each Submit carries; this only keeps a
+        // flood of tiny requests from queueing without limit (past it: 503).
+        ctx.set_mailbox_capacity(WRITER_MAILBOX);
     }
 }
 

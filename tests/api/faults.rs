@@ -1,0 +1,201 @@
+//! Faults: the hub killed mid-ingest, PostgreSQL taken away and given back.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary, as an operator runs it.
+fn start_hub(db_url: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_shadower-hub"))
+        .arg("serve")
+        .env("SHADOWER_ENV", "test")
+        .env(
+            "SHADOWER_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .env("SHADOWER__DATABASE__URL", db_url)
+        .env("SHADOWER__SERVER__PORT", port.to_string())
+        .env("SHADOWER__AUTH__JWT_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shadower-hub")
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        actix_web::rt::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    panic!("the hub did not become ready");
+}
+
+#[actix_web::test]
+async fn every_acknowledged_event_survives_sigkill_exactly_once() {
+    let db = TestDb::create().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut hub = start_hub(&db.url(), port);
+    wait_ready(&client, &base).await;
+
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut writers = Vec::new();
+    for task in 0..8 {
+        let (client, base, acked) = (client.clone(), base.clone(), acked.clone());
+        writers.push(actix_web::rt::spawn(async move {
+            let auth = token(&["ws1"], "ingest");
+            for n in 0.. {
+                let ids: Vec<String> = (0..25).map(|i| format!("c{task}-{n}-{i}")).collect();
+                let events: Vec<Value> = ids
+                    .iter()
+                    .map(|id| run_event(id, "bot", "succeeded", 3.0, Utc::now()))
+                    .collect();
+                let sent = client
+                    .post(format!("{base}/api/v1/workspaces/ws1/events"))
+                    .bearer_auth(&auth)
+                    .json(&json!({ "events": events }))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().extend(ids),
+                    Ok(_) => {}
+                    Err(_) => break, // the hub is gone
+                }
+            }
+        }));
+    }
+    // Kill once a fair amount is acknowledged, while the writers are still posting.
+    for _ in 0..600 {
+        if acked.lock().unwrap().len() >= 2_000 {
+            break;
+        }
+        actix_web::rt::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    hub.kill().unwrap(); // SIGKILL
+    hub.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 2_000,
+        "only {} acked before the kill",
+        acked.len()
+    );
+
+    let mut hub = start_hub(&db.url(), port);
+    wait_ready(&client, &base).await;
+    let pg = pg(&db.url()).await;
+    let stored: i64 = pg
+        .query_one(
+            "SELECT count(DISTINCT event_id) FROM agent_runs WHERE event_id = ANY($1)",
+            &[&acked],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored as usize,
+        acked.len(),
+        "acknowledged events missing after SIGKILL"
+    );
+    let dupes: i64 = pg
+        .query_one(
+            "SELECT count(*) - count(DISTINCT event_id) FROM agent_runs",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dupes, 0);
+    // The rebuilt windows hold exactly what is stored (acked or committed just before the kill).
+    let total: i64 = pg
+        .query_one("SELECT count(*) FROM agent_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let live: Value = client
+        .get(format!(
+            "{base}/api/v1/metrics/execution/realtime?workspace_id=ws1&window=1h"
+        ))
+        .bearer_auth(token(&["ws1"], "read"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live["execution"]["runs"], total);
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+}
+
+#[actix_web::test]
+async fn postgres_down_gives_503_and_ingest_recovers_by_itself() {
+    let db = Arc::new(TestDb::create().await);
+    let proxy = PgProxy::start(PgProxy::target()).await;
+    let through_proxy = proxy.url(&db.name);
+    let app = spawn_on(db, &[("database.url", json!(through_proxy))]).await;
+    async fn post(app: &TestApp, id: &str) -> reqwest::Response {
+        app.post_events("ws1", &[run_event(id, "bot", "succeeded", 1.0, Utc::now())])
+            .await
+    }
+    assert_eq!(post(&app, "before").await.status(), 200);
+
+    proxy.cut();
+    let res = post(&app, "during").await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    let ready = app
+        .client
+        .get(format!("{}/health/ready", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["postgres"]["status"], "down");
+    // Live reads keep working from memory.
+    assert_eq!(app.realtime("ws1", "").await["execution"]["runs"], 1);
+
+    proxy.restore();
+    let mut recovered = false;
+    for i in 0..100 {
+        if post(&app, &format!("after-{i}")).await.status() == 200 {
+            recovered = true;
+            break;
+        }
+        actix_web::rt::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "ingest did not recover after PostgreSQL came back"
+    );
+    let stored = app
+        .count("SELECT count(*) FROM agent_runs WHERE event_id = 'during'")
+        .await;
+    assert_eq!(stored, 0, "an event answered 503 was stored");
+    let total = app.count("SELECT count(*) FROM agent_runs").await;
+    assert_eq!(app.realtime("ws1", "").await["execution"]["runs"], total);
+    app.stop().await;
+}

@@ -1,0 +1,88 @@
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn health_and_metrics() {
+    let app = spawn_app().await;
+    let live = app
+        .client
+        .get(format!("{}/health/live", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let ready = app
+        .client
+        .get(format!("{}/health/ready", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["postgres"]["status"], "up");
+    assert_eq!(
+        app.post_events(
+            "ws1",
+            &[run_event("e", "a", "succeeded", 1.0, chrono::Utc::now())]
+        )
+        .await
+        .status(),
+        200
+    );
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "hub_ingest_events_total{outcome=\"new\"} 1",
+        "hub_writer_batches_total 1",
+        "hub_writer_flush_seconds_count 1",
+        "hub_writer_backlog_rows 0",
+        "hub_workspace_actors 1",
+        "hub_workspace_mailbox_messages",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(format!("{}/nope", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    let res = app
+        .client
+        .delete(format!("{}/health/live", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "method_not_allowed"
+    );
+    let res = app
+        .client
+        .get(format!("{}/api/v1/workspaces/ws1/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    app.stop().await;
+}

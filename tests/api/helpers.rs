@@ -1,0 +1,284 @@
+//! `spawn_app()`: the real hub on a random port with its own database, dropped afterwards.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use chrono::{DateTime, Utc};
+use figment::Figment;
+use serde_json::{json, Value};
+use shadower_handlers::auth::{sign, Claims};
+use shadower_hub::settings::Settings;
+use shadower_hub::startup::Application;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// The server-level URL tests create their databases on (set by scripts/services.sh).
+pub fn admin_url() -> String {
+    std::env::var("SHADOWER__DATABASE__URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `admin_url` with another database name.
+pub fn db_url(name: &str) -> String {
+    let admin = admin_url();
+    let (base, _) = admin.rsplit_once('/').expect("a database url has a path");
+    let query = admin
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{base}/{name}{query}")
+}
+
+pub async fn pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    actix_web::rt::spawn(conn);
+    client
+}
+
+/// A database that exists for one test and is dropped (with its connections) at the end,
+/// even when the test panics.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("shtest_{}", uuid::Uuid::new_v4().simple());
+        pg(&admin_url())
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        Self { name }
+    }
+
+    pub fn url(&self) -> String {
+        db_url(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// Settings for a test hub on `db_url`, with `overrides` (`section.key`, value) on top.
+pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
+    let mut f: Figment = Settings::figment();
+    for (k, v) in [
+        ("database.url", json!(db_url)),
+        ("server.port", json!(0)),
+        ("server.workers", json!(2)),
+        ("auth.jwt_secret", json!(SECRET)),
+        ("log.level", json!("warn")),
+    ]
+    .iter()
+    .chain(overrides)
+    {
+        f = Settings::with(f, k, v);
+    }
+    Settings::from_figment(f).expect("test settings")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: Arc<TestDb>,
+    pub handle: ServerHandle,
+    pub stopped: actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, Value)]) -> TestApp {
+    let db = Arc::new(TestDb::create().await);
+    spawn_on(db, overrides).await
+}
+
+/// Starts a hub on an existing test database (a restart, as far as the data goes).
+pub async fn spawn_on(db: Arc<TestDb>, overrides: &[(&str, Value)]) -> TestApp {
+    let app = Application::build(settings(&db.url(), overrides), true)
+        .await
+        .expect("build the hub");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let stopped = actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        db,
+        handle,
+        stopped,
+    }
+}
+
+pub fn token(workspaces: &[&str], scope: &str) -> String {
+    let claims = Claims {
+        sub: "test".into(),
+        exp: (Utc::now().timestamp() + 3600) as u64,
+        workspaces: workspaces.iter().map(|s| s.to_string()).collect(),
+        scope: scope.into(),
+    };
+    sign(SECRET, None, &claims).unwrap()
+}
+
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn run_event(id: &str, agent: &str, status: &str, runtime_ms: f64, at: DateTime<Utc>) -> Value {
+    json!({"type": "run", "event_id": id, "agent_id": agent, "status": status,
+           "completed_at": ts(at), "runtime_ms": runtime_ms, "credits": 0.25,
+           "tokens_in": 100, "tokens_out": 20, "model": "gpt-4o"})
+}
+
+impl TestApp {
+    pub async fn post_events(&self, ws: &str, events: &[Value]) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/workspaces/{ws}/events", self.base))
+            .bearer_auth(token(&[ws], "ingest"))
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, ws: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token(&[ws], "read"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn realtime(&self, ws: &str, query: &str) -> Value {
+        let res = self
+            .get(
+                &format!("/api/v1/metrics/execution/realtime?workspace_id={ws}{query}"),
+                ws,
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        pg(&self.db.url()).await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    /// Graceful stop, as on SIGTERM: returns once the writer is drained.
+    pub async fn stop(self) -> Arc<TestDb> {
+        self.handle.stop(true).await;
+        self.stopped.await.unwrap().unwrap();
+        self.db
+    }
+}
+
+/// A TCP forwarder to PostgreSQL that a test can cut, to take the database away from the
+/// hub (every connection dropped, new ones refused) and give it back.
+pub struct PgProxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl PgProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        let generation = Arc::new(tx);
+        let (up2, gen2) = (up.clone(), generation.clone());
+        actix_web::rt::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    let _ = inbound.shutdown().await;
+                    continue;
+                }
+                let mut cut = gen2.subscribe();
+                actix_web::rt::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// A URL for database `name` through the proxy.
+    pub fn url(&self, name: &str) -> String {
+        let cfg: tokio_postgres::Config = admin_url().parse().unwrap();
+        format!(
+            "postgres://{}@127.0.0.1:{}/{name}",
+            cfg.get_user().unwrap_or("postgres"),
+            self.port
+        )
+    }
+
+    /// Where PostgreSQL itself listens (from the admin URL).
+    pub fn target() -> SocketAddr {
+        let cfg: tokio_postgres::Config = admin_url().parse().unwrap();
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let host = if host == "localhost" {
+            "127.0.0.1".to_string()
+        } else {
+            host
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}").parse().unwrap()
+    }
+}

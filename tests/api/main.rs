@@ -1,0 +1,8 @@
+//! Black-box tests: the real hub on a random port, its own database, spoken to over HTTP.
+
+mod auth;
+mod faults;
+mod health;
+mod helpers;
+mod ingest;
+mod live;
