@@ -4,7 +4,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+configured_db=${SHADOWER__DATABASE__URL:-}
 source scripts/services.sh
+# services.sh hands back a server-level URL; unless one was configured, the hub keeps its data
+# in its own database there (created at start when missing).
+if [[ -z $configured_db ]]; then
+    export SHADOWER__DATABASE__URL="${SHADOWER__DATABASE__URL%/*}/shadower"
+fi
 
 if [[ -z ${SHADOWER__AUTH__JWT_SECRET:-} ]]; then
     export SHADOWER__AUTH__JWT_SECRET=shadower-hub-insecure-development-jwt-secret-do-not-use

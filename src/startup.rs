@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix::{Addr, Arbiter, Supervisor};
+use actix::{Actor, Addr, Arbiter, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -13,7 +13,8 @@ use shadower_actors::domain::live::LiveRules;
 use shadower_actors::messages::Drain;
 use shadower_actors::metrics::HubMetrics;
 use shadower_actors::registry::{Registry, WorkspaceDeps};
-use shadower_actors::store;
+use shadower_actors::maintenance::Maintenance;
+use shadower_actors::store::{self, Partitions};
 use shadower_actors::writer::{Backlog, Writer};
 use shadower_handlers::auth::AuthKeys;
 use shadower_handlers::{AppState, IngestSettings};
@@ -57,13 +58,19 @@ impl Application {
         );
         let writer_pool = store::create_pool(&settings.database, settings.writer.concurrency)?;
         let writer_arbiter = Arbiter::new();
+        let partitions = Partitions::default();
         let writer = {
             let (registry, metrics, cfg) =
                 (registry.clone(), metrics.clone(), settings.writer.clone());
+            let partitions = partitions.clone();
             Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-                Writer::new(writer_pool, registry, metrics, cfg)
+                Writer::new(writer_pool, registry, metrics, cfg, partitions)
             })
         };
+        let (maintenance_pool, retention) = (pool.clone(), settings.retention.raw.to_chrono());
+        Maintenance::start_in_arbiter(&writer_arbiter.handle(), move |_| {
+            Maintenance::new(maintenance_pool, partitions, retention)
+        });
         let rotated: Vec<(String, String)> = settings
             .auth
             .jwt_secrets

@@ -8,10 +8,12 @@
 //! - [`workspace`]: one actor per workspace holding its windows; [`registry`] finds or
 //!   starts it on a dedicated arbiter.
 //! - [`store`]: pools, migrations, partitions, the idempotent batch insert, the rebuild.
+//! - [`maintenance`]: partitions ahead and retention, on a timer.
 //! - [`config`]: the settings sections this crate owns; [`metrics`]: the hub's metrics.
 
 pub mod config;
 pub mod domain;
+pub mod maintenance;
 pub mod messages;
 pub mod metrics;
 pub mod registry;

@@ -109,13 +109,14 @@ impl Writer {
         registry: Arc<Registry>,
         metrics: Arc<HubMetrics>,
         cfg: WriterConfig,
+        partitions: Partitions,
     ) -> Self {
         Self {
             pool,
             registry,
             metrics,
             cfg,
-            partitions: Partitions::default(),
+            partitions,
             queue: VecDeque::new(),
             in_flight: 0,
             drains: Vec::new(),

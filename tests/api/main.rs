@@ -6,3 +6,4 @@ mod health;
 mod helpers;
 mod ingest;
 mod live;
+mod storage;

@@ -4,7 +4,7 @@
 mod migrate;
 mod snapshot;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,13 +128,67 @@ impl Partitions {
     }
 }
 
+impl Partitions {
+    /// Drops `day` from the cache (its partitions were dropped).
+    pub fn forget(&self, day: NaiveDate) {
+        self.0.lock().remove(&day);
+    }
+}
+
+/// The raw tables, each range-partitioned by day.
+pub const RAW_TABLES: [&str; 4] = ["agent_runs", "agent_errors", "resource_samples", "agent_user_feedback"];
+
+/// Drops every raw partition whose whole day is before `cutoff`; returns the days dropped.
+pub async fn drop_partitions_before(client: &impl GenericClient, cutoff: NaiveDate) -> Result<Vec<NaiveDate>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+             WHERE p.relname = ANY($1)",
+            &[&RAW_TABLES.as_slice()],
+        )
+        .await?;
+    let mut days = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let Some(day) = crate::maintenance::partition_day(&name) else { continue };
+        if day < cutoff {
+            client.batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\"")).await?;
+            days.push(day);
+        }
+    }
+    days.sort_unstable();
+    days.dedup();
+    Ok(days)
+}
+
+/// Forgets event ids first received before `cutoff`, in bounded batches so no statement
+/// holds locks for long; returns how many were deleted.
+pub async fn forget_event_ids_before(client: &impl GenericClient, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    const BATCH: i64 = 10_000;
+    let mut total = 0;
+    loop {
+        let n = client
+            .execute(
+                "DELETE FROM ingested_events WHERE ctid = ANY(ARRAY(
+                     SELECT ctid FROM ingested_events WHERE received_at < $1 LIMIT $2))",
+                &[&cutoff, &BATCH],
+            )
+            .await?;
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
 /// One event of a batch, with its workspace.
 pub type Row<'a> = (&'a WorkspaceId, &'a Event);
 
 /// Inserts a batch idempotently in the caller's transaction. Returns, for each input row,
 /// whether this insert was the first write of its `(workspace_id, event_id)`, and the
-/// transaction id (to match against rebuild snapshots). Rows repeated inside the batch
-/// count as new only once: the first occurrence.
+/// transaction id (to match against rebuild snapshots; 0 when nothing was new). Rows
+/// repeated inside the batch count as new only once: the first occurrence.
 pub async fn insert_batch(
     tx: &deadpool_postgres::Transaction<'_>,
     rows: &[Row<'_>],
@@ -147,22 +201,18 @@ pub async fn insert_batch(
     let kind: Vec<i16> = rows.iter().map(|(_, e)| e.kind_code()).collect();
     let time: Vec<DateTime<Utc>> = rows.iter().map(|(_, e)| e.time()).collect();
     let inserted = tx.query(&ids, &[&ws, &eid, &kind, &time]).await?;
-    let mut fresh: HashSet<(&str, &str)> = HashSet::with_capacity(inserted.len());
+    // Where each key first occurs in the batch: a key repeated inside the batch is new at
+    // most once, at its first occurrence (first write wins).
+    let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len());
+    for (i, (w, e)) in rows.iter().enumerate() {
+        first.entry((w.as_str(), e.event_id.as_str())).or_insert(i);
+    }
+    let mut is_new = vec![false; rows.len()];
     for row in &inserted {
-        let w: &str = row.get(0);
-        let e: &str = row.get(1);
-        // Borrow the keys from `rows`, which outlive the statement's result.
-        if let Some(i) = rows
-            .iter()
-            .position(|(rw, re)| rw.as_str() == w && re.event_id.as_str() == e)
-        {
-            fresh.insert((rows[i].0.as_str(), rows[i].1.event_id.as_str()));
+        if let Some(&i) = first.get(&(row.get::<_, &str>(0), row.get::<_, &str>(1))) {
+            is_new[i] = true;
         }
     }
-    let is_new: Vec<bool> = rows
-        .iter()
-        .map(|(w, e)| fresh.remove(&(w.as_str(), e.event_id.as_str())))
-        .collect();
     let new_rows: Vec<Row> = rows
         .iter()
         .zip(&is_new)

@@ -1,0 +1,88 @@
+//! Storage housekeeping on a timer: day partitions created ahead, raw data past
+//! `retention.raw` dropped a whole partition at a time, and event ids past it forgotten.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{NaiveDate, Utc};
+use deadpool_postgres::Pool;
+
+use crate::store::{self, Partitions, StoreError};
+
+/// How often housekeeping runs (and once at start).
+pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+/// Days of partitions kept ready ahead of today.
+pub const DAYS_AHEAD: u64 = 2;
+
+pub struct Maintenance {
+    pool: Pool,
+    partitions: Partitions,
+    retention_raw: chrono::Duration,
+}
+
+impl Maintenance {
+    pub fn new(pool: Pool, partitions: Partitions, retention_raw: chrono::Duration) -> Self {
+        Self {
+            pool,
+            partitions,
+            retention_raw,
+        }
+    }
+
+    fn run(&self, ctx: &mut Context<Self>) {
+        let (pool, partitions, retention) = (self.pool.clone(), self.partitions.clone(), self.retention_raw);
+        ctx.spawn(
+            async move {
+                if let Err(e) = housekeeping(&pool, &partitions, retention).await {
+                    tracing::warn!(error = %e, "Storage housekeeping failed; will retry.");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for Maintenance {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.run(ctx);
+        ctx.run_interval(MAINTENANCE_EVERY, |act, ctx| act.run(ctx));
+    }
+}
+
+/// One pass: create, drop, forget. Safe to run on several nodes at once.
+pub async fn housekeeping(pool: &Pool, partitions: &Partitions, retention: chrono::Duration) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let today = Utc::now().date_naive();
+    partitions.ensure(&**client, today.iter_days().take(DAYS_AHEAD as usize + 1)).await?;
+    let cutoff = Utc::now() - retention;
+    let dropped = store::drop_partitions_before(&**client, cutoff.date_naive()).await?;
+    for day in &dropped {
+        partitions.forget(*day);
+    }
+    let forgotten = store::forget_event_ids_before(&**client, cutoff).await?;
+    if !dropped.is_empty() || forgotten > 0 {
+        tracing::info!(partitions = dropped.len(), event_ids = forgotten, "Retention applied.");
+    }
+    Ok(())
+}
+
+/// The day a partition named `<table>_pYYYYMMDD` holds.
+pub fn partition_day(name: &str) -> Option<NaiveDate> {
+    let (_, suffix) = name.rsplit_once("_p")?;
+    NaiveDate::parse_from_str(suffix, "%Y%m%d").ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_parse_to_days() {
+        assert_eq!(partition_day("agent_runs_p20261124"), NaiveDate::from_ymd_opt(2026, 11, 24));
+        assert_eq!(partition_day("agent_user_feedback_p20260101"), NaiveDate::from_ymd_opt(2026, 1, 1));
+        assert_eq!(partition_day("agent_runs"), None);
+        assert_eq!(partition_day("agent_runs_p2026"), None);
+    }
+}
