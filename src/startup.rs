@@ -78,6 +78,7 @@ impl Application {
             .map(|k| (k.kid.clone(), k.secret.clone()))
             .collect();
         let secret = Some(settings.auth.jwt_secret.as_str()).filter(|s| !s.is_empty());
+        let redis = shadower_handlers::redis_pool(&settings.redis.url).context("redis.url")?;
         let state = web::Data::new(AppState {
             auth: AuthKeys::new(secret, &rotated),
             ingest: IngestSettings {
@@ -93,6 +94,7 @@ impl Application {
             registry,
             metrics,
             pool,
+            redis,
         });
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {

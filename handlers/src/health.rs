@@ -18,7 +18,8 @@ pub async fn live() -> HttpResponse {
 }
 
 /// `GET /health/ready`: 200 when the hub can accept and commit events; 503 naming what is
-/// wrong otherwise (PostgreSQL down or read-only, writer backlog full).
+/// wrong otherwise (PostgreSQL down or read-only, writer backlog full). Redis down is
+/// `degraded`, still 200: the hub keeps serving without it.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let postgres =
         match tokio::time::timeout(PROBE_TIMEOUT, store::probe_writable(&state.pool)).await {
@@ -32,10 +33,20 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     } else {
         json!({"status": "up", "backlog_rows": backlog_rows})
     };
+    let redis = match tokio::time::timeout(PROBE_TIMEOUT, redis_ping(&state.redis)).await {
+        Ok(Ok(())) => json!({"status": "up"}),
+        Ok(Err(e)) => json!({"status": "degraded", "error": e}),
+        Err(_) => json!({"status": "degraded", "error": "no answer within 2s"}),
+    };
     let ok = postgres["status"] == "up" && writer["status"] == "up";
+    let status = match (ok, redis["status"] == "up") {
+        (false, _) => "unavailable",
+        (true, false) => "degraded",
+        (true, true) => "ready",
+    };
     let body = json!({
-        "status": if ok { "ready" } else { "unavailable" },
-        "checks": {"postgres": postgres, "writer": writer},
+        "status": status,
+        "checks": {"postgres": postgres, "writer": writer, "redis": redis},
     });
     let mut res = if ok {
         HttpResponse::Ok()
@@ -44,6 +55,15 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     };
     res.insert_header((header::CACHE_CONTROL, "no-store"))
         .json(body)
+}
+
+async fn redis_ping(pool: &crate::RedisPool) -> Result<(), String> {
+    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+    let pong: String = bb8_redis::redis::cmd("PING")
+        .query_async(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    (pong == "PONG").then_some(()).ok_or(pong)
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.

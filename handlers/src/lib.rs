@@ -38,6 +38,21 @@ pub struct AppState {
     pub metrics: Arc<HubMetrics>,
     /// For readiness probes.
     pub pool: Pool,
+    /// Redis (rate limits and cache, to come). Its absence degrades, never stops, the hub.
+    pub redis: RedisPool,
+}
+
+/// Pooled Redis connections; the pool is built without connecting, so a hub starts while
+/// Redis is down and picks it up when it returns.
+pub type RedisPool = bb8_redis::bb8::Pool<bb8_redis::RedisConnectionManager>;
+
+/// Builds the Redis pool; fails only on a malformed URL.
+pub fn redis_pool(url: &str) -> Result<RedisPool, bb8_redis::redis::RedisError> {
+    let manager = bb8_redis::RedisConnectionManager::new(url)?;
+    Ok(bb8_redis::bb8::Pool::builder()
+        .max_size(8)
+        .connection_timeout(std::time::Duration::from_secs(1))
+        .build_unchecked(manager))
 }
 
 /// A resource whose unknown methods get the JSON 405.

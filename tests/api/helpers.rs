@@ -90,8 +90,11 @@ impl Drop for TestDb {
 /// Settings for a test hub on `db_url`, with `overrides` (`section.key`, value) on top.
 pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
     let mut f: Figment = Settings::figment();
+    // Each test's Redis keys live under its own prefix (its database's name).
+    let prefix = format!("{}:", db_url.rsplit('/').next().unwrap_or("shtest"));
     for (k, v) in [
         ("database.url", json!(db_url)),
+        ("redis.key_prefix", json!(prefix)),
         ("server.port", json!(0)),
         ("server.workers", json!(2)),
         ("auth.jwt_secret", json!(SECRET)),
