@@ -1,0 +1,263 @@
+//! Command line: one subcommand per scenario, each with the shared [`Common`] options.
+//!
+//! To add a scenario: add a variant to [`Scenario`] (with its own options and its
+//! `--connections` default), a [`Workload`] variant, and map one to the other in
+//! [`Scenario::into_plan`]; the runner matches on [`Workload`].
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Black-box load generator and latency meter for Shadower Hub.",
+    long_about = "Black-box load generator and latency meter for Shadower Hub.\n\n\
+        Each run uses a fresh random workspace (lt-<hex>), sends load only to --url for \
+        --warmup + --duration, then prints a human summary on stderr and one JSON object \
+        on the last line of stdout:\n\
+        {\"scenario\",\"duration_s\",\"events_per_s\",\"requests_per_s\",\"p50_ms\",\"p99_ms\",\
+        \"p999_ms\",\"errors\",\"lost\",\"sessions\",\"hub_rss_mb\"} (null where not applicable)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// POST batches of run events (`--batch` per request) from `--connections` closed loops.
+    IngestBatch {
+        #[command(flatten)]
+        common: Common,
+        /// Events per request (the hub's default ingest.max_events is 10000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch: u32,
+        /// Concurrent connections, each one request at a time.
+        #[arg(long, default_value_t = 4, value_parser = connections)]
+        connections: usize,
+    },
+    /// POST one run event per request from `--connections` closed loops.
+    IngestSingle {
+        #[command(flatten)]
+        common: Common,
+        /// Concurrent connections, each one request at a time.
+        #[arg(long, default_value_t = 64, value_parser = connections)]
+        connections: usize,
+    },
+    /// GET /api/v1/metrics/execution/realtime for the run's workspace.
+    Query {
+        #[command(flatten)]
+        common: Common,
+        /// Concurrent connections, each one request at a time.
+        #[arg(long, default_value_t = 16, value_parser = connections)]
+        connections: usize,
+        /// The `window` query parameter.
+        #[arg(long, default_value = "24h")]
+        window: String,
+        /// Run events stored into the workspace before the warmup, so queries read real
+        /// windows (0 = query an empty workspace).
+        #[arg(long, default_value_t = 10_000)]
+        seed: u32,
+    },
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Base URL of the hub; load goes only here.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The hub's HS256 JWT secret (auth.jwt_secret), used to sign the run's token.
+    #[arg(long)]
+    pub secret: String,
+    /// Measured time, e.g. 250ms, 30s, 5m.
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    pub duration: Duration,
+    /// Load before the measured time, not measured (0s for none).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Per-request timeout (counted as an error); also bounds how long the run waits for the
+    /// requests in flight when time is up.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub timeout: Duration,
+    /// PID of the hub: reports its VmRSS at the end as hub_rss_mb (and its CPU use).
+    #[arg(long)]
+    pub hub_pid: Option<u32>,
+    /// Worker threads of the client's runtime.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+}
+
+/// What the connections do; one variant per kind of request loop.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// POST `batch` run events per request.
+    Ingest { batch: usize },
+    /// GET the realtime endpoint with `window`, after storing `seed` events.
+    Query { window: String, seed: u64 },
+}
+
+/// A scenario resolved to its settings.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: &'static str,
+    pub common: Common,
+    pub connections: usize,
+    pub workload: Workload,
+}
+
+impl Scenario {
+    pub fn into_plan(self) -> Plan {
+        match self {
+            Self::IngestBatch {
+                common,
+                batch,
+                connections,
+            } => Plan {
+                scenario: "ingest-batch",
+                common,
+                connections,
+                workload: Workload::Ingest {
+                    batch: batch as usize,
+                },
+            },
+            Self::IngestSingle {
+                common,
+                connections,
+            } => Plan {
+                scenario: "ingest-single",
+                common,
+                connections,
+                workload: Workload::Ingest { batch: 1 },
+            },
+            Self::Query {
+                common,
+                connections,
+                window,
+                seed,
+            } => Plan {
+                scenario: "query",
+                common,
+                connections,
+                workload: Workload::Query {
+                    window,
+                    seed: u64::from(seed),
+                },
+            },
+        }
+    }
+}
+
+fn connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err("must be an integer from 1 to 10000".into()),
+    }
+}
+
+/// `<number><unit>` with unit ms, s, m or h (`1.5s` is fine); a bare `0` is zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("`{s}` is not a duration like 250ms, 30s or 5m");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("must be longer than 0".into()),
+        d => Ok(d),
+    }
+}
+
+/// `1.5s`, `250ms`, `5m`: short and exact enough for the summary.
+pub fn show_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs == 0.0 {
+        "0s".into()
+    } else if secs < 1.0 {
+        format!("{}ms", secs * 1000.0)
+    } else if secs >= 60.0 && secs % 60.0 == 0.0 {
+        format!("{}m", secs / 60.0)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "30", "s", "5 m", "5x", "-1s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(positive_duration("0ms").is_err());
+        assert_eq!(show_duration(Duration::ZERO), "0s");
+        assert_eq!(show_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(show_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(show_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(show_duration(Duration::from_secs(300)), "5m");
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_per_scenario() {
+        let plan = |args: &[&str]| {
+            Cli::try_parse_from(args.iter().copied())
+                .unwrap()
+                .scenario
+                .into_plan()
+        };
+        let p = plan(&["loadtest", "ingest-batch", "--secret", "x"]);
+        assert_eq!(p.connections, 4);
+        assert!(matches!(p.workload, Workload::Ingest { batch: 1000 }));
+        assert_eq!(p.common.duration, Duration::from_secs(30));
+        assert_eq!(p.common.url, "http://127.0.0.1:8080");
+        let p = plan(&[
+            "loadtest",
+            "ingest-single",
+            "--secret",
+            "x",
+            "--duration",
+            "250ms",
+        ]);
+        assert_eq!(p.connections, 64);
+        assert!(matches!(p.workload, Workload::Ingest { batch: 1 }));
+        assert_eq!(p.common.duration, Duration::from_millis(250));
+        let p = plan(&["loadtest", "query", "--secret", "x", "--hub-pid", "42"]);
+        assert_eq!(p.connections, 16);
+        assert_eq!(p.common.hub_pid, Some(42));
+        assert!(Cli::try_parse_from(["loadtest", "fanout", "--secret", "x"]).is_err());
+        assert!(Cli::try_parse_from(["loadtest", "query"]).is_err());
+    }
+}
