@@ -30,7 +30,11 @@ impl Maintenance {
     }
 
     fn run(&self, ctx: &mut Context<Self>) {
-        let (pool, partitions, retention) = (self.pool.clone(), self.partitions.clone(), self.retention_raw);
+        let (pool, partitions, retention) = (
+            self.pool.clone(),
+            self.partitions.clone(),
+            self.retention_raw,
+        );
         ctx.spawn(
             async move {
                 if let Err(e) = housekeeping(&pool, &partitions, retention).await {
@@ -52,10 +56,16 @@ impl Actor for Maintenance {
 }
 
 /// One pass: create, drop, forget. Safe to run on several nodes at once.
-pub async fn housekeeping(pool: &Pool, partitions: &Partitions, retention: chrono::Duration) -> Result<(), StoreError> {
+pub async fn housekeeping(
+    pool: &Pool,
+    partitions: &Partitions,
+    retention: chrono::Duration,
+) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let today = Utc::now().date_naive();
-    partitions.ensure(&**client, today.iter_days().take(DAYS_AHEAD as usize + 1)).await?;
+    partitions
+        .ensure(&**client, today.iter_days().take(DAYS_AHEAD as usize + 1))
+        .await?;
     let cutoff = Utc::now() - retention;
     let dropped = store::drop_partitions_before(&**client, cutoff.date_naive()).await?;
     for day in &dropped {
@@ -63,7 +73,11 @@ pub async fn housekeeping(pool: &Pool, partitions: &Partitions, retention: chron
     }
     let forgotten = store::forget_event_ids_before(&**client, cutoff).await?;
     if !dropped.is_empty() || forgotten > 0 {
-        tracing::info!(partitions = dropped.len(), event_ids = forgotten, "Retention applied.");
+        tracing::info!(
+            partitions = dropped.len(),
+            event_ids = forgotten,
+            "Retention applied."
+        );
     }
     Ok(())
 }
@@ -80,8 +94,14 @@ mod tests {
 
     #[test]
     fn partition_names_parse_to_days() {
-        assert_eq!(partition_day("agent_runs_p20261124"), NaiveDate::from_ymd_opt(2026, 11, 24));
-        assert_eq!(partition_day("agent_user_feedback_p20260101"), NaiveDate::from_ymd_opt(2026, 1, 1));
+        assert_eq!(
+            partition_day("agent_runs_p20261124"),
+            NaiveDate::from_ymd_opt(2026, 11, 24)
+        );
+        assert_eq!(
+            partition_day("agent_user_feedback_p20260101"),
+            NaiveDate::from_ymd_opt(2026, 1, 1)
+        );
         assert_eq!(partition_day("agent_runs"), None);
         assert_eq!(partition_day("agent_runs_p2026"), None);
     }

@@ -115,6 +115,23 @@ impl Registry {
         answer
     }
 
+    /// Asks the running actor of `ws`, if any, to rebuild from storage in the background
+    /// (a commit's outcome is unknown). With no actor running there is nothing to correct.
+    pub async fn resync(&self, ws: &WorkspaceId) {
+        let addr = self
+            .actors
+            .lock()
+            .get(ws)
+            .filter(|a| a.connected())
+            .cloned();
+        if let Some(addr) = addr {
+            self.deps.metrics.workspace_mailbox_messages.inc();
+            if addr.send(crate::workspace::Resync).await.is_err() {
+                self.deps.metrics.workspace_mailbox_messages.dec();
+            }
+        }
+    }
+
     /// Stops and forgets the actor of `ws`, so the next request rebuilds it from storage.
     pub fn forget(&self, ws: &WorkspaceId) {
         let mut actors = self.actors.lock();

@@ -4,6 +4,11 @@
 //! handles any message: `ctx.wait` holds the mailbox until the rebuild is done, so an apply
 //! or a read never sees a half-built state. The rebuild's snapshot then decides, per apply,
 //! whether the rebuild already counted that transaction (see [`crate::store::Snapshot`]).
+//!
+//! When a batch's commit outcome is unknown (the connection broke mid-statement), the writer
+//! sends [`Resync`]: the actor keeps serving what it has, rebuilds in the background (retrying
+//! while PostgreSQL is away), then swaps in the rebuilt state plus the applies that arrived
+//! meanwhile and that the new snapshot does not see.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -28,6 +33,14 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// Rebuild from storage in the background, then swap the state in.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync;
+
+/// Wait between attempts of a background rebuild while PostgreSQL is away.
+const RESYNC_RETRY: Duration = Duration::from_secs(2);
+
 pub struct WorkspaceActor {
     id: WorkspaceId,
     deps: Arc<WorkspaceDeps>,
@@ -38,6 +51,10 @@ pub struct WorkspaceActor {
     last_message: Instant,
     /// Overflow counts already reported to the metrics.
     reported_overflow: (u64, u64),
+    /// While a background rebuild runs: the applies received since it started.
+    resyncing: Option<Vec<Apply>>,
+    /// Another resync was asked for while one ran (its snapshot may predate that commit).
+    resync_again: bool,
 }
 
 impl WorkspaceActor {
@@ -50,7 +67,50 @@ impl WorkspaceActor {
             snapshot: Snapshot::default(),
             last_message: Instant::now(),
             reported_overflow: (0, 0),
+            resyncing: None,
+            resync_again: false,
         }
+    }
+
+    /// The state rebuilt from `recent`, as of `now`.
+    fn rebuilt(&self, recent: &store::Recent) -> LiveState {
+        let mut live = LiveState::new(self.deps.rules);
+        let now = Utc::now();
+        for event in &recent.events {
+            live.apply(event, now);
+        }
+        live
+    }
+
+    fn start_resync(&mut self, ctx: &mut Context<Self>) {
+        self.resyncing.get_or_insert_with(Vec::new);
+        let (pool, id) = (self.deps.pool.clone(), self.id.clone());
+        let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
+        ctx.spawn(
+            async move { store::load_recent(&pool, &id, since).await }
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(recent) => {
+                        let mut live = act.rebuilt(&recent);
+                        let now = Utc::now();
+                        for apply in act.resyncing.take().unwrap_or_default() {
+                            if !recent.snapshot.sees(apply.xid) {
+                                apply.events.iter().for_each(|e| live.apply(e, now));
+                            }
+                        }
+                        act.live = live;
+                        act.snapshot = recent.snapshot;
+                        tracing::info!(workspace = %act.id, "Windows resynced from storage.");
+                        if std::mem::take(&mut act.resync_again) {
+                            act.start_resync(ctx);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(workspace = %act.id, error = %e, "Resync failed; retrying.");
+                        ctx.run_later(RESYNC_RETRY, |act, ctx| act.start_resync(ctx));
+                    }
+                }),
+        );
     }
 
     fn touch(&mut self) {
@@ -92,10 +152,7 @@ impl Actor for WorkspaceActor {
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(recent) => {
-                        let now = Utc::now();
-                        for event in &recent.events {
-                            act.live.apply(event, now);
-                        }
+                        act.live = act.rebuilt(&recent);
                         act.snapshot = recent.snapshot;
                         act.report_overflow();
                         act.deps.metrics.workspace_rebuild_seconds.observe(started.elapsed().as_secs_f64());
@@ -138,6 +195,22 @@ impl Handler<Apply> for WorkspaceActor {
             self.live.apply(event, now);
         }
         self.report_overflow();
+        if let Some(pending) = &mut self.resyncing {
+            pending.push(msg);
+        }
+    }
+}
+
+impl Handler<Resync> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Resync, ctx: &mut Context<Self>) {
+        self.touch();
+        if self.resyncing.is_some() {
+            self.resync_again = true;
+        } else {
+            self.start_resync(ctx);
+        }
     }
 }
 

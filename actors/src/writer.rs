@@ -10,7 +10,7 @@
 //! Failures answer `Unavailable` (503): nothing unacknowledged is ever reported stored, and
 //! the client's retry is harmless because inserts are idempotent. When a failure happens
 //! while committing, the outcome is unknown, so the touched workspaces rebuild their windows
-//! from PostgreSQL rather than guess.
+//! from PostgreSQL (in the background, still serving) rather than guess.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -276,7 +276,7 @@ impl Flush {
                     touched.sort();
                     touched.dedup();
                     for ws in touched {
-                        self.registry.forget(ws);
+                        self.registry.resync(ws).await;
                     }
                 }
                 drop(rows);
@@ -293,21 +293,21 @@ impl Flush {
         committing: &std::cell::Cell<bool>,
     ) -> Result<(Vec<bool>, u64), FlushError> {
         let rolled_back = FlushError::RolledBack;
-        let mut client = self.pool.get().await.map_err(|e| rolled_back(e.into()))?;
+        let client = self.pool.get().await.map_err(|e| rolled_back(e.into()))?;
         let days: Vec<NaiveDate> = rows.iter().map(|(_, e)| e.time().date_naive()).collect();
         self.partitions
             .ensure(&**client, days)
             .await
             .map_err(rolled_back)?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| rolled_back(e.into()))?;
-        let (is_new, xid) = store::insert_batch(&tx, rows).await.map_err(rolled_back)?;
+        // The insert is one statement, so it commits when it returns: from here on, a
+        // failure (a dropped connection, a timeout) leaves the outcome unknown.
         committing.set(true);
-        tx.commit()
+        store::insert_batch(&client, rows)
             .await
-            .map_err(|e| FlushError::Unknown(e.to_string()))?;
-        Ok((is_new, xid))
+            .map_err(|e| match &e {
+                // The server answered with an error: the statement, and so the batch, rolled back.
+                StoreError::Db(db) if db.as_db_error().is_some() => FlushError::RolledBack(e),
+                _ => FlushError::Unknown(e.to_string()),
+            })
     }
 }

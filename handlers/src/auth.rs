@@ -205,7 +205,10 @@ mod tests {
     }
 
     fn keys() -> AuthKeys {
-        AuthKeys::new(Some(SECRET), &[("k1".into(), "kid-secret-kid-secret-kid-secret-01".into())])
+        AuthKeys::new(
+            Some(SECRET),
+            &[("k1".into(), "kid-secret-kid-secret-kid-secret-01".into())],
+        )
     }
 
     fn is_401(r: Result<Principal, ApiError>) -> bool {
@@ -214,28 +217,56 @@ mod tests {
 
     #[test]
     fn valid_tokens_verify_and_scopes_are_checked() {
-        let p = keys().verify(&sign(SECRET, None, &claims(60, "read ingest")).unwrap()).unwrap();
+        let p = keys()
+            .verify(&sign(SECRET, None, &claims(60, "read ingest")).unwrap())
+            .unwrap();
         let ws1 = WorkspaceId::parse("ws1").unwrap();
         assert!(p.require(&ws1, Scope::Read).is_ok());
         assert!(p.require(&ws1, Scope::Ingest).is_ok());
-        assert!(matches!(p.require(&ws1, Scope::Admin), Err(ApiError::Forbidden(_))));
+        assert!(matches!(
+            p.require(&ws1, Scope::Admin),
+            Err(ApiError::Forbidden(_))
+        ));
         let ws3 = WorkspaceId::parse("ws3").unwrap();
-        assert!(matches!(p.require(&ws3, Scope::Read), Err(ApiError::Forbidden(_))));
+        assert!(matches!(
+            p.require(&ws3, Scope::Read),
+            Err(ApiError::Forbidden(_))
+        ));
         // A scope must match a whole word.
-        let p = keys().verify(&sign(SECRET, None, &claims(60, "readonly")).unwrap()).unwrap();
+        let p = keys()
+            .verify(&sign(SECRET, None, &claims(60, "readonly")).unwrap())
+            .unwrap();
         assert!(p.require(&ws1, Scope::Read).is_err());
     }
 
     #[test]
     fn bad_tokens_are_401() {
         let k = keys();
-        assert!(is_401(k.verify(&sign(SECRET, None, &claims(-120, "read")).unwrap())));
-        assert!(is_401(k.verify(&sign("wrong-wrong-wrong-wrong-wrong-wrong", None, &claims(60, "read")).unwrap())));
-        assert!(is_401(k.verify(&sign(SECRET, Some("k9"), &claims(60, "read")).unwrap())));
+        assert!(is_401(
+            k.verify(&sign(SECRET, None, &claims(-120, "read")).unwrap())
+        ));
+        assert!(is_401(
+            k.verify(
+                &sign(
+                    "wrong-wrong-wrong-wrong-wrong-wrong",
+                    None,
+                    &claims(60, "read")
+                )
+                .unwrap()
+            )
+        ));
+        assert!(is_401(k.verify(
+            &sign(SECRET, Some("k9"), &claims(60, "read")).unwrap()
+        )));
         assert!(is_401(k.verify("a.b.c")));
         assert!(is_401(k.verify("")));
         assert!(is_401(k.verify(&"x".repeat(MAX_TOKEN_BYTES + 1))));
-        let ok_kid = sign("kid-secret-kid-secret-kid-secret-01", Some("k1"), &claims(60, "read")).unwrap();
+        let ok_kid = sign(
+            "kid-secret-kid-secret-kid-secret-01",
+            Some("k1"),
+            &claims(60, "read"),
+        )
+        .unwrap();
         assert!(k.verify(&ok_kid).is_ok());
     }
 }

@@ -93,11 +93,24 @@ async fn unknown_routes_and_methods_get_json_errors() {
 async fn redis_down_is_degraded_but_ready() {
     // Nothing listens on port 1.
     let app = spawn_app_with(&[("redis.url", serde_json::json!("redis://127.0.0.1:1"))]).await;
-    let ready = app.client.get(format!("{}/health/ready", app.base)).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/health/ready", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["checks"]["redis"]["status"], "degraded");
-    assert_eq!(app.post_events("ws1", &[run_event("e", "a", "succeeded", 1.0, chrono::Utc::now())]).await.status(), 200);
+    assert_eq!(
+        app.post_events(
+            "ws1",
+            &[run_event("e", "a", "succeeded", 1.0, chrono::Utc::now())]
+        )
+        .await
+        .status(),
+        200
+    );
     app.stop().await;
 }

@@ -57,7 +57,10 @@ async fn a_restart_keeps_the_windows() {
     assert_eq!(res["latest"]["cpu_pct"], 40.0);
     // A resend after the restart adds nothing; new events count once on top of the rebuilt ones.
     assert_eq!(app.post_events("ws1", &events).await.status(), 200);
-    assert_eq!(app.realtime("ws1", "&window=1h").await["execution"]["runs"], 200);
+    assert_eq!(
+        app.realtime("ws1", "&window=1h").await["execution"]["runs"],
+        200
+    );
     assert_eq!(app.count("SELECT count(*) FROM agent_runs").await, 200);
     assert_eq!(
         app.post_events(

@@ -136,10 +136,18 @@ impl Partitions {
 }
 
 /// The raw tables, each range-partitioned by day.
-pub const RAW_TABLES: [&str; 4] = ["agent_runs", "agent_errors", "resource_samples", "agent_user_feedback"];
+pub const RAW_TABLES: [&str; 4] = [
+    "agent_runs",
+    "agent_errors",
+    "resource_samples",
+    "agent_user_feedback",
+];
 
 /// Drops every raw partition whose whole day is before `cutoff`; returns the days dropped.
-pub async fn drop_partitions_before(client: &impl GenericClient, cutoff: NaiveDate) -> Result<Vec<NaiveDate>, StoreError> {
+pub async fn drop_partitions_before(
+    client: &impl GenericClient,
+    cutoff: NaiveDate,
+) -> Result<Vec<NaiveDate>, StoreError> {
     let rows = client
         .query(
             "SELECT c.relname::text FROM pg_inherits i
@@ -151,9 +159,13 @@ pub async fn drop_partitions_before(client: &impl GenericClient, cutoff: NaiveDa
     let mut days = Vec::new();
     for row in rows {
         let name: String = row.get(0);
-        let Some(day) = crate::maintenance::partition_day(&name) else { continue };
+        let Some(day) = crate::maintenance::partition_day(&name) else {
+            continue;
+        };
         if day < cutoff {
-            client.batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\"")).await?;
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
+                .await?;
             days.push(day);
         }
     }
@@ -164,7 +176,10 @@ pub async fn drop_partitions_before(client: &impl GenericClient, cutoff: NaiveDa
 
 /// Forgets event ids first received before `cutoff`, in bounded batches so no statement
 /// holds locks for long; returns how many were deleted.
-pub async fn forget_event_ids_before(client: &impl GenericClient, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+pub async fn forget_event_ids_before(
+    client: &impl GenericClient,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, StoreError> {
     const BATCH: i64 = 10_000;
     let mut total = 0;
     loop {
@@ -185,197 +200,263 @@ pub async fn forget_event_ids_before(client: &impl GenericClient, cutoff: DateTi
 /// One event of a batch, with its workspace.
 pub type Row<'a> = (&'a WorkspaceId, &'a Event);
 
-/// Inserts a batch idempotently in the caller's transaction. Returns, for each input row,
-/// whether this insert was the first write of its `(workspace_id, event_id)`, and the
-/// transaction id (to match against rebuild snapshots; 0 when nothing was new). Rows
-/// repeated inside the batch count as new only once: the first occurrence.
+/// Inserts a batch idempotently, in one statement (its own transaction). Returns, for each
+/// input row, whether this insert was the first write of its `(workspace_id, event_id)`, and
+/// the transaction id (to match against rebuild snapshots; 0 when nothing was new). A key
+/// repeated inside the batch is new at most once, at its first occurrence.
 pub async fn insert_batch(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &deadpool_postgres::Object,
     rows: &[Row<'_>],
 ) -> Result<(Vec<bool>, u64), StoreError> {
-    let ids = tx
-        .prepare_cached(include_str!("sql/insert_ids.sql"))
-        .await?;
-    let ws: Vec<&str> = rows.iter().map(|(w, _)| w.as_str()).collect();
-    let eid: Vec<&str> = rows.iter().map(|(_, e)| e.event_id.as_str()).collect();
-    let kind: Vec<i16> = rows.iter().map(|(_, e)| e.kind_code()).collect();
-    let time: Vec<DateTime<Utc>> = rows.iter().map(|(_, e)| e.time()).collect();
-    let inserted = tx.query(&ids, &[&ws, &eid, &kind, &time]).await?;
-    // Where each key first occurs in the batch: a key repeated inside the batch is new at
-    // most once, at its first occurrence (first write wins).
+    // Where each key first occurs; later occurrences are not sent at all.
     let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(rows.len());
     for (i, (w, e)) in rows.iter().enumerate() {
         first.entry((w.as_str(), e.event_id.as_str())).or_insert(i);
     }
+    let unique: Vec<Row> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, (w, e))| first[&(w.as_str(), e.event_id.as_str())] == *i)
+        .map(|(_, r)| *r)
+        .collect();
+    let cols = Columns::of(&unique);
+    let (sql, params) = cols.statement();
+    let stmt = client.prepare_cached(sql).await?;
+    let inserted = client.query(&stmt, &params).await?;
     let mut is_new = vec![false; rows.len()];
     for row in &inserted {
         if let Some(&i) = first.get(&(row.get::<_, &str>(0), row.get::<_, &str>(1))) {
             is_new[i] = true;
         }
     }
-    let new_rows: Vec<Row> = rows
-        .iter()
-        .zip(&is_new)
-        .filter(|(_, n)| **n)
-        .map(|(r, _)| *r)
-        .collect();
-    let (runs, errors, heartbeats, feedback) = futures_util::future::join4(
-        insert_runs(tx, &new_rows),
-        insert_errors(tx, &new_rows),
-        insert_heartbeats(tx, &new_rows),
-        insert_feedback(tx, &new_rows),
-    )
-    .await;
-    runs?;
-    errors?;
-    heartbeats?;
-    feedback?;
-    let xid: i64 = tx
-        .query_one("SELECT pg_current_xact_id()::text::int8", &[])
-        .await?
-        .get(0);
+    let xid: i64 = inserted.first().map_or(0, |r| r.get(2));
     Ok((is_new, xid as u64))
 }
 
-async fn insert_runs(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rows: &[Row<'_>],
-) -> Result<(), StoreError> {
-    let runs: Vec<(&WorkspaceId, &Event, &Run)> = rows
-        .iter()
-        .filter_map(|(w, e)| match &e.kind {
-            EventKind::Run(r) => Some((*w, *e, r)),
-            _ => None,
-        })
-        .collect();
-    if runs.is_empty() {
-        return Ok(());
-    }
-    let stmt = tx
-        .prepare_cached(include_str!("sql/insert_runs.sql"))
-        .await?;
-    let ws: Vec<&str> = runs.iter().map(|(w, _, _)| w.as_str()).collect();
-    let eid: Vec<&str> = runs.iter().map(|(_, e, _)| e.event_id.as_str()).collect();
-    let agent: Vec<&str> = runs.iter().map(|(_, e, _)| e.agent_id.as_str()).collect();
-    let run_id: Vec<Option<&str>> = runs.iter().map(|(_, _, r)| r.run_id.as_deref()).collect();
-    let user_id: Vec<Option<&str>> = runs.iter().map(|(_, _, r)| r.user_id.as_deref()).collect();
-    let status: Vec<&str> = runs.iter().map(|(_, _, r)| r.status.as_str()).collect();
-    let started: Vec<Option<DateTime<Utc>>> = runs.iter().map(|(_, _, r)| r.started_at).collect();
-    let completed: Vec<DateTime<Utc>> = runs.iter().map(|(_, _, r)| r.completed_at).collect();
-    let runtime: Vec<f64> = runs.iter().map(|(_, _, r)| r.runtime_ms).collect();
-    let credits: Vec<f64> = runs.iter().map(|(_, _, r)| r.credits).collect();
-    let t_in: Vec<i64> = runs.iter().map(|(_, _, r)| r.tokens_in).collect();
-    let t_out: Vec<i64> = runs.iter().map(|(_, _, r)| r.tokens_out).collect();
-    let model: Vec<Option<&str>> = runs.iter().map(|(_, _, r)| r.model.as_deref()).collect();
-    let params: [&(dyn ToSql + Sync); 13] = [
-        &ws, &eid, &agent, &run_id, &user_id, &status, &started, &completed, &runtime, &credits,
-        &t_in, &t_out, &model,
-    ];
-    tx.execute(&stmt, &params).await?;
-    Ok(())
+/// The batch as column arrays, one set per table, in `insert_batch.sql`'s parameter order.
+#[derive(Default)]
+struct Columns<'a> {
+    id_ws: Vec<&'a str>,
+    id_event: Vec<&'a str>,
+    id_kind: Vec<i16>,
+    id_time: Vec<DateTime<Utc>>,
+
+    run_ws: Vec<&'a str>,
+    run_event: Vec<&'a str>,
+    run_agent: Vec<&'a str>,
+    run_id: Vec<Option<&'a str>>,
+    run_user: Vec<Option<&'a str>>,
+    run_status: Vec<&'static str>,
+    run_started: Vec<Option<DateTime<Utc>>>,
+    run_completed: Vec<DateTime<Utc>>,
+    run_runtime: Vec<f64>,
+    run_credits: Vec<f64>,
+    run_tokens_in: Vec<i64>,
+    run_tokens_out: Vec<i64>,
+    run_model: Vec<Option<&'a str>>,
+
+    err_ws: Vec<&'a str>,
+    err_event: Vec<&'a str>,
+    err_agent: Vec<&'a str>,
+    err_run: Vec<Option<&'a str>>,
+    err_at: Vec<DateTime<Utc>>,
+    err_type: Vec<Option<&'a str>>,
+    err_category: Vec<Option<&'a str>>,
+    err_severity: Vec<Option<&'static str>>,
+    err_message: Vec<Option<&'a str>>,
+
+    hb_ws: Vec<&'a str>,
+    hb_event: Vec<&'a str>,
+    hb_agent: Vec<&'a str>,
+    hb_ts: Vec<DateTime<Utc>>,
+    hb_cpu: Vec<Option<f64>>,
+    hb_mem: Vec<Option<f64>>,
+    hb_mem_limit: Vec<Option<f64>>,
+    hb_cores: Vec<Option<f64>>,
+    hb_concurrent: Vec<Option<i64>>,
+    hb_queue: Vec<Option<i64>>,
+
+    fb_ws: Vec<&'a str>,
+    fb_event: Vec<&'a str>,
+    fb_agent: Vec<&'a str>,
+    fb_user: Vec<Option<&'a str>>,
+    fb_ts: Vec<DateTime<Utc>>,
+    fb_rating: Vec<i16>,
+    fb_text: Vec<Option<&'a str>>,
 }
 
-async fn insert_errors(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rows: &[Row<'_>],
-) -> Result<(), StoreError> {
-    let errs: Vec<_> = rows
-        .iter()
-        .filter_map(|(w, e)| match &e.kind {
-            EventKind::Run(r) => r.error.as_ref().map(|err| (*w, *e, r, err)),
-            _ => None,
-        })
-        .collect();
-    if errs.is_empty() {
-        return Ok(());
+impl<'a> Columns<'a> {
+    fn of(rows: &[Row<'a>]) -> Self {
+        let mut c = Self::default();
+        for &(ws, e) in rows {
+            let (ws, id, agent) = (ws.as_str(), e.event_id.as_str(), e.agent_id.as_str());
+            c.id_ws.push(ws);
+            c.id_event.push(id);
+            c.id_kind.push(e.kind_code());
+            c.id_time.push(e.time());
+            match &e.kind {
+                EventKind::Run(r) => {
+                    c.run_ws.push(ws);
+                    c.run_event.push(id);
+                    c.run_agent.push(agent);
+                    c.run_id.push(r.run_id.as_deref());
+                    c.run_user.push(r.user_id.as_deref());
+                    c.run_status.push(r.status.as_str());
+                    c.run_started.push(r.started_at);
+                    c.run_completed.push(r.completed_at);
+                    c.run_runtime.push(r.runtime_ms);
+                    c.run_credits.push(r.credits);
+                    c.run_tokens_in.push(r.tokens_in);
+                    c.run_tokens_out.push(r.tokens_out);
+                    c.run_model.push(r.model.as_deref());
+                    if let Some(err) = &r.error {
+                        c.err_ws.push(ws);
+                        c.err_event.push(id);
+                        c.err_agent.push(agent);
+                        c.err_run.push(r.run_id.as_deref());
+                        c.err_at.push(r.completed_at);
+                        c.err_type.push(err.error_type.as_deref());
+                        c.err_category.push(err.category.as_deref());
+                        c.err_severity.push(err.severity.map(|s| s.as_str()));
+                        c.err_message.push(err.message.as_deref());
+                    }
+                }
+                EventKind::Heartbeat(h) => {
+                    c.hb_ws.push(ws);
+                    c.hb_event.push(id);
+                    c.hb_agent.push(agent);
+                    c.hb_ts.push(h.ts);
+                    c.hb_cpu.push(h.cpu_pct);
+                    c.hb_mem.push(h.mem_mb);
+                    c.hb_mem_limit.push(h.mem_limit_mb);
+                    c.hb_cores.push(h.cpu_limit_cores);
+                    c.hb_concurrent.push(h.concurrent_runs);
+                    c.hb_queue.push(h.queue_depth);
+                }
+                EventKind::Feedback(f) => {
+                    c.fb_ws.push(ws);
+                    c.fb_event.push(id);
+                    c.fb_agent.push(agent);
+                    c.fb_user.push(f.user_id.as_deref());
+                    c.fb_ts.push(f.ts);
+                    c.fb_rating.push(f.rating);
+                    c.fb_text.push(f.text.as_deref());
+                }
+            }
+        }
+        c
     }
-    let stmt = tx
-        .prepare_cached(include_str!("sql/insert_errors.sql"))
-        .await?;
-    let ws: Vec<&str> = errs.iter().map(|x| x.0.as_str()).collect();
-    let eid: Vec<&str> = errs.iter().map(|x| x.1.event_id.as_str()).collect();
-    let agent: Vec<&str> = errs.iter().map(|x| x.1.agent_id.as_str()).collect();
-    let run_id: Vec<Option<&str>> = errs.iter().map(|x| x.2.run_id.as_deref()).collect();
-    let at: Vec<DateTime<Utc>> = errs.iter().map(|x| x.2.completed_at).collect();
-    let ty: Vec<Option<&str>> = errs.iter().map(|x| x.3.error_type.as_deref()).collect();
-    let cat: Vec<Option<&str>> = errs.iter().map(|x| x.3.category.as_deref()).collect();
-    let sev: Vec<Option<&str>> = errs
-        .iter()
-        .map(|x| x.3.severity.map(|s| s.as_str()))
-        .collect();
-    let msg: Vec<Option<&str>> = errs.iter().map(|x| x.3.message.as_deref()).collect();
-    tx.execute(
-        &stmt,
-        &[&ws, &eid, &agent, &run_id, &at, &ty, &cat, &sev, &msg],
-    )
-    .await?;
-    Ok(())
+
+    /// The statement for the kinds present in this batch, and its parameters. Leaving out
+    /// the kinds that are absent keeps the common batch (runs only) a two-insert statement.
+    fn statement(&self) -> (&'static str, Vec<&(dyn ToSql + Sync)>) {
+        let ids: [&(dyn ToSql + Sync); 4] =
+            [&self.id_ws, &self.id_event, &self.id_kind, &self.id_time];
+        let runs: [&(dyn ToSql + Sync); 13] = [
+            &self.run_ws,
+            &self.run_event,
+            &self.run_agent,
+            &self.run_id,
+            &self.run_user,
+            &self.run_status,
+            &self.run_started,
+            &self.run_completed,
+            &self.run_runtime,
+            &self.run_credits,
+            &self.run_tokens_in,
+            &self.run_tokens_out,
+            &self.run_model,
+        ];
+        let errors: [&(dyn ToSql + Sync); 9] = [
+            &self.err_ws,
+            &self.err_event,
+            &self.err_agent,
+            &self.err_run,
+            &self.err_at,
+            &self.err_type,
+            &self.err_category,
+            &self.err_severity,
+            &self.err_message,
+        ];
+        let heartbeats: [&(dyn ToSql + Sync); 10] = [
+            &self.hb_ws,
+            &self.hb_event,
+            &self.hb_agent,
+            &self.hb_ts,
+            &self.hb_cpu,
+            &self.hb_mem,
+            &self.hb_mem_limit,
+            &self.hb_cores,
+            &self.hb_concurrent,
+            &self.hb_queue,
+        ];
+        let feedback: [&(dyn ToSql + Sync); 7] = [
+            &self.fb_ws,
+            &self.fb_event,
+            &self.fb_agent,
+            &self.fb_user,
+            &self.fb_ts,
+            &self.fb_rating,
+            &self.fb_text,
+        ];
+        let present = [
+            !self.run_ws.is_empty(),
+            !self.err_ws.is_empty(),
+            !self.hb_ws.is_empty(),
+            !self.fb_ws.is_empty(),
+        ];
+        let mut params: Vec<&(dyn ToSql + Sync)> = ids.to_vec();
+        for (on, group) in
+            present
+                .iter()
+                .zip([&runs[..], &errors[..], &heartbeats[..], &feedback[..]])
+        {
+            if *on {
+                params.extend_from_slice(group);
+            }
+        }
+        let mask = present
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, on)| m | (usize::from(*on) << i));
+        (batch_sql(mask), params)
+    }
 }
 
-async fn insert_heartbeats(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rows: &[Row<'_>],
-) -> Result<(), StoreError> {
-    let hbs: Vec<(&WorkspaceId, &Event, &Heartbeat)> = rows
-        .iter()
-        .filter_map(|(w, e)| match &e.kind {
-            EventKind::Heartbeat(h) => Some((*w, *e, h)),
-            _ => None,
-        })
-        .collect();
-    if hbs.is_empty() {
-        return Ok(());
-    }
-    let stmt = tx
-        .prepare_cached(include_str!("sql/insert_heartbeats.sql"))
-        .await?;
-    let ws: Vec<&str> = hbs.iter().map(|x| x.0.as_str()).collect();
-    let eid: Vec<&str> = hbs.iter().map(|x| x.1.event_id.as_str()).collect();
-    let agent: Vec<&str> = hbs.iter().map(|x| x.1.agent_id.as_str()).collect();
-    let ts: Vec<DateTime<Utc>> = hbs.iter().map(|x| x.2.ts).collect();
-    let cpu: Vec<Option<f64>> = hbs.iter().map(|x| x.2.cpu_pct).collect();
-    let mem: Vec<Option<f64>> = hbs.iter().map(|x| x.2.mem_mb).collect();
-    let mem_limit: Vec<Option<f64>> = hbs.iter().map(|x| x.2.mem_limit_mb).collect();
-    let cores: Vec<Option<f64>> = hbs.iter().map(|x| x.2.cpu_limit_cores).collect();
-    let conc: Vec<Option<i64>> = hbs.iter().map(|x| x.2.concurrent_runs).collect();
-    let queue: Vec<Option<i64>> = hbs.iter().map(|x| x.2.queue_depth).collect();
-    tx.execute(
-        &stmt,
-        &[
-            &ws, &eid, &agent, &ts, &cpu, &mem, &mem_limit, &cores, &conc, &queue,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn insert_feedback(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rows: &[Row<'_>],
-) -> Result<(), StoreError> {
-    let fbs: Vec<(&WorkspaceId, &Event, &Feedback)> = rows
-        .iter()
-        .filter_map(|(w, e)| match &e.kind {
-            EventKind::Feedback(f) => Some((*w, *e, f)),
-            _ => None,
-        })
-        .collect();
-    if fbs.is_empty() {
-        return Ok(());
-    }
-    let stmt = tx
-        .prepare_cached(include_str!("sql/insert_feedback.sql"))
-        .await?;
-    let ws: Vec<&str> = fbs.iter().map(|x| x.0.as_str()).collect();
-    let eid: Vec<&str> = fbs.iter().map(|x| x.1.event_id.as_str()).collect();
-    let agent: Vec<&str> = fbs.iter().map(|x| x.1.agent_id.as_str()).collect();
-    let user: Vec<Option<&str>> = fbs.iter().map(|x| x.2.user_id.as_deref()).collect();
-    let ts: Vec<DateTime<Utc>> = fbs.iter().map(|x| x.2.ts).collect();
-    let rating: Vec<i16> = fbs.iter().map(|x| x.2.rating).collect();
-    let text: Vec<Option<&str>> = fbs.iter().map(|x| x.2.text.as_deref()).collect();
-    tx.execute(&stmt, &[&ws, &eid, &agent, &user, &ts, &rating, &text])
-        .await?;
-    Ok(())
+/// The batch statement for a set of present kinds (bit 0 runs, 1 errors, 2 heartbeats,
+/// 3 feedback), assembled once per set from the `sql/batch_*.sql` fragments.
+fn batch_sql(mask: usize) -> &'static str {
+    static CACHE: [std::sync::OnceLock<String>; 16] = [const { std::sync::OnceLock::new() }; 16];
+    CACHE[mask].get_or_init(|| {
+        let fragments = [
+            include_str!("sql/batch_runs.sql"),
+            include_str!("sql/batch_errors.sql"),
+            include_str!("sql/batch_heartbeats.sql"),
+            include_str!("sql/batch_feedback.sql"),
+        ];
+        let mut sql = String::new();
+        let mut next = 1;
+        let parts = std::iter::once(include_str!("sql/batch_ids.sql")).chain(
+            fragments
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, f)| *f),
+        );
+        for part in parts {
+            // Number this fragment's `{n}` placeholders after the previous fragments' ones.
+            let mut n = 1;
+            let mut text = part.to_owned();
+            while text.contains(&format!("{{{n}}}")) {
+                text = text.replace(&format!("{{{n}}}"), &format!("${}", next + n - 1));
+                n += 1;
+            }
+            next += n - 1;
+            sql.push_str(&text);
+        }
+        sql.push_str("SELECT workspace_id, event_id, pg_current_xact_id()::text::int8 FROM ids\n");
+        sql
+    })
 }
 
 /// Everything a workspace actor needs to rebuild its windows: the stored events since
@@ -494,3 +575,32 @@ pub async fn probe_writable(pool: &Pool) -> Result<(), StoreError> {
 
 /// Bound on how long the hub waits for one batch to commit before answering 503.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_statements_number_every_parameter_once() {
+        let sizes = [13, 9, 10, 7];
+        for mask in 0..16 {
+            let sql = batch_sql(mask);
+            let want = 4
+                + (0..4)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| sizes[i])
+                    .sum::<usize>();
+            for n in 1..=want {
+                assert!(
+                    sql.contains(&format!("${n}::")),
+                    "mask {mask}: ${n} missing"
+                );
+            }
+            assert!(
+                !sql.contains(&format!("${}::", want + 1)),
+                "mask {mask}: extra parameter"
+            );
+            assert!(!sql.contains('{'), "mask {mask}: placeholder left");
+        }
+    }
+}

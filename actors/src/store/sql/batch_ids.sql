@@ -1,0 +1,11 @@
+-- The batch insert is one statement, assembled in store/mod.rs from this head, one CTE per
+-- event kind present in the batch (batch_*.sql), and a final SELECT. One statement is one
+-- round trip and its own implicit transaction. It claims the batch's event ids (first write
+-- wins) and writes only the events whose ids were new into the raw tables. A number in braces
+-- marks the fragment's n-th parameter; the caller passes each (workspace_id, event_id) at most once.
+WITH ids AS (
+    INSERT INTO ingested_events (workspace_id, event_id, kind, event_time)
+    SELECT * FROM unnest({1}::text[], {2}::text[], {3}::int2[], {4}::timestamptz[])
+    ON CONFLICT DO NOTHING
+    RETURNING workspace_id, event_id
+)
