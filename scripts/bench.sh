@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Measures the hub with the black-box load generator: builds both binaries (release), starts
+# a fresh hub on a scratch database, runs one loadtest scenario against it, stops the hub
+# (SIGTERM) and drops the database. Prints loadtest's JSON line; its summary goes to stderr.
+#   scripts/bench.sh ingest-batch --batch 1000 --connections 4 --duration 15s
+#   scripts/bench.sh ingest-single --connections 64 --duration 15s
+# Hub settings can be changed through the environment (e.g. SHADOWER__WRITER__CONCURRENCY=3).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+source scripts/services.sh
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+cargo build --release -q -p shadower-hub -p loadtest
+target=${CARGO_TARGET_DIR:-target}/release
+
+db="shadower_bench_$$"
+export SHADOWER__DATABASE__URL="${SHADOWER__DATABASE__URL%/*}/$db"
+export SHADOWER__AUTH__JWT_SECRET=${SHADOWER__AUTH__JWT_SECRET:-bench-secret-bench-secret-bench-secret-01}
+export SHADOWER__SERVER__PORT=${SHADOWER__SERVER__PORT:-18181}
+export SHADOWER__LOG__LEVEL=${SHADOWER__LOG__LEVEL:-warn}
+
+"$target/shadower-hub" serve &
+hub=$!
+cleanup() {
+    kill -TERM "$hub" 2>/dev/null && wait "$hub" || true
+    psql "${SHADOWER__DATABASE__URL%/*}/postgres" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+}
+trap cleanup EXIT
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$SHADOWER__SERVER__PORT/health/live" >/dev/null && break
+    sleep 0.1
+done
+"$target/loadtest" "$@" --url "http://127.0.0.1:$SHADOWER__SERVER__PORT" \
+    --secret "$SHADOWER__AUTH__JWT_SECRET" --hub-pid "$hub"
