@@ -311,3 +311,30 @@ impl Flush {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_reserves_up_to_its_limit_and_releases_on_drop() {
+        let backlog = Backlog::new(100);
+        let a = backlog.try_reserve(60).expect("room for 60");
+        assert!(backlog.try_reserve(41).is_none(), "61 + 41 > 100");
+        let b = backlog.try_reserve(40).expect("exactly full");
+        assert!(backlog.is_full());
+        assert!(backlog.try_reserve(1).is_none());
+        drop(a);
+        assert_eq!(backlog.rows(), 40);
+        assert!(
+            backlog.try_reserve(60).is_some(),
+            "a dropped reservation gives its room back"
+        );
+        drop(b);
+        assert_eq!(backlog.rows(), 0);
+        assert!(
+            backlog.try_reserve(101).is_none(),
+            "never more than the limit at once"
+        );
+    }
+}

@@ -35,6 +35,11 @@ use run::{LoadKind, Shared, Stats};
 
 fn main() -> ExitCode {
     let plan = Cli::parse().scenario.into_plan();
+    // Hundreds of connections (and WebSocket sessions, later) need more than 1 024 files.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => eprintln!("loadtest: open-file limit {n}"),
+        Err(e) => eprintln!("loadtest: could not raise the open-file limit: {e}"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(plan.common.threads))
         .enable_all()
