@@ -25,8 +25,11 @@ pub struct WriterConfig {
     /// Rows accepted but not yet committed. A request that would go past it gets 503 +
     /// `Retry-After` at once, so memory stays bounded while PostgreSQL is slow or down.
     pub max_backlog_rows: usize,
-    /// Transactions in flight at once (one connection each).
+    /// Transactions in flight at most (one connection each). Two start as soon as anything
+    /// waits; the ones past two only when `parallel_min_rows` rows wait.
     pub concurrency: usize,
+    /// Waiting rows that justify a transaction beyond the first two.
+    pub parallel_min_rows: usize,
     /// A batch not committed within this is answered 503 (and its outcome checked by
     /// rebuilding the touched workspaces' windows).
     pub commit_timeout: HubDuration,

@@ -30,6 +30,9 @@ use crate::metrics::{HubMetrics, OutcomeLabel};
 use crate::registry::Registry;
 use crate::store::{self, Partitions, StoreError};
 
+/// Transactions that start as soon as anything is queued; see [`Writer::may_start`].
+pub const EAGER_FLUSHES: usize = 2;
+
 /// Requests the writer's mailbox holds before `try_send` fails (→ 503).
 pub const WRITER_MAILBOX: usize = 16_384;
 
@@ -97,6 +100,8 @@ pub struct Writer {
     partitions: Partitions,
     /// Requests not yet in a transaction, oldest first.
     queue: VecDeque<Submit>,
+    /// Rows in `queue`.
+    queued_rows: usize,
     /// Transactions in flight (≤ `cfg.concurrency`).
     in_flight: usize,
     /// Answered when the queue is empty and nothing is in flight.
@@ -118,13 +123,25 @@ impl Writer {
             cfg,
             partitions,
             queue: VecDeque::new(),
+            queued_rows: 0,
             in_flight: 0,
             drains: Vec::new(),
         }
     }
 
+    /// Whether another transaction should start now. The first [`EAGER_FLUSHES`] start as soon
+    /// as anything waits (low latency at low load). Past them, up to `writer.concurrency`,
+    /// one starts only for at least `writer.parallel_min_rows` waiting rows: big batches gain
+    /// from PostgreSQL working on several at once, while small requests are cheaper merged
+    /// into the next commit than spread over more, smaller ones.
+    fn may_start(&self) -> bool {
+        !self.queue.is_empty()
+            && self.in_flight < self.cfg.concurrency.max(1)
+            && (self.in_flight < EAGER_FLUSHES || self.queued_rows >= self.cfg.parallel_min_rows)
+    }
+
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < self.cfg.concurrency.max(1) && !self.queue.is_empty() {
+        while self.may_start() {
             let mut batch = Vec::new();
             let mut rows = 0;
             while let Some(next) = self.queue.front() {
@@ -134,6 +151,7 @@ impl Writer {
                 rows += next.events.len();
                 batch.extend(self.queue.pop_front());
             }
+            self.queued_rows -= rows;
             self.in_flight += 1;
             let job = Flush {
                 pool: self.pool.clone(),
@@ -182,6 +200,7 @@ impl Handler<Submit> for Writer {
     type Result = ();
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) {
+        self.queued_rows += msg.events.len();
         self.queue.push_back(msg);
         self.pump(ctx);
     }
