@@ -9,6 +9,7 @@ use figment::Figment;
 use serde::Deserialize;
 use shadower_actors::config::{
     DatabaseConfig, IngestConfig, LimitsConfig, ResourcesConfig, WorkspaceConfig, WriterConfig,
+    WsConfig,
 };
 use shadower_actors::domain::duration::HubDuration;
 
@@ -24,6 +25,7 @@ pub struct Settings {
     pub ingest: IngestConfig,
     pub writer: WriterConfig,
     pub workspace: WorkspaceConfig,
+    pub ws: WsConfig,
     pub resources: ResourcesConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,

@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use shadower_actors::domain::ingest::IngestRules;
 use shadower_actors::domain::live::LiveRules;
+use shadower_actors::fanout::FanOutRules;
 use shadower_actors::maintenance::Maintenance;
 use shadower_actors::messages::Drain;
 use shadower_actors::metrics::HubMetrics;
@@ -24,6 +25,7 @@ use crate::settings::Settings;
 pub struct Application {
     port: u16,
     server: Server,
+    shutdown: Shutdown,
     writer: Addr<Writer>,
     /// The writer's thread; kept so it lives as long as the application.
     _writer_arbiter: Arbiter,
@@ -53,6 +55,10 @@ impl Application {
                 mailbox: settings.workspace.mailbox,
                 idle_after: settings.workspace.idle_after.get(),
                 request_timeout: settings.workspace.request_timeout.get(),
+                fanout: FanOutRules {
+                    coalesce: std::time::Duration::from_millis(settings.ws.coalesce_ms),
+                    replay_frames: settings.ws.replay_frames,
+                },
                 metrics: metrics.clone(),
             },
         );
@@ -78,6 +84,7 @@ impl Application {
             .map(|k| (k.kid.clone(), k.secret.clone()))
             .collect();
         let secret = Some(settings.auth.jwt_secret.as_str()).filter(|s| !s.is_empty());
+        let registry_for_shutdown = registry.clone();
         let redis = shadower_handlers::redis_pool(&settings.redis.url).context("redis.url")?;
         let state = web::Data::new(AppState {
             auth: AuthKeys::new(secret, &rotated),
@@ -95,6 +102,8 @@ impl Application {
             metrics,
             pool,
             redis,
+            ws: settings.ws.clone(),
+            ws_caps: Default::default(),
         });
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
@@ -109,14 +118,21 @@ impl Application {
                 .default_service(web::to(shadower_handlers::error::not_found))
         })
         .listen(listener)?
+        // Our own signal handling closes WebSocket sessions first (see `Shutdown`).
+        .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout.get().as_secs());
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
         tracing::info!(port, "Listening.");
+        let server = server.run();
         Ok(Self {
             port,
-            server: server.run(),
+            shutdown: Shutdown {
+                server: server.handle(),
+                registry: registry_for_shutdown,
+            },
+            server,
             writer,
             _writer_arbiter: writer_arbiter,
         })
@@ -126,13 +142,21 @@ impl Application {
         self.port
     }
 
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// What stops the hub gracefully (signals use it; so do tests).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
-    /// Serves until SIGTERM/SIGINT (or [`ServerHandle::stop`]): then stops accepting, lets
-    /// in-flight requests finish, and waits until the writer has committed what it holds.
+    /// Serves until SIGTERM/SIGINT (or [`Shutdown::run`]): then closes WebSocket sessions
+    /// with 1001, stops accepting, lets in-flight requests finish, and waits until the writer
+    /// has committed what it holds.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let on_signal = self.shutdown.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("Signal received; shutting down.");
+            on_signal.run().await;
+        });
         self.server.await?;
         tracing::info!("Server stopped; draining the writer.");
         self.writer
@@ -171,5 +195,40 @@ where
             "Request."
         );
         Ok(res)
+    }
+}
+
+/// Stops the hub gracefully: WebSocket sessions get close 1001 (they would otherwise hold
+/// the server open until `server.shutdown_timeout`), then the server stops accepting and
+/// lets in-flight requests finish.
+#[derive(Clone)]
+pub struct Shutdown {
+    server: ServerHandle,
+    registry: Arc<Registry>,
+}
+
+impl Shutdown {
+    pub async fn run(&self) {
+        self.registry.close_all_sessions().await;
+        self.server.stop(true).await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("Cannot listen for signals; stop the hub with SIGKILL.");
+            std::future::pending::<()>().await
+        }
     }
 }

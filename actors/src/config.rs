@@ -77,3 +77,28 @@ pub struct LimitsConfig {
     /// Past this many models in a workspace, new models are counted live under `_other`.
     pub max_models_per_workspace: usize,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsConfig {
+    /// After the first change following a quiet spell (sent at once), later changes are
+    /// merged into one update for at most this many milliseconds.
+    pub coalesce_ms: u64,
+    /// Frames a session may have queued; a session past it is closed with 4008.
+    pub max_queue: usize,
+    /// Sessions in the whole hub; past it, upgrades get 429.
+    pub max_sessions: usize,
+    /// Sessions per workspace; past it, upgrades get 429.
+    pub max_sessions_per_workspace: usize,
+    /// Sessions per token; past it, upgrades get 429.
+    pub max_sessions_per_token: usize,
+    /// Alert and anomaly frames kept per workspace for `since=` resume.
+    pub replay_frames: usize,
+    /// The hub pings every session this often.
+    pub ping_interval: HubDuration,
+    /// A session that has not answered (any frame) for this long is dropped.
+    pub client_timeout: HubDuration,
+    /// Enables `POST /api/v1/workspaces/{W}/test-frames` (admin scope), which broadcasts an
+    /// alert or anomaly frame: for tests and for trying dashboards. Off in production.
+    pub test_hooks: bool,
+}

@@ -7,12 +7,14 @@
 //! - [`writer`]: group commit of ingest requests to PostgreSQL, answered after the commit.
 //! - [`workspace`]: one actor per workspace holding its windows; [`registry`] finds or
 //!   starts it on a dedicated arbiter.
+//! - [`fanout`]: a workspace's WebSocket sessions, frames, coalescing and replay.
 //! - [`store`]: pools, migrations, partitions, the idempotent batch insert, the rebuild.
 //! - [`maintenance`]: partitions ahead and retention, on a timer.
 //! - [`config`]: the settings sections this crate owns; [`metrics`]: the hub's metrics.
 
 pub mod config;
 pub mod domain;
+pub mod fanout;
 pub mod maintenance;
 pub mod messages;
 pub mod metrics;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix::Message;
+use bytestring::ByteString;
 use tokio::sync::oneshot;
 
 use crate::domain::event::Event;
@@ -51,3 +52,54 @@ pub struct GetResources {
     pub agent: Option<AgentId>,
     pub window: Window,
 }
+
+/// A serialized frame for a WebSocket session (shared bytes, cloned cheaply).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Frame(pub ByteString);
+
+/// Close the session with `code` (4008 slow consumer, 1001 hub shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// A session joins a workspace: answered with its snapshot and replayed frames.
+#[derive(Message)]
+#[rtype(result = "crate::fanout::Joined")]
+pub struct Join {
+    pub session: u64,
+    pub sink: crate::fanout::SessionSink,
+    /// `since=<epoch>:<seq>` of a reconnecting client.
+    pub since: Option<(u64, u64)>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub session: u64,
+}
+
+/// A session narrowed (or widened) its stream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resubscribe {
+    pub session: u64,
+    pub sub: crate::domain::subscription::Subscription,
+}
+
+/// Broadcast an `alert` or `anomaly` frame now (the alert and anomaly engines, and the
+/// test hook, use it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Emit {
+    pub channel: crate::domain::subscription::Channel,
+    pub payload: serde_json::Value,
+}
+
+/// Close every session of the workspace (hub shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseSessions;

@@ -42,6 +42,14 @@ pub struct HubMetrics {
     pub workspace_rebuild_seconds: Histogram,
     /// Events counted live under `_other`, by `kind` = `agent` or `model`.
     pub live_overflow: Family<KindLabel, Counter>,
+    /// WebSocket sessions open.
+    pub ws_sessions: Gauge,
+    /// Frames handed to sessions.
+    pub ws_frames_sent: Counter,
+    /// Sessions closed by the hub, by `reason` (slow_consumer).
+    pub ws_evictions: Family<ReasonLabel, Counter>,
+    /// Upgrades refused, by `reason` (cap_total, cap_workspace, cap_token).
+    pub ws_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Default for HubMetrics {
@@ -66,6 +74,10 @@ impl HubMetrics {
             workspace_mailbox_messages: Gauge::default(),
             workspace_rebuild_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             live_overflow: Family::default(),
+            ws_sessions: Gauge::default(),
+            ws_frames_sent: Counter::default(),
+            ws_evictions: Family::default(),
+            ws_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -127,6 +139,26 @@ impl HubMetrics {
             "hub_live_overflow",
             "Events counted under _other past a cardinality limit.",
             m.live_overflow.clone(),
+        );
+        registry.register(
+            "hub_ws_sessions",
+            "WebSocket sessions open.",
+            m.ws_sessions.clone(),
+        );
+        registry.register(
+            "hub_ws_frames_sent",
+            "Frames handed to WebSocket sessions.",
+            m.ws_frames_sent.clone(),
+        );
+        registry.register(
+            "hub_ws_evictions",
+            "WebSocket sessions closed by the hub, by reason.",
+            m.ws_evictions.clone(),
+        );
+        registry.register(
+            "hub_ws_refused",
+            "WebSocket upgrades refused, by reason.",
+            m.ws_refused.clone(),
         );
         Self { registry, ..m }
     }

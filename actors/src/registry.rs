@@ -27,6 +27,7 @@ pub struct WorkspaceDeps {
     pub mailbox: usize,
     pub idle_after: std::time::Duration,
     pub request_timeout: std::time::Duration,
+    pub fanout: crate::fanout::FanOutRules,
     pub metrics: Arc<HubMetrics>,
 }
 
@@ -148,6 +149,16 @@ impl Registry {
             actors.remove(ws);
         }
         self.deps.metrics.workspace_actors.set(actors.len() as i64);
+    }
+
+    /// Closes every WebSocket session of every workspace with 1001 (hub shutdown).
+    pub async fn close_all_sessions(&self) {
+        let actors: Vec<Addr<WorkspaceActor>> = self.actors.lock().values().cloned().collect();
+        let closing = actors.iter().map(|a| {
+            self.deps.metrics.workspace_mailbox_messages.inc();
+            a.send(crate::messages::CloseSessions)
+        });
+        futures_util::future::join_all(closing).await;
     }
 
     pub fn len(&self) -> usize {

@@ -17,16 +17,22 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 
+use crate::domain::event::EventKind;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::live::{ExecView, LiveState, ResourceView};
 use crate::domain::window::Window;
-use crate::messages::{Apply, GetExecution, GetResources};
+use crate::fanout::{FanOut, Joined, CLOSE_GOING_AWAY};
+use crate::messages::{
+    Apply, CloseSessions, Emit, GetExecution, GetResources, Join, Leave, Resubscribe,
+};
 use crate::metrics::KindLabel;
 use crate::registry::{Registry, WorkspaceDeps};
 use crate::store::{self, Snapshot};
 
 /// How often expired sub-buckets are dropped and idleness is checked.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+/// How often agents are checked for turning `stale` (sent to sessions as an update).
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Stops the actor (its state is rebuilt from storage by the next one).
 #[derive(Message)]
@@ -55,10 +61,13 @@ pub struct WorkspaceActor {
     resyncing: Option<Vec<Apply>>,
     /// Another resync was asked for while one ran (its snapshot may predate that commit).
     resync_again: bool,
+    /// WebSocket sessions, frame sequence, replay buffer, pending changes.
+    fanout: FanOut,
 }
 
 impl WorkspaceActor {
     pub fn new(id: WorkspaceId, deps: Arc<WorkspaceDeps>, registry: Weak<Registry>) -> Self {
+        let fanout = FanOut::new(new_epoch(), deps.fanout);
         Self {
             live: LiveState::new(deps.rules),
             id,
@@ -69,6 +78,26 @@ impl WorkspaceActor {
             reported_overflow: (0, 0),
             resyncing: None,
             resync_again: false,
+            fanout,
+        }
+    }
+
+    /// Sends an update now after a quiet spell, else schedules one within the coalescing
+    /// delay; changes until then merge into it.
+    fn schedule_update(&mut self, ctx: &mut Context<Self>) {
+        if self.fanout.update_scheduled || !self.fanout.has_changes() {
+            return;
+        }
+        let delay = self.fanout.delay();
+        if delay.is_zero() {
+            self.fanout
+                .send_update(&self.live, Utc::now(), &self.deps.metrics);
+        } else {
+            self.fanout.update_scheduled = true;
+            ctx.run_later(delay, |act, _| {
+                act.fanout
+                    .send_update(&act.live, Utc::now(), &act.deps.metrics)
+            });
         }
     }
 
@@ -118,7 +147,7 @@ impl WorkspaceActor {
         self.deps.metrics.workspace_mailbox_messages.dec();
     }
 
-    /// Idle: nothing heard for `idle_after` and no agent live. (Sessions, alert rules and
+    /// Idle: nothing heard for `idle_after`, no session and no agent live. (Alert rules and
     /// firing alerts will also keep an actor alive once they exist.)
     fn is_idle(&self) -> bool {
         self.last_message.elapsed() >= self.deps.idle_after
@@ -166,6 +195,10 @@ impl Actor for WorkspaceActor {
                     }
                 }),
         );
+        ctx.run_interval(LIVENESS_EVERY, |act, ctx| {
+            act.fanout.check_liveness(&act.live, Utc::now());
+            act.schedule_update(ctx);
+        });
         ctx.run_interval(HOUSEKEEPING_EVERY, |act, ctx| {
             act.live.expire(Utc::now());
             if act.is_idle() {
@@ -176,6 +209,7 @@ impl Actor for WorkspaceActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.fanout.close_all(CLOSE_GOING_AWAY, "workspace stopped");
         if let Some(registry) = self.registry.upgrade() {
             registry.remove(&self.id, &ctx.address());
         }
@@ -185,7 +219,7 @@ impl Actor for WorkspaceActor {
 impl Handler<Apply> for WorkspaceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Apply, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) {
         self.touch();
         if self.snapshot.sees(msg.xid) {
             return; // the rebuild already counted this transaction
@@ -193,8 +227,11 @@ impl Handler<Apply> for WorkspaceActor {
         let now = Utc::now();
         for event in &msg.events {
             self.live.apply(event, now);
+            let heartbeat = matches!(event.kind, EventKind::Heartbeat(_));
+            self.fanout.touched(&event.agent_id, !heartbeat, heartbeat);
         }
         self.report_overflow();
+        self.schedule_update(ctx);
         if let Some(pending) = &mut self.resyncing {
             pending.push(msg);
         }
@@ -243,5 +280,69 @@ impl Handler<Stop> for WorkspaceActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+/// An id for this actor's lifetime: clients resuming with another epoch get a fresh start.
+fn new_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    // Keep it within JSON's exact integer range (2^53).
+    h.finish() >> 11
+}
+
+impl Handler<Join> for WorkspaceActor {
+    type Result = MessageResult<Join>;
+
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let joined: Joined =
+            self.fanout
+                .join(msg.session, msg.sink, msg.since, &self.live, Utc::now());
+        self.fanout.check_liveness(&self.live, Utc::now());
+        MessageResult(joined)
+    }
+}
+
+impl Handler<Leave> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        self.touch();
+        self.fanout.leave(msg.session);
+    }
+}
+
+impl Handler<Resubscribe> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resubscribe, _: &mut Context<Self>) {
+        self.touch();
+        self.fanout.resubscribe(msg.session, msg.sub);
+    }
+}
+
+impl Handler<Emit> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Emit, _: &mut Context<Self>) {
+        self.touch();
+        self.fanout
+            .send_event(msg.channel, msg.payload, &self.deps.metrics);
+    }
+}
+
+impl Handler<CloseSessions> for WorkspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseSessions, _: &mut Context<Self>) {
+        self.touch();
+        self.fanout.close_all(CLOSE_GOING_AWAY, "hub shutting down");
     }
 }

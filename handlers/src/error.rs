@@ -30,6 +30,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 429: a WebSocket session cap is reached.
+    #[error("{0}")]
+    TooManySessions(String),
     /// 503 with `Retry-After`: the hub cannot do it now, a retry soon may succeed.
     #[error("{0}")]
     Unavailable(String),
@@ -53,6 +56,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::TooManySessions(_) => "too_many_sessions",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -81,6 +85,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -88,7 +93,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         match self {
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::TooManySessions(_) => {
                 res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
             Self::Unauthorized(_) => {

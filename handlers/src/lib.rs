@@ -4,12 +4,14 @@
 //! - [`auth`]: the bearer-JWT extractor and scope checks.
 //! - [`error`]: [`error::ApiError`], the one JSON error shape.
 //! - [`ingest`]: event ingest; [`live`]: reads of live windows; [`health`]: health and metrics.
+//! - [`ws`]: the WebSocket stream (the only `actix-web-actors` code).
 
 pub mod auth;
 pub mod error;
 pub mod health;
 pub mod ingest;
 pub mod live;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -40,6 +42,9 @@ pub struct AppState {
     pub pool: Pool,
     /// Redis (rate limits and cache, to come). Its absence degrades, never stops, the hub.
     pub redis: RedisPool,
+    /// WebSocket settings and the session counts behind the caps.
+    pub ws: shadower_actors::config::WsConfig,
+    pub ws_caps: Arc<ws::SessionCaps>,
 }
 
 /// Pooled Redis connections; the pool is built without connecting, so a hub starts while
@@ -66,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/health/live").route(web::get().to(health::live)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/ws/metrics/{workspace_id}").route(web::get().to(ws::connect)))
         .service(
             web::scope("/api/v1")
                 .service(
@@ -82,6 +88,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/resources/agents/{agent_id}")
                         .route(web::get().to(live::agent_resources)),
+                )
+                .service(
+                    resource("/workspaces/{workspace_id}/test-frames")
+                        .route(web::post().to(live::test_frame)),
                 ),
         );
 }

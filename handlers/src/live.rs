@@ -180,3 +180,45 @@ pub async fn agent_resources(
         resources,
     }))
 }
+
+#[derive(Deserialize)]
+pub struct TestFrame {
+    /// `alert` or `anomaly`.
+    channel: String,
+    payload: serde_json::Value,
+}
+
+/// `POST /api/v1/workspaces/{W}/test-frames` (admin; only with `ws.test_hooks`): broadcasts
+/// an alert or anomaly frame, as the alert and anomaly engines will.
+pub async fn test_frame(
+    path: web::Path<String>,
+    body: web::Json<TestFrame>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.ws.test_hooks {
+        return Err(ApiError::NotFound("no such route".into()));
+    }
+    let ws = workspace(&path)?;
+    principal.require(&ws, Scope::Admin)?;
+    let channel = match body.channel.as_str() {
+        "alert" => shadower_actors::domain::subscription::Channel::Alerts,
+        "anomaly" => shadower_actors::domain::subscription::Channel::Anomalies,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_channel",
+                "channel must be alert or anomaly",
+            ))
+        }
+    };
+    let msg = shadower_actors::messages::Emit {
+        channel,
+        payload: body.into_inner().payload,
+    };
+    state
+        .registry
+        .ask(&ws, msg, timeout(&state))
+        .await
+        .map_err(unavailable)?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"sent": true})))
+}

@@ -4,13 +4,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
 use chrono::{DateTime, Utc};
 use figment::Figment;
 use serde_json::{json, Value};
 use shadower_handlers::auth::{sign, Claims};
 use shadower_hub::settings::Settings;
-use shadower_hub::startup::Application;
+use shadower_hub::startup::{Application, Shutdown};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -112,7 +111,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
-    pub handle: ServerHandle,
+    pub shutdown: Shutdown,
     pub stopped: actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -131,13 +130,13 @@ pub async fn spawn_on(db: Arc<TestDb>, overrides: &[(&str, Value)]) -> TestApp {
         .await
         .expect("build the hub");
     let base = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
+    let shutdown = app.shutdown();
     let stopped = actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base,
         client: reqwest::Client::new(),
         db,
-        handle,
+        shutdown,
         stopped,
     }
 }
@@ -203,7 +202,7 @@ impl TestApp {
 
     /// Graceful stop, as on SIGTERM: returns once the writer is drained.
     pub async fn stop(self) -> Arc<TestDb> {
-        self.handle.stop(true).await;
+        self.shutdown.run().await;
         self.stopped.await.unwrap().unwrap();
         self.db
     }

@@ -7,3 +7,4 @@ mod helpers;
 mod ingest;
 mod live;
 mod storage;
+mod ws;

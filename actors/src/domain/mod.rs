@@ -7,4 +7,5 @@ pub mod ids;
 pub mod ingest;
 pub mod live;
 pub mod sketch;
+pub mod subscription;
 pub mod window;
