@@ -445,3 +445,58 @@ async fn sessions_get_1001_when_the_hub_shuts_down() {
     app.stop().await;
     assert_eq!(reading.await.unwrap(), CloseCode::Away);
 }
+
+#[actix_web::test]
+async fn session_caps_refuse_with_429_and_free_up() {
+    let app = spawn_app_with(&[("ws.max_sessions_per_workspace", json!(2))]).await;
+    let mut a = connect(&app, "ws1", "").await;
+    let mut b = connect(&app, "ws1", "").await;
+    next(&mut a).await;
+    next(&mut b).await;
+    let url = format!(
+        "{}/ws/metrics/ws1?token={}",
+        app.base.replace("http", "ws"),
+        token(&["ws1"], "read")
+    );
+    match tokio_tungstenite::connect_async(url.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 429);
+            let body: Value =
+                serde_json::from_slice(res.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "too_many_sessions");
+        }
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    // Another workspace has its own count.
+    let mut other = connect(&app, "ws2", "").await;
+    assert_eq!(next(&mut other).await["type"], "snapshot");
+    a.close(None).await.unwrap();
+    let mut freed = false;
+    for _ in 0..100 {
+        if let Ok((mut c, _)) = tokio_tungstenite::connect_async(url.clone()).await {
+            assert_eq!(next(&mut c).await["type"], "snapshot");
+            freed = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "a closed session did not give its place back");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_agent_turning_stale_on_the_timer_is_an_update() {
+    let app = spawn_app_with(&[("resources.stale_after", json!("1s"))]).await;
+    let mut ws = connect(&app, "ws1", "").await;
+    next(&mut ws).await;
+    let hb = json!({"type": "heartbeat", "event_id": "h1", "agent_id": "a1", "ts": ts(Utc::now()), "cpu_pct": 5.0});
+    assert_eq!(app.post_events("ws1", &[hb]).await.status(), 200);
+    until(&mut ws, "update", |f| {
+        f["resources"]["a1"]["state"] == "live"
+    })
+    .await;
+    // No event is posted: the hub's own timer notices the silence.
+    let f = until(&mut ws, "update", |f| f["resources"].get("a1").is_some()).await;
+    assert_eq!(f["resources"]["a1"]["state"], "stale", "{f}");
+    app.stop().await;
+}
