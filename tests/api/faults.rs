@@ -166,12 +166,7 @@ async fn postgres_down_gives_503_and_ingest_recovers_by_itself() {
     assert_eq!(res.headers()["retry-after"], "1");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unavailable");
-    let ready = app
-        .client
-        .get(format!("{}/health/ready", app.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get_plain("/health/ready").await;
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["postgres"]["status"], "down");

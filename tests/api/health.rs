@@ -5,19 +5,9 @@ use crate::helpers::*;
 #[actix_web::test]
 async fn health_and_metrics() {
     let app = spawn_app().await;
-    let live = app
-        .client
-        .get(format!("{}/health/live", app.base))
-        .send()
-        .await
-        .unwrap();
+    let live = app.get_plain("/health/live").await;
     assert_eq!(live.status(), 200);
-    let ready = app
-        .client
-        .get(format!("{}/health/ready", app.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get_plain("/health/ready").await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["postgres"]["status"], "up");
@@ -32,15 +22,7 @@ async fn health_and_metrics() {
         .status(),
         200
     );
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_plain("/metrics").await.text().await.unwrap();
     for name in [
         "hub_ingest_events_total{outcome=\"new\"} 1",
         "hub_writer_batches_total 1",
@@ -57,12 +39,7 @@ async fn health_and_metrics() {
 #[actix_web::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .get(format!("{}/nope", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_plain("/nope").await;
     assert_eq!(res.status(), 404);
     assert_eq!(
         res.json::<Value>().await.unwrap()["error"]["code"],
@@ -79,12 +56,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
         res.json::<Value>().await.unwrap()["error"]["code"],
         "method_not_allowed"
     );
-    let res = app
-        .client
-        .get(format!("{}/api/v1/workspaces/ws1/events", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_plain("/api/v1/workspaces/ws1/events").await;
     assert_eq!(res.status(), 405);
     app.stop().await;
 }
@@ -93,12 +65,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
 async fn redis_down_is_degraded_but_ready() {
     // Nothing listens on port 1.
     let app = spawn_app_with(&[("redis.url", serde_json::json!("redis://127.0.0.1:1"))]).await;
-    let ready = app
-        .client
-        .get(format!("{}/health/ready", app.base))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get_plain("/health/ready").await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "degraded");

@@ -181,6 +181,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A GET without a token (health, metrics).
+    pub async fn get_plain(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn realtime(&self, ws: &str, query: &str) -> Value {
         let res = self
             .get(

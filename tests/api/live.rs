@@ -139,16 +139,7 @@ async fn idle_workspaces_are_stopped_and_rebuilt_on_the_next_request() {
             .map(|v| v.trim().parse().unwrap())
             .unwrap()
     };
-    let metrics = || async {
-        app.client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || async { app.get_plain("/metrics").await.text().await.unwrap() };
     assert_eq!(actors(metrics().await), 1);
     // The housekeeping tick (5 s) stops it once idle; poll rather than sleep a fixed time.
     let mut stopped = false;

@@ -390,15 +390,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_readers_keep_up() {
     }
     let last = reading.await.unwrap();
     assert_eq!(last["agents"].as_object().map(|a| a.len()), Some(200));
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("hub_ws_evictions_total{reason=\"slow_consumer\"} 1"),
         "no eviction counted:\n{}",

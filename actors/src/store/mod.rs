@@ -488,16 +488,14 @@ pub async fn load_recent(
     let mut events = Vec::new();
     let params: [&(dyn ToSql + Sync); 2] = [&ws.as_str(), &since];
 
-    let stream = tx
-        .query_raw(include_str!("sql/recent_runs.sql"), params)
-        .await?;
-    pin_mut!(stream);
-    while let Some(row) = stream.try_next().await? {
-        let status: &str = row.get(2);
-        events.push(Event {
-            event_id: stored_event_id(row.get(0))?,
-            agent_id: stored_agent_id(row.get(1))?,
-            kind: EventKind::Run(Run {
+    read_events(
+        &tx,
+        include_str!("sql/recent_runs.sql"),
+        params,
+        &mut events,
+        |row| {
+            let status: &str = row.get(2);
+            Ok(EventKind::Run(Run {
                 run_id: None,
                 user_id: None,
                 status: RunStatus::parse(status)
@@ -510,18 +508,17 @@ pub async fn load_recent(
                 tokens_out: row.get(7),
                 model: row.get(8),
                 error: None,
-            }),
-        });
-    }
-    let stream = tx
-        .query_raw(include_str!("sql/recent_heartbeats.sql"), params)
-        .await?;
-    pin_mut!(stream);
-    while let Some(row) = stream.try_next().await? {
-        events.push(Event {
-            event_id: stored_event_id(row.get(0))?,
-            agent_id: stored_agent_id(row.get(1))?,
-            kind: EventKind::Heartbeat(Heartbeat {
+            }))
+        },
+    )
+    .await?;
+    read_events(
+        &tx,
+        include_str!("sql/recent_heartbeats.sql"),
+        params,
+        &mut events,
+        |row| {
+            Ok(EventKind::Heartbeat(Heartbeat {
                 ts: row.get(2),
                 cpu_pct: row.get(3),
                 mem_mb: row.get(4),
@@ -529,27 +526,47 @@ pub async fn load_recent(
                 cpu_limit_cores: row.get(6),
                 concurrent_runs: row.get(7),
                 queue_depth: row.get(8),
-            }),
-        });
-    }
-    let stream = tx
-        .query_raw(include_str!("sql/recent_feedback.sql"), params)
-        .await?;
+            }))
+        },
+    )
+    .await?;
+    read_events(
+        &tx,
+        include_str!("sql/recent_feedback.sql"),
+        params,
+        &mut events,
+        |row| {
+            Ok(EventKind::Feedback(Feedback {
+                user_id: None,
+                ts: row.get(2),
+                rating: row.get(3),
+                text: None,
+            }))
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Recent { snapshot, events })
+}
+
+/// Streams `sql`'s rows (columns 0 and 1: event_id, agent_id) into `events`.
+async fn read_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: [&(dyn ToSql + Sync); 2],
+    events: &mut Vec<Event>,
+    kind: impl Fn(&tokio_postgres::Row) -> Result<EventKind, StoreError>,
+) -> Result<(), StoreError> {
+    let stream = tx.query_raw(sql, params).await?;
     pin_mut!(stream);
     while let Some(row) = stream.try_next().await? {
         events.push(Event {
             event_id: stored_event_id(row.get(0))?,
             agent_id: stored_agent_id(row.get(1))?,
-            kind: EventKind::Feedback(Feedback {
-                user_id: None,
-                ts: row.get(2),
-                rating: row.get(3),
-                text: None,
-            }),
+            kind: kind(&row)?,
         });
     }
-    tx.commit().await?;
-    Ok(Recent { snapshot, events })
+    Ok(())
 }
 
 fn stored_event_id(s: &str) -> Result<EventId, StoreError> {
