@@ -178,6 +178,11 @@ impl FanOut {
         sub.wants(channel)
     }
 
+    /// Forgets sessions that are gone without a `Leave` (it could not be queued).
+    pub fn prune(&mut self) {
+        self.sessions.retain(|_, s| s.frames.connected());
+    }
+
     pub fn leave(&mut self, id: u64) {
         self.sessions.remove(&id);
     }

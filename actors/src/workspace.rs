@@ -201,6 +201,7 @@ impl Actor for WorkspaceActor {
         });
         ctx.run_interval(HOUSEKEEPING_EVERY, |act, ctx| {
             act.live.expire(Utc::now());
+            act.fanout.prune();
             if act.is_idle() {
                 tracing::debug!(workspace = %act.id, "Idle; stopping.");
                 ctx.stop();
