@@ -26,6 +26,7 @@ pub struct Settings {
     pub writer: WriterConfig,
     pub workspace: WorkspaceConfig,
     pub ws: WsConfig,
+    pub rate_limit: shadower_handlers::ratelimit::RateLimitConfig,
     pub resources: ResourcesConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
@@ -171,6 +172,24 @@ impl Settings {
         if self.writer.max_backlog_rows < self.ingest.max_events {
             return invalid(
                 "writer.max_backlog_rows",
+                "must hold at least one request (ingest.max_events)",
+            );
+        }
+        let rl = &self.rate_limit;
+        if [
+            rl.ingest_events_per_sec,
+            rl.ingest_burst,
+            rl.read_requests_per_sec,
+            rl.read_burst,
+        ]
+        .iter()
+        .any(|v| !v.is_finite() || *v < 1.0)
+        {
+            return invalid("rate_limit", "rates and bursts must be finite numbers ≥ 1");
+        }
+        if rl.ingest_burst < self.ingest.max_events as f64 {
+            return invalid(
+                "rate_limit.ingest_burst",
                 "must hold at least one request (ingest.max_events)",
             );
         }

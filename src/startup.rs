@@ -18,6 +18,7 @@ use shadower_actors::registry::{Registry, WorkspaceDeps};
 use shadower_actors::store::{self, Partitions};
 use shadower_actors::writer::{Backlog, Writer};
 use shadower_handlers::auth::AuthKeys;
+use shadower_handlers::ratelimit::RateLimiter;
 use shadower_handlers::{AppState, IngestSettings};
 
 use crate::settings::Settings;
@@ -86,6 +87,12 @@ impl Application {
         let secret = Some(settings.auth.jwt_secret.as_str()).filter(|s| !s.is_empty());
         let registry_for_shutdown = registry.clone();
         let redis = shadower_handlers::redis_pool(&settings.redis.url).context("redis.url")?;
+        let limiter = RateLimiter::new(
+            redis.clone(),
+            &settings.redis.key_prefix,
+            settings.rate_limit.clone(),
+            metrics.rate_limit_local.clone(),
+        );
         let state = web::Data::new(AppState {
             auth: AuthKeys::new(secret, &rotated),
             ingest: IngestSettings {
@@ -104,6 +111,7 @@ impl Application {
             redis,
             ws: settings.ws.clone(),
             ws_caps: Default::default(),
+            limiter,
         });
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {

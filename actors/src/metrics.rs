@@ -50,6 +50,10 @@ pub struct HubMetrics {
     pub ws_evictions: Family<ReasonLabel, Counter>,
     /// Upgrades refused, by `reason` (cap_total, cap_workspace, cap_token).
     pub ws_refused: Family<ReasonLabel, Counter>,
+    /// Requests refused with 429, by `reason` (the budget: ingest, read).
+    pub rate_limited: Family<ReasonLabel, Counter>,
+    /// Rate-limit checks decided by the node-local limiter because Redis did not answer.
+    pub rate_limit_local: Counter,
 }
 
 impl Default for HubMetrics {
@@ -78,6 +82,8 @@ impl HubMetrics {
             ws_frames_sent: Counter::default(),
             ws_evictions: Family::default(),
             ws_refused: Family::default(),
+            rate_limited: Family::default(),
+            rate_limit_local: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -159,6 +165,16 @@ impl HubMetrics {
             "hub_ws_refused",
             "WebSocket upgrades refused, by reason.",
             m.ws_refused.clone(),
+        );
+        registry.register(
+            "hub_rate_limited",
+            "Requests refused with 429, by budget.",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "hub_rate_limit_local",
+            "Rate-limit checks made by the node-local limiter while Redis did not answer.",
+            m.rate_limit_local.clone(),
         );
         Self { registry, ..m }
     }

@@ -30,6 +30,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 429: the workspace's rate limit (headers say when to retry).
+    #[error("rate limit exceeded for this workspace; retry after {}s", .0.retry_after_s.max(1))]
+    RateLimited(crate::ratelimit::Decision),
     /// 429: a WebSocket session cap is reached.
     #[error("{0}")]
     TooManySessions(String),
@@ -57,6 +60,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TooManySessions(_) => "too_many_sessions",
+            Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -85,7 +89,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManySessions(_) | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -105,14 +109,19 @@ impl ResponseError for ApiError {
             Self::InvalidEvents { details, .. } => Some(details.as_slice()),
             _ => None,
         };
-        res.insert_header((header::CACHE_CONTROL, "no-store"))
+        let mut res = res
+            .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(Body {
                 error: Inner {
                     code: self.code(),
                     message: self.to_string(),
                     details,
                 },
-            })
+            });
+        if let Self::RateLimited(decision) = self {
+            decision.annotate(&mut res);
+        }
+        res
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
+use crate::ratelimit::Budget;
 use crate::AppState;
 
 #[derive(Serialize)]
@@ -34,6 +35,7 @@ pub async fn post_events(
             ApiError::PayloadTooLarge(_) => "too_large",
             ApiError::UnsupportedMediaType(_) => "content_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::RateLimited(_) => "rate_limited",
             _ => "forbidden",
         };
         state
@@ -69,6 +71,7 @@ async fn ingest(
     )?;
     drop(body);
     let accepted = events.len();
+    let decision = state.limit(&ws, Budget::Ingest, accepted as u64).await?;
     let reservation = state.backlog.try_reserve(accepted).ok_or_else(|| {
         ApiError::Unavailable(
             "the writer backlog is full (writer.max_backlog_rows); retry shortly".into(),
@@ -87,9 +90,13 @@ async fn ingest(
             ApiError::Unavailable("the writer is not accepting work; retry shortly".into())
         })?;
     match answer.await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(Accepted { accepted })),
+        Ok(Ok(())) => {
+            let mut res = HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(Accepted { accepted });
+            decision.annotate(&mut res);
+            Ok(res)
+        }
         Ok(Err(e)) => Err(ApiError::Unavailable(e.to_string())),
         Err(_) => Err(ApiError::Unavailable("the writer restarted; retry".into())),
     }

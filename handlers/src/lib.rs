@@ -4,6 +4,7 @@
 //! - [`auth`]: the bearer-JWT extractor and scope checks.
 //! - [`error`]: [`error::ApiError`], the one JSON error shape.
 //! - [`ingest`]: event ingest; [`live`]: reads of live windows; [`health`]: health and metrics.
+//! - [`ratelimit`]: per-workspace limits in Redis, node-local while Redis is away.
 //! - [`ws`]: the WebSocket stream (the only `actix-web-actors` code).
 
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod ingest;
 pub mod live;
+pub mod ratelimit;
 pub mod ws;
 
 use std::sync::Arc;
@@ -45,6 +47,32 @@ pub struct AppState {
     /// WebSocket settings and the session counts behind the caps.
     pub ws: shadower_actors::config::WsConfig,
     pub ws_caps: Arc<ws::SessionCaps>,
+    pub limiter: ratelimit::RateLimiter,
+}
+
+impl AppState {
+    /// Spends `cost` of `ws`'s `budget`; a refusal is the 429 error.
+    pub async fn limit(
+        &self,
+        ws: &shadower_actors::domain::ids::WorkspaceId,
+        budget: ratelimit::Budget,
+        cost: u64,
+    ) -> Result<ratelimit::Decision, error::ApiError> {
+        let decision = self.limiter.check(ws, budget, cost).await;
+        if decision.allowed {
+            Ok(decision)
+        } else {
+            let reason = match budget {
+                ratelimit::Budget::Ingest => "ingest",
+                ratelimit::Budget::Read => "read",
+            };
+            self.metrics
+                .rate_limited
+                .get_or_create(&shadower_actors::metrics::ReasonLabel { reason })
+                .inc();
+            Err(error::ApiError::RateLimited(decision))
+        }
+    }
 }
 
 /// Pooled Redis connections; the pool is built without connecting, so a hub starts while

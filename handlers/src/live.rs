@@ -12,6 +12,7 @@ use shadower_actors::messages::{GetExecution, GetResources};
 
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
+use crate::ratelimit::{Budget, Decision};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -47,10 +48,12 @@ fn window(s: Option<&str>) -> Result<Window, ApiError> {
         })
 }
 
-fn live_json(body: &impl Serialize) -> HttpResponse {
-    HttpResponse::Ok()
+fn live_json(body: &impl Serialize, decision: Decision) -> HttpResponse {
+    let mut res = HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body)
+        .json(body);
+    decision.annotate(&mut res);
+    res
 }
 
 fn unavailable(e: actix::MailboxError) -> ApiError {
@@ -71,6 +74,7 @@ pub async fn realtime(
 ) -> Result<HttpResponse, ApiError> {
     let ws = workspace(&q.workspace_id)?;
     principal.require(&ws, Scope::Read)?;
+    let decision = state.limit(&ws, Budget::Read, 1).await?;
     let agent_id = q.agent_id.as_deref().map(agent).transpose()?;
     let window = window(q.window.as_deref())?;
     let msg = GetExecution {
@@ -82,12 +86,15 @@ pub async fn realtime(
         .ask(&ws, msg, timeout(&state))
         .await
         .map_err(unavailable)?;
-    Ok(live_json(&Realtime {
-        workspace_id: &ws,
-        agent_id: agent_id.as_ref(),
-        ts: ts_json(chrono::Utc::now()),
-        execution,
-    }))
+    Ok(live_json(
+        &Realtime {
+            workspace_id: &ws,
+            agent_id: agent_id.as_ref(),
+            ts: ts_json(chrono::Utc::now()),
+            execution,
+        },
+        decision,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -112,6 +119,7 @@ pub async fn workspace_resources(
 ) -> Result<HttpResponse, ApiError> {
     let ws = workspace(&path)?;
     principal.require(&ws, Scope::Read)?;
+    let decision = state.limit(&ws, Budget::Read, 1).await?;
     let window = window(q.window.as_deref())?;
     let agents = state
         .registry
@@ -125,12 +133,15 @@ pub async fn workspace_resources(
         )
         .await
         .map_err(unavailable)?;
-    Ok(live_json(&WorkspaceResources {
-        workspace_id: &ws,
-        ts: ts_json(chrono::Utc::now()),
-        window: window.as_str(),
-        agents,
-    }))
+    Ok(live_json(
+        &WorkspaceResources {
+            workspace_id: &ws,
+            ts: ts_json(chrono::Utc::now()),
+            window: window.as_str(),
+            agents,
+        },
+        decision,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -157,6 +168,7 @@ pub async fn agent_resources(
 ) -> Result<HttpResponse, ApiError> {
     let ws = workspace(&q.workspace_id)?;
     principal.require(&ws, Scope::Read)?;
+    let decision = state.limit(&ws, Budget::Read, 1).await?;
     let agent_id = agent(&path)?;
     let window = window(q.window.as_deref())?;
     let msg = GetResources {
@@ -173,12 +185,15 @@ pub async fn agent_resources(
             "agent {agent_id} has sent no heartbeat in the last 24h"
         ))
     })?;
-    Ok(live_json(&AgentResources {
-        workspace_id: &ws,
-        agent_id: &agent_id,
-        ts: ts_json(chrono::Utc::now()),
-        resources,
-    }))
+    Ok(live_json(
+        &AgentResources {
+            workspace_id: &ws,
+            agent_id: &agent_id,
+            ts: ts_json(chrono::Utc::now()),
+            resources,
+        },
+        decision,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -98,6 +98,11 @@ pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
         ("server.workers", json!(2)),
         ("auth.jwt_secret", json!(SECRET)),
         ("log.level", json!("warn")),
+        // Tests that are not about rate limits must not run into them.
+        ("rate_limit.ingest_events_per_sec", json!(1e9)),
+        ("rate_limit.ingest_burst", json!(1e9)),
+        ("rate_limit.read_requests_per_sec", json!(1e9)),
+        ("rate_limit.read_burst", json!(1e9)),
     ]
     .iter()
     .chain(overrides)

@@ -6,5 +6,6 @@ mod health;
 mod helpers;
 mod ingest;
 mod live;
+mod ratelimit;
 mod storage;
 mod ws;

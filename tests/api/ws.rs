@@ -492,3 +492,31 @@ async fn an_agent_turning_stale_on_the_timer_is_an_update() {
     assert_eq!(f["resources"]["a1"]["state"], "stale", "{f}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn peers_that_stop_answering_pings_are_dropped() {
+    let app = spawn_app_with(&[
+        ("ws.ping_interval", json!("100ms")),
+        ("ws.client_timeout", json!("300ms")),
+    ])
+    .await;
+    let mut ws = connect(&app, "ws1", "").await;
+    next(&mut ws).await;
+    // From now on the client reads nothing, so it answers no ping.
+    let sessions = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("hub_ws_sessions "))
+            .map(|v| v.trim().to_string())
+    };
+    let mut dropped = false;
+    for _ in 0..100 {
+        if sessions(app.get_plain("/metrics").await.text().await.unwrap()).as_deref() == Some("0") {
+            dropped = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dropped, "a silent peer was not dropped");
+    drop(ws);
+    app.stop().await;
+}

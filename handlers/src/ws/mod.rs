@@ -20,6 +20,7 @@ use shadower_actors::metrics::ReasonLabel;
 
 use crate::auth::{bearer, Scope};
 use crate::error::ApiError;
+use crate::ratelimit::Budget;
 use crate::AppState;
 
 pub use session::Session;
@@ -141,6 +142,7 @@ pub async fn connect(
         .map_err(|e| ApiError::bad_request("invalid_workspace_id", format!("workspace_id {e}")))?;
     principal.require(&ws, Scope::Read)?;
     let since = q.since.as_deref().map(parse_since).transpose()?;
+    state.limit(&ws, Budget::Read, 1).await?;
     let slot = state
         .ws_caps
         .take(&state.ws, &ws, token)

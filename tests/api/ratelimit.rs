@@ -1,0 +1,104 @@
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn limits(ingest_burst: u64, read_burst: u64) -> Vec<(&'static str, Value)> {
+    vec![
+        ("ingest.max_events", json!(ingest_burst)),
+        ("rate_limit.ingest_events_per_sec", json!(1)),
+        ("rate_limit.ingest_burst", json!(ingest_burst)),
+        ("rate_limit.read_requests_per_sec", json!(1)),
+        ("rate_limit.read_burst", json!(read_burst)),
+    ]
+}
+
+fn runs(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| run_event(&format!("{prefix}{i}"), "bot", "succeeded", 1.0, Utc::now()))
+        .collect()
+}
+
+fn header(res: &reqwest::Response, name: &str) -> u64 {
+    res.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
+#[actix_web::test]
+async fn ingest_and_reads_are_limited_per_workspace_with_headers() {
+    let app = spawn_app_with(&limits(100, 3)).await;
+    let res = app.post_events("ws1", &runs("a", 60)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-ratelimit-limit"), 100);
+    assert_eq!(header(&res, "x-ratelimit-remaining"), 40);
+    assert!(header(&res, "x-ratelimit-reset") >= 59);
+    // A batch costs its events: 60 more do not fit in the 40 left.
+    let res = app.post_events("ws1", &runs("b", 60)).await;
+    assert_eq!(res.status(), 429);
+    assert!(header(&res, "retry-after") >= 1);
+    assert_eq!(header(&res, "x-ratelimit-remaining"), 40);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM agent_runs WHERE event_id LIKE 'b%'")
+            .await,
+        0
+    );
+    // Another workspace has its own budget.
+    assert_eq!(app.post_events("ws2", &runs("c", 100)).await.status(), 200);
+
+    for remaining in [2, 1, 0] {
+        let res = app
+            .get("/api/v1/metrics/execution/realtime?workspace_id=ws1", "ws1")
+            .await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(header(&res, "x-ratelimit-remaining"), remaining);
+    }
+    let res = app
+        .get("/api/v1/metrics/execution/realtime?workspace_id=ws1", "ws1")
+        .await;
+    assert_eq!(res.status(), 429);
+    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("hub_rate_limited_total{reason=\"ingest\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hub_rate_limited_total{reason=\"read\"} 1"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn two_nodes_share_one_budget_through_redis() {
+    let a = spawn_app_with(&limits(100, 100)).await;
+    // The second node: same database and Redis key prefix, its own process state.
+    let b = spawn_on(a.db.clone(), &limits(100, 100)).await;
+    assert_eq!(a.post_events("ws1", &runs("a", 70)).await.status(), 200);
+    assert_eq!(b.post_events("ws1", &runs("b", 70)).await.status(), 429);
+    assert_eq!(b.post_events("ws1", &runs("c", 30)).await.status(), 200);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[actix_web::test]
+async fn without_redis_each_node_still_limits() {
+    let mut overrides = limits(100, 100);
+    overrides.push(("redis.url", json!("redis://127.0.0.1:1")));
+    let app = spawn_app_with(&overrides).await;
+    assert_eq!(app.post_events("ws1", &runs("a", 100)).await.status(), 200);
+    let res = app.post_events("ws1", &runs("b", 10)).await;
+    assert_eq!(res.status(), 429, "never unlimited");
+    assert_eq!(
+        app.post_events("ws2", &runs("c", 10)).await.status(),
+        200,
+        "never refusing everything"
+    );
+    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
+    let local: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_rate_limit_local_total "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    assert!(local >= 3, "{local}");
+    app.stop().await;
+}
