@@ -61,6 +61,29 @@ pub enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         seed: u32,
     },
+    /// Hold `--sessions` WebSocket sessions on the workspace, POST one run event per request
+    /// at `--rate` events/s, and time each POST to the first frame of every session that
+    /// counts it.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// WebSocket sessions (the hub's default ws.max_sessions_per_workspace is 10000).
+        #[arg(long, default_value_t = 1000, value_parser = sessions)]
+        sessions: usize,
+        /// Run events per second, one per POST (0: only connect the sessions and hold them
+        /// idle for --duration, for the hub's memory per session; --warmup is then ignored).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        rate: u32,
+        /// POST loops sharing the paced schedule, each one request at a time: the most POSTs
+        /// in flight, so enough to keep --rate while the hub answers slowly.
+        #[arg(long, default_value_t = 64, value_parser = connections)]
+        connections: usize,
+        /// How long a session keeps retrying an upgrade refused for the rate limit (429
+        /// rate_limited, or 503), honouring Retry-After: the hub counts upgrades against the
+        /// workspace's read budget.
+        #[arg(long, default_value = "120s", value_parser = positive_duration)]
+        connect_timeout: Duration,
+    },
 }
 
 /// Options every scenario takes.
@@ -97,6 +120,13 @@ pub enum Workload {
     Ingest { batch: usize },
     /// GET the realtime endpoint with `window`, after storing `seed` events.
     Query { window: String, seed: u64 },
+    /// `sessions` WebSocket sessions, and `rate` run events per second posted to them;
+    /// refused upgrades are retried for up to `connect_timeout`.
+    Fanout {
+        sessions: usize,
+        rate: u32,
+        connect_timeout: Duration,
+    },
 }
 
 /// A scenario resolved to its settings.
@@ -146,6 +176,22 @@ impl Scenario {
                     seed: u64::from(seed),
                 },
             },
+            Self::Fanout {
+                common,
+                sessions,
+                rate,
+                connections,
+                connect_timeout,
+            } => Plan {
+                scenario: "fanout",
+                common,
+                connections,
+                workload: Workload::Fanout {
+                    sessions,
+                    rate,
+                    connect_timeout,
+                },
+            },
         }
     }
 }
@@ -154,6 +200,13 @@ fn connections(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=10_000).contains(&n) => Ok(n),
         _ => Err("must be an integer from 1 to 10000".into()),
+    }
+}
+
+fn sessions(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=50_000).contains(&n) => Ok(n),
+        _ => Err("must be an integer from 1 to 50000".into()),
     }
 }
 
@@ -257,7 +310,41 @@ mod tests {
         let p = plan(&["loadtest", "query", "--secret", "x", "--hub-pid", "42"]);
         assert_eq!(p.connections, 16);
         assert_eq!(p.common.hub_pid, Some(42));
-        assert!(Cli::try_parse_from(["loadtest", "fanout", "--secret", "x"]).is_err());
+        let p = plan(&["loadtest", "fanout", "--secret", "x"]);
+        assert_eq!(p.connections, 64);
+        assert!(matches!(
+            p.workload,
+            Workload::Fanout {
+                sessions: 1000,
+                rate: 1000,
+                connect_timeout
+            } if connect_timeout == Duration::from_secs(120)
+        ));
+        let p = plan(&[
+            "loadtest",
+            "fanout",
+            "--secret",
+            "x",
+            "--sessions",
+            "10000",
+            "--rate",
+            "0",
+        ]);
+        assert!(matches!(
+            p.workload,
+            Workload::Fanout {
+                sessions: 10_000,
+                rate: 0,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["loadtest", "fanout", "--secret", "x", "--sessions", "0"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["loadtest", "fanout", "--secret", "x", "--rate", "-1"]).is_err()
+        );
         assert!(Cli::try_parse_from(["loadtest", "query"]).is_err());
     }
 }

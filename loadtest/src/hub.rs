@@ -1,4 +1,5 @@
-//! Talking to the hub: the token, the URLs, the realtime read, and /proc numbers.
+//! Talking to the hub: the token, the URLs (HTTP and WebSocket), the realtime read, and
+//! /proc numbers.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -120,6 +121,18 @@ pub fn realtime_url(base: &str, workspace: &str, window: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// `ws://<host>/ws/metrics/<workspace>?token=<token>` for the base URL `http://<host>`.
+pub fn ws_url(base: &str, workspace: &str, token: &str) -> Result<Url> {
+    let base = base.trim_end_matches('/');
+    let mut url = Url::parse(&format!("{base}/ws/metrics/{workspace}"))
+        .with_context(|| format!("--url {base}"))?;
+    if url.set_scheme("ws").is_err() {
+        bail!("cannot turn --url {base} into a ws:// URL");
+    }
+    url.query_pairs_mut().append_pair("token", token);
+    Ok(url)
+}
+
 /// `VmRSS` and `VmHWM` (peak) of `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> Result<(f64, Option<f64>)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -182,6 +195,11 @@ mod tests {
         assert_eq!(
             u.as_str(),
             "http://127.0.0.1:8080/api/v1/metrics/execution/realtime?workspace_id=lt-ab&window=24h"
+        );
+        let w = ws_url("http://127.0.0.1:8080/", "lt-ab", "a.b-c_d").unwrap();
+        assert_eq!(
+            w.as_str(),
+            "ws://127.0.0.1:8080/ws/metrics/lt-ab?token=a.b-c_d"
         );
     }
 

@@ -7,6 +7,9 @@
 //! find events acknowledged but not counted (`lost`). The human summary goes to stderr;
 //! the last line of stdout is one JSON object (see [`report::Report`]).
 //!
+//! `fanout` instead holds `--sessions` WebSocket sessions and posts events at a fixed rate
+//! (see [`fanout`]).
+//!
 //! The client is meant to stay out of the way on small machines: one shared
 //! `reqwest::Client`, a 2-thread runtime (`--threads`), hand-formatted bodies built from
 //! pre-formatted parts, and per-connection histograms merged at the end. Its own CPU use
@@ -14,6 +17,7 @@
 
 mod cli;
 mod events;
+mod fanout;
 mod hub;
 mod report;
 mod run;
@@ -90,6 +94,14 @@ async fn run(plan: Plan) -> Result<Outcome> {
         bail!("the fresh workspace {workspace} already has {before} runs in its 24h window");
     }
 
+    if let Workload::Fanout { .. } = plan.workload {
+        let settings = settings_line(&plan, &workspace);
+        return fanout::run(
+            &plan, hub, &workspace, token_ttl, fragments, &mut rng, settings,
+        )
+        .await;
+    }
+
     let mut seeded = None;
     let load = match &plan.workload {
         Workload::Ingest { batch } => LoadKind::Ingest {
@@ -105,6 +117,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
                 url: hub::realtime_url(&c.url, &workspace, window)?,
             }
         }
+        Workload::Fanout { .. } => unreachable!("fanout has its own runner"),
     };
 
     let settings = settings_line(&plan, &workspace);
@@ -140,7 +153,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
 
     let hub_runs = match &plan.workload {
         Workload::Ingest { .. } => Some(hub.runs_24h().await.map_err(|e| format!("{e:#}"))),
-        Workload::Query { .. } => None,
+        Workload::Query { .. } | Workload::Fanout { .. } => None,
     };
     let hub_rss = c
         .hub_pid
@@ -157,6 +170,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
         hub_rss,
         cpu,
         seeded,
+        fanout: None,
     })
 }
 
@@ -199,7 +213,7 @@ async fn seed_events(hub: &Hub, fragments: &Arc<Fragments>, seed: u64, count: u6
 }
 
 /// CPU time used by this process and the hub between `from` and `to`.
-async fn sample_cpu(from: Instant, to: Instant, hub_pid: Option<u32>) -> Option<CpuUse> {
+pub(crate) async fn sample_cpu(from: Instant, to: Instant, hub_pid: Option<u32>) -> Option<CpuUse> {
     let hub_pid = hub_pid.map(|p| p.to_string());
     let sample = || {
         (
@@ -236,6 +250,16 @@ fn settings_line(plan: &Plan, workspace: &str) -> String {
         Workload::Ingest { batch } => s.push_str(&format!(" batch={batch}")),
         Workload::Query { window, seed } => {
             s.push_str(&format!(" window={window} seed={seed}"));
+        }
+        Workload::Fanout {
+            sessions,
+            rate,
+            connect_timeout,
+        } => {
+            s.push_str(&format!(
+                " sessions={sessions} rate={rate} connect-timeout={}",
+                show_duration(*connect_timeout)
+            ));
         }
     }
     s.push_str(&format!(

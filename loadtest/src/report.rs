@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::show_duration;
@@ -31,6 +32,63 @@ pub struct CpuUse {
     pub hub_pct: Option<f64>,
 }
 
+/// What the `fanout` scenario measured besides its POSTs (which are in [`Outcome::stats`]).
+pub struct Fanout {
+    pub sessions: u64,
+    /// `--rate`; 0 = sessions held idle.
+    pub rate: u32,
+    /// The window whose `runs` count matched frames to events (`1m` or `1h`).
+    pub window: &'static str,
+    /// Sessions that got their snapshot, and how long until the last one did.
+    pub connected: u64,
+    pub connect_time: Duration,
+    /// CPU used while connecting, over `connect_time`.
+    pub connect_cpu: Option<CpuUse>,
+    /// Upgrades refused by the hub's rate limit and retried.
+    pub refused_upgrades: u64,
+    /// Sessions refused or without a snapshot within `--timeout`.
+    pub failed_to_connect: u64,
+    /// Connected sessions that closed (or were closed) before the end.
+    pub closed_early: u64,
+    /// The first session failure, for the summary.
+    pub sample_failure: Option<String>,
+    /// Frames received by all sessions during the measured time, and over the whole run.
+    pub frames: u64,
+    pub frames_total: u64,
+    /// Text bytes of all frames received.
+    pub frame_bytes: u64,
+    /// POST sent → first frame of a session counting the event, µs, measured events only,
+    /// over all sessions.
+    pub delivery: Histogram<u64>,
+    /// The same from the POST's 200 answer (the hub answers after the commit and after
+    /// applying the events), 0 when the frame came first: the fan-out's own share.
+    pub after_answer: Histogram<u64>,
+    /// Per frame received in the measured time: its `ts` (built by the hub) → received, µs.
+    pub transit: Histogram<u64>,
+    /// Lateness of a 1 ms timer in the client over the measured time, µs (the client's own
+    /// delay in reading frames).
+    pub client_stalls: Histogram<u64>,
+    /// Per session still open at the end, acked events its frames never counted; summed.
+    pub lost: u64,
+    /// Sessions still open at the end that missed at least one event.
+    pub sessions_behind: u64,
+    /// Latest a POST was sent after its slot in the paced schedule.
+    pub max_schedule_lag: Duration,
+    /// Events due before the end but never sent (every posting loop was busy).
+    pub unsent: u64,
+    /// The hub's VmRSS (MiB) before the sessions, with every session connected and idle.
+    pub rss_before: Option<f64>,
+    pub rss_idle: Option<f64>,
+}
+
+impl Fanout {
+    /// Hub RSS growth per idle session, KiB.
+    pub fn rss_per_session_kib(&self) -> Option<f64> {
+        let (before, idle) = (self.rss_before?, self.rss_idle?);
+        (self.connected > 0).then(|| (idle - before) * 1024.0 / self.connected as f64)
+    }
+}
+
 /// Everything a finished run knows.
 pub struct Outcome {
     pub scenario: &'static str,
@@ -48,6 +106,8 @@ pub struct Outcome {
     pub cpu: Option<CpuUse>,
     /// Events stored before a query run.
     pub seeded: Option<u64>,
+    /// The `fanout` scenario's sessions.
+    pub fanout: Option<Fanout>,
 }
 
 fn round(x: f64, decimals: i32) -> f64 {
@@ -55,34 +115,52 @@ fn round(x: f64, decimals: i32) -> f64 {
     (x * m).round() / m
 }
 
+fn quantile_ms(h: &Histogram<u64>, q: f64) -> Option<f64> {
+    (!h.is_empty()).then(|| round(h.value_at_quantile(q) as f64 / 1000.0, 3))
+}
+
+fn max_ms(h: &Histogram<u64>) -> Option<f64> {
+    (!h.is_empty()).then(|| round(h.max() as f64 / 1000.0, 3))
+}
+
 impl Outcome {
     fn lost(&self) -> Option<u64> {
+        if let Some(f) = &self.fanout {
+            return (f.rate > 0).then_some(f.lost);
+        }
         match &self.hub_runs {
             Some(Ok(runs)) => Some(self.stats.acked_total.saturating_sub(*runs)),
             _ => None,
         }
     }
 
-    fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let h = &self.stats.latency;
-        (!h.is_empty()).then(|| round(h.value_at_quantile(q) as f64 / 1000.0, 3))
+    /// The latency the JSON line reports: of requests, or POST → frame for `fanout`.
+    fn headline_latency(&self) -> &Histogram<u64> {
+        self.fanout
+            .as_ref()
+            .map_or(&self.stats.latency, |f| &f.delivery)
     }
 
     pub fn report(&self) -> Report {
         let secs = self.measured.as_secs_f64();
+        let latency = self.headline_latency();
+        let (requests, failed_sessions) = match &self.fanout {
+            Some(f) => (f.frames, f.failed_to_connect + f.closed_early),
+            None => (self.stats.ok, 0),
+        };
         Report {
             scenario: self.scenario,
             duration_s: round(secs, 3),
             events_per_s: self
                 .ingest
                 .then(|| round(self.stats.events as f64 / secs, 1)),
-            requests_per_s: round(self.stats.ok as f64 / secs, 1),
-            p50_ms: self.quantile_ms(0.5),
-            p99_ms: self.quantile_ms(0.99),
-            p999_ms: self.quantile_ms(0.999),
-            errors: self.stats.errors.total(),
+            requests_per_s: round(requests as f64 / secs, 1),
+            p50_ms: quantile_ms(latency, 0.5),
+            p99_ms: quantile_ms(latency, 0.99),
+            p999_ms: quantile_ms(latency, 0.999),
+            errors: self.stats.errors.total() + failed_sessions,
             lost: self.lost(),
-            sessions: None,
+            sessions: self.fanout.as_ref().map(|f| f.sessions),
             hub_rss_mb: match &self.hub_rss {
                 Some(Ok((rss, _))) => Some(round(*rss, 1)),
                 _ => None,
@@ -105,29 +183,42 @@ impl Outcome {
         if let Some(n) = self.seeded {
             let _ = writeln!(out, "  seeded {n} run events before the warmup");
         }
-        let _ = write!(
-            out,
-            "  measured {}: {} ok requests ({}/s)",
-            show_duration(self.measured),
-            s.ok,
-            r.requests_per_s
-        );
-        if let Some(eps) = r.events_per_s {
-            let _ = write!(out, ", {} events ({eps}/s)", s.events);
+        if let Some(f) = &self.fanout {
+            self.fanout_summary(f, &r, &mut out);
         }
-        let _ = writeln!(
-            out,
-            "; run took {:.2}s with warmup and tail",
-            self.finished.as_secs_f64()
-        );
-        let _ = writeln!(
-            out,
-            "  latency of ok requests: p50 {} p99 {} p99.9 {} max {}",
-            ms(r.p50_ms),
-            ms(r.p99_ms),
-            ms(r.p999_ms),
-            ms((!s.latency.is_empty()).then(|| round(s.latency.max() as f64 / 1000.0, 3)))
-        );
+        if self.fanout.as_ref().is_none_or(|f| f.rate > 0) {
+            let _ = write!(
+                out,
+                "  measured {}: {} ok requests ({}/s)",
+                show_duration(self.measured),
+                s.ok,
+                round(s.ok as f64 / self.measured.as_secs_f64(), 1)
+            );
+            if let Some(eps) = r.events_per_s {
+                let _ = write!(out, ", {} events ({eps}/s)", s.events);
+            }
+            let _ = writeln!(
+                out,
+                "; run took {:.2}s with warmup and tail",
+                self.finished.as_secs_f64()
+            );
+            let _ = writeln!(
+                out,
+                "  latency of ok requests: p50 {} p99 {} p99.9 {} max {}",
+                ms(quantile_ms(&s.latency, 0.5)),
+                ms(quantile_ms(&s.latency, 0.99)),
+                ms(quantile_ms(&s.latency, 0.999)),
+                ms(max_ms(&s.latency))
+            );
+        } else {
+            // Idle fan-out sessions: no requests to describe.
+            let _ = writeln!(
+                out,
+                "  held the sessions idle for {}; run took {:.2}s with connecting",
+                show_duration(self.measured),
+                self.finished.as_secs_f64()
+            );
+        }
         let _ = writeln!(
             out,
             "  errors {}: 503 {}, 429 {}, other status {}, timeout {}, transport {}, bad answer {}; \
@@ -192,6 +283,114 @@ impl Outcome {
         }
         out
     }
+
+    fn fanout_summary(&self, f: &Fanout, r: &Report, out: &mut String) {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v}ms"));
+        let mib = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.1} MiB"));
+        let _ = write!(
+            out,
+            "  sessions: {} of {} connected (snapshot received) in {:.2}s",
+            f.connected,
+            f.sessions,
+            f.connect_time.as_secs_f64()
+        );
+        if let Some(cpu) = f.connect_cpu {
+            let _ = write!(out, ", CPU loadtest {:.0}%", cpu.client_pct);
+            if let Some(hub) = cpu.hub_pct {
+                let _ = write!(out, " hub {hub:.0}%");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "; {} upgrades refused by the rate limit and retried; {} failed to connect, {} \
+             closed before the end",
+            f.refused_upgrades, f.failed_to_connect, f.closed_early
+        );
+        if let Some(why) = &f.sample_failure {
+            let _ = writeln!(out, "  first session failure: {why}");
+        }
+        let bytes = f
+            .frame_bytes
+            .checked_div(f.frames_total)
+            .map_or("-".to_string(), |b| format!("{b} B"));
+        let _ = writeln!(
+            out,
+            "  frames: {} in the measured time ({}/s over all sessions), {} after the snapshots \
+             in all, average {bytes}",
+            f.frames, r.requests_per_s, f.frames_total
+        );
+        let _ = writeln!(
+            out,
+            "  frame built (its ts) -> received: p50 {} p99 {} max {}; client timer lateness \
+             (its own delay in reading): p99 {} max {}",
+            ms(quantile_ms(&f.transit, 0.5)),
+            ms(quantile_ms(&f.transit, 0.99)),
+            ms(max_ms(&f.transit)),
+            ms(quantile_ms(&f.client_stalls, 0.99)),
+            ms(max_ms(&f.client_stalls))
+        );
+        if f.rate > 0 {
+            let _ = writeln!(
+                out,
+                "  POST sent -> first frame counting the event (every session, `{}` runs): \
+                 p50 {} p99 {} p99.9 {} max {}, {} samples",
+                f.window,
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                ms(r.p999_ms),
+                ms(max_ms(&f.delivery)),
+                f.delivery.len()
+            );
+            let _ = writeln!(
+                out,
+                "    from the POST's 200 answer instead (0 when the frame came first): p50 {} \
+                 p99 {} p99.9 {} max {}",
+                ms(quantile_ms(&f.after_answer, 0.5)),
+                ms(quantile_ms(&f.after_answer, 0.99)),
+                ms(quantile_ms(&f.after_answer, 0.999)),
+                ms(max_ms(&f.after_answer))
+            );
+            let _ = writeln!(
+                out,
+                "    (events are matched to frames by count in send order; when the hub commits \
+                 a later POST first, attribution is off by up to one coalescing period)"
+            );
+            let _ = writeln!(
+                out,
+                "  delivery: {} acked events never counted by an open session (summed over \
+                 sessions), {} sessions behind at the end",
+                f.lost, f.sessions_behind,
+            );
+            let _ = write!(
+                out,
+                "  schedule: posts ran up to {:.1}ms late, {} events due were never sent",
+                f.max_schedule_lag.as_secs_f64() * 1000.0,
+                f.unsent
+            );
+            if f.unsent > 0 {
+                out.push_str(
+                    " (the rate was not kept: every POST loop was waiting; raise --connections)",
+                );
+            }
+            out.push('\n');
+        }
+        let _ = write!(
+            out,
+            "  hub RSS: {} before the sessions, {} with them connected and idle, {} at the end",
+            mib(f.rss_before),
+            mib(f.rss_idle),
+            mib(match &self.hub_rss {
+                Some(Ok((rss, _))) => Some(*rss),
+                _ => None,
+            })
+        );
+        match f.rss_per_session_kib() {
+            Some(kib) => {
+                let _ = writeln!(out, ": {kib:.1} KiB per idle session");
+            }
+            None => out.push('\n'),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +416,7 @@ mod tests {
             hub_rss: None,
             cpu: None,
             seeded: None,
+            fanout: None,
         }
     }
 
@@ -238,5 +438,67 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&q).unwrap();
         assert_eq!(v.as_object().unwrap().len(), 11);
         assert!(!o.summary().is_empty());
+    }
+
+    #[test]
+    fn fanout_json_line() {
+        let mut o = outcome(true);
+        o.scenario = "fanout";
+        let mut delivery = Histogram::new_with_bounds(1, 11_000_000, 3).unwrap();
+        for us in [4000, 5000, 6000, 90_000] {
+            delivery.record(us).unwrap();
+        }
+        o.fanout = Some(Fanout {
+            sessions: 10,
+            rate: 2000,
+            window: "1m",
+            connected: 9,
+            connect_time: Duration::from_millis(300),
+            connect_cpu: None,
+            refused_upgrades: 0,
+            failed_to_connect: 1,
+            closed_early: 2,
+            sample_failure: Some("HTTP error: 429 Too Many Requests".into()),
+            frames: 500,
+            frames_total: 600,
+            frame_bytes: 600_000,
+            after_answer: delivery.clone(),
+            transit: delivery.clone(),
+            client_stalls: delivery.clone(),
+            delivery,
+            lost: 7,
+            sessions_behind: 1,
+            max_schedule_lag: Duration::from_millis(3),
+            unsent: 0,
+            rss_before: Some(10.0),
+            rss_idle: Some(10.9),
+        });
+        o.hub_rss = Some(Ok((12.0, None)));
+        let line = o.json();
+        assert!(
+            line.starts_with(r#"{"scenario":"fanout","duration_s":2.0,"events_per_s":2000.0,"requests_per_s":250.0,"p50_ms":5.0"#),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(r#""errors":3,"lost":7,"sessions":10,"hub_rss_mb":12.0}"#),
+            "{line}"
+        );
+        let f = o.fanout.as_ref().unwrap();
+        assert!((f.rss_per_session_kib().unwrap() - 102.4).abs() < 0.01);
+        let summary = o.summary();
+        assert!(summary.contains("102.4 KiB per idle session"), "{summary}");
+        // Idle sessions: no events, no latency, no loss.
+        o.ingest = false;
+        if let Some(f) = o.fanout.as_mut() {
+            f.rate = 0;
+            f.delivery.reset();
+        }
+        let idle = o.json();
+        assert!(
+            idle.contains(r#""events_per_s":null"#)
+                && idle.contains(r#""p99_ms":null"#)
+                && idle.contains(r#""lost":null"#),
+            "{idle}"
+        );
     }
 }

@@ -173,6 +173,39 @@ impl Stats {
         }
     }
 
+    /// Counts one finished request (`measured`: sent after the warmup); for a failure,
+    /// returns how long to pause before the next one.
+    pub fn count(
+        &mut self,
+        outcome: Outcome,
+        latency: Duration,
+        measured: bool,
+    ) -> Option<Duration> {
+        match outcome {
+            Outcome::Ok { events } => {
+                self.acked_total += events;
+                if measured {
+                    self.ok += 1;
+                    self.events += events;
+                    self.latency
+                        .saturating_record((latency.as_micros() as u64).max(1));
+                }
+                None
+            }
+            Outcome::Failed { kind, wait, detail } => {
+                if measured {
+                    self.errors.count(kind);
+                } else {
+                    self.warmup_errors += 1;
+                }
+                if self.sample_error.is_none() {
+                    self.sample_error = detail;
+                }
+                Some(wait)
+            }
+        }
+    }
+
     pub fn merge(&mut self, o: Stats) {
         self.latency
             .add(&o.latency)
@@ -188,7 +221,8 @@ impl Stats {
     }
 }
 
-enum Outcome {
+/// How one request ended.
+pub enum Outcome {
     Ok {
         events: u64,
     },
@@ -211,34 +245,15 @@ pub async fn connection(shared: Arc<Shared>, index: usize, seed: u64) -> Stats {
         let outcome = execute(request, ingest).await;
         let latency = sent.elapsed();
         let measured = sent >= shared.measure_start;
-        match outcome {
-            Outcome::Ok { events } => {
-                stats.acked_total += events;
-                if measured {
-                    stats.ok += 1;
-                    stats.events += events;
-                    stats
-                        .latency
-                        .saturating_record((latency.as_micros() as u64).max(1));
-                }
-            }
-            Outcome::Failed { kind, wait, detail } => {
-                if measured {
-                    stats.errors.count(kind);
-                } else {
-                    stats.warmup_errors += 1;
-                }
-                if stats.sample_error.is_none() {
-                    stats.sample_error = detail;
-                }
-                tokio::time::sleep_until((tokio::time::Instant::now() + wait).min(end)).await;
-            }
+        if let Some(wait) = stats.count(outcome, latency, measured) {
+            tokio::time::sleep_until((tokio::time::Instant::now() + wait).min(end)).await;
         }
     }
     stats
 }
 
-async fn execute(request: RequestBuilder, ingest: bool) -> Outcome {
+/// Sends one request and reads its whole answer; `ingest` expects `{"accepted": n}`.
+pub async fn execute(request: RequestBuilder, ingest: bool) -> Outcome {
     let failed = |kind, wait, detail: String| Outcome::Failed {
         kind,
         wait,
@@ -310,7 +325,7 @@ async fn execute(request: RequestBuilder, ingest: bool) -> Outcome {
     }
 }
 
-fn snippet(body: &[u8]) -> String {
+pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     match text.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &text[..i]),
@@ -318,7 +333,7 @@ fn snippet(body: &[u8]) -> String {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
