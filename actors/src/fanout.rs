@@ -256,7 +256,13 @@ impl FanOut {
                     .agents
                     .iter()
                     .filter(|a| sub.wants_agent(a))
-                    .map(|a| (a, windows(live, Some(a), sub, now)))
+                    .map(|a| {
+                        let w = sub.agent_window();
+                        (
+                            a,
+                            BTreeMap::from([(w.as_str(), live.execution(Some(a), w, now))]),
+                        )
+                    })
                     .collect();
                 any |= sub.agents.is_none() || !agents.is_empty();
                 update["agents"] = json!(agents);

@@ -4,9 +4,12 @@
 //!
 //! When Redis does not answer within `rate_limit.redis_timeout`, the same algorithm runs in
 //! this node's memory: limits stay on (never unlimited, never refusing everything), counted
-//! in `hub_rate_limit_local_total`, until Redis answers again.
+//! in `hub_rate_limit_local_total`. For [`REDIS_RETRY`] after a failure, requests go straight
+//! to the local limiter instead of each waiting out the timeout; then Redis is tried again.
+//! The switch each way is logged once, not per request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -77,6 +80,9 @@ impl Decision {
     }
 }
 
+/// After Redis failed, how long this node decides alone before trying Redis again.
+pub const REDIS_RETRY: Duration = Duration::from_secs(1);
+
 /// GCRA over Redis's clock. KEYS[1]: the budget's key. ARGV: emission interval (µs per unit),
 /// burst tolerance (µs), cost. Returns {allowed, retry_after_us, remaining, reset_us}.
 const GCRA: &str = r#"
@@ -101,6 +107,10 @@ pub struct RateLimiter {
     /// Node-local theoretical arrival times, used while Redis is away.
     local: Mutex<HashMap<(WorkspaceId, Budget), Instant>>,
     on_local: prometheus_client::metrics::counter::Counter,
+    /// Until when Redis is skipped after a failure.
+    skip_redis_until: Mutex<Option<Instant>>,
+    /// Whether the last decision was local (to log only the switches).
+    degraded: AtomicBool,
 }
 
 impl RateLimiter {
@@ -117,6 +127,8 @@ impl RateLimiter {
             cfg,
             local: Mutex::new(HashMap::new()),
             on_local,
+            skip_redis_until: Mutex::new(None),
+            degraded: AtomicBool::new(false),
         }
     }
 
@@ -145,21 +157,39 @@ impl RateLimiter {
                 .map_err(|e| e.to_string())
         };
         let limit = burst.round() as u64;
-        match tokio::time::timeout(self.cfg.redis_timeout.get(), remote).await {
-            Ok(Ok((allowed, retry_us, remaining, reset_us))) => Decision {
-                allowed: allowed == 1,
-                limit,
-                remaining: remaining.max(0) as u64,
-                reset_s: (reset_us.max(0) as u64).div_ceil(1_000_000),
-                retry_after_s: (retry_us.max(0) as u64).div_ceil(1_000_000),
-            },
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e,
-                    _ => "timed out".into(),
-                };
+        let skipping = self
+            .skip_redis_until
+            .lock()
+            .is_some_and(|t| Instant::now() < t);
+        let answer = if skipping {
+            Err("skipped after a recent failure".to_string())
+        } else {
+            match tokio::time::timeout(self.cfg.redis_timeout.get(), remote).await {
+                Ok(result) => result,
+                Err(_) => Err("timed out".into()),
+            }
+        };
+        match answer {
+            Ok((allowed, retry_us, remaining, reset_us)) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Redis answers again; rate limits are shared again.");
+                }
+                Decision {
+                    allowed: allowed == 1,
+                    limit,
+                    remaining: remaining.max(0) as u64,
+                    reset_s: (reset_us.max(0) as u64).div_ceil(1_000_000),
+                    retry_after_s: (retry_us.max(0) as u64).div_ceil(1_000_000),
+                }
+            }
+            Err(why) => {
+                if !skipping {
+                    *self.skip_redis_until.lock() = Some(Instant::now() + REDIS_RETRY);
+                }
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %why, "Redis rate limit unavailable; using this node's limiter.");
+                }
                 self.on_local.inc();
-                tracing::warn!(error = %why, "Redis rate limit unavailable; using this node's limiter.");
                 self.check_local(ws, budget, cost, interval_us, tolerance_us, limit)
             }
         }

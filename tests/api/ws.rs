@@ -368,14 +368,15 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_readers_keep_up() {
     let reading = actix_web::rt::spawn(async move {
         loop {
             let f = until(&mut reader, "update", |_| true).await;
-            if f["execution"]["5m"]["runs"] == 4000 {
+            if f["execution"]["5m"]["runs"] == 40_000 {
                 return f;
             }
         }
     });
-    // Big frames (200 agents each) fill the socket buffers, then the slow session's queue.
-    for r in 0..20 {
-        let events: Vec<Value> = (0..200)
+    // Big frames (500 agents each, ~275 KB; 22 MB in all) fill the socket buffers (a few MB on
+    // loopback), then the slow session's queue.
+    for r in 0..80 {
+        let events: Vec<Value> = (0..500)
             .map(|i| {
                 run_event(
                     &format!("s{r}-{i}"),
@@ -389,7 +390,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_readers_keep_up() {
         assert_eq!(app.post_events("ws1", &events).await.status(), 200);
     }
     let last = reading.await.unwrap();
-    assert_eq!(last["agents"].as_object().map(|a| a.len()), Some(200));
+    assert_eq!(last["agents"].as_object().map(|a| a.len()), Some(500));
     let metrics = app.get_plain("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("hub_ws_evictions_total{reason=\"slow_consumer\"} 1"),

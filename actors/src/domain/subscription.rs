@@ -98,6 +98,18 @@ impl Subscription {
         Ok(sub)
     }
 
+    /// The one window sent per agent in updates: 5m when subscribed, else the shortest
+    /// subscribed. Agents' windows dominate a frame's size (a frame touching 50 agents is
+    /// ~35 KB with one window each, ~100 KB with three), so the workspace gets every
+    /// subscribed window and each agent one.
+    pub fn agent_window(&self) -> Window {
+        if self.windows.contains(&Window::M5) {
+            Window::M5
+        } else {
+            self.windows.first().copied().unwrap_or(Window::M5)
+        }
+    }
+
     pub fn wants(&self, channel: Channel) -> bool {
         self.channels.contains(&channel)
     }

@@ -3,7 +3,9 @@
 //! `Recipient<Frame>` and `Recipient<Evict>`, so a swap to `actix-ws` stays inside this folder.
 //!
 //! Auth, scope and the session caps are checked before the upgrade, so refusals are plain
-//! HTTP with the JSON error body (401, 403, 429).
+//! HTTP with the JSON error body (401, 403, 429). Upgrades are governed by the session caps,
+//! not the read rate limit: a workspace may hold 10 000 sessions, and a reconnect storm
+//! after a restart must not turn into thousands of 429s per second.
 
 mod session;
 
@@ -20,7 +22,6 @@ use shadower_actors::metrics::ReasonLabel;
 
 use crate::auth::{bearer, Scope};
 use crate::error::ApiError;
-use crate::ratelimit::Budget;
 use crate::AppState;
 
 pub use session::Session;
@@ -142,7 +143,6 @@ pub async fn connect(
         .map_err(|e| ApiError::bad_request("invalid_workspace_id", format!("workspace_id {e}")))?;
     principal.require(&ws, Scope::Read)?;
     let since = q.since.as_deref().map(parse_since).transpose()?;
-    state.limit(&ws, Budget::Read, 1).await?;
     let slot = state
         .ws_caps
         .take(&state.ws, &ws, token)
