@@ -62,6 +62,19 @@ fn unavailable(e: actix::MailboxError) -> ApiError {
     ))
 }
 
+/// The workspace a read names, once the token grants it with `read` and its rate limit
+/// allows one more request.
+async fn authorize_read(
+    principal: &Principal,
+    state: &AppState,
+    ws: &str,
+) -> Result<(WorkspaceId, Decision), ApiError> {
+    let ws = workspace(ws)?;
+    principal.require(&ws, Scope::Read)?;
+    let decision = state.limit(&ws, Budget::Read, 1).await?;
+    Ok((ws, decision))
+}
+
 fn timeout(state: &AppState) -> Duration {
     state.registry.deps().request_timeout
 }
@@ -72,9 +85,7 @@ pub async fn realtime(
     principal: Principal,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ws = workspace(&q.workspace_id)?;
-    principal.require(&ws, Scope::Read)?;
-    let decision = state.limit(&ws, Budget::Read, 1).await?;
+    let (ws, decision) = authorize_read(&principal, &state, &q.workspace_id).await?;
     let agent_id = q.agent_id.as_deref().map(agent).transpose()?;
     let window = window(q.window.as_deref())?;
     let msg = GetExecution {
@@ -117,9 +128,7 @@ pub async fn workspace_resources(
     principal: Principal,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ws = workspace(&path)?;
-    principal.require(&ws, Scope::Read)?;
-    let decision = state.limit(&ws, Budget::Read, 1).await?;
+    let (ws, decision) = authorize_read(&principal, &state, &path).await?;
     let window = window(q.window.as_deref())?;
     let agents = state
         .registry
@@ -166,9 +175,7 @@ pub async fn agent_resources(
     principal: Principal,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ws = workspace(&q.workspace_id)?;
-    principal.require(&ws, Scope::Read)?;
-    let decision = state.limit(&ws, Budget::Read, 1).await?;
+    let (ws, decision) = authorize_read(&principal, &state, &q.workspace_id).await?;
     let agent_id = agent(&path)?;
     let window = window(q.window.as_deref())?;
     let msg = GetResources {
