@@ -62,8 +62,32 @@ impl TestDb {
     }
 }
 
+/// The Redis the tests use (set by scripts/services.sh).
+pub fn redis_url() -> String {
+    std::env::var("SHADOWER__REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Deletes the keys under a test's Redis prefix (its database's name).
+fn drop_redis_keys(prefix: &str) {
+    use bb8_redis::redis;
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
+        drop_redis_keys(&self.name);
         let name = self.name.clone();
         // Drop runs inside the test's runtime; use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
