@@ -42,6 +42,12 @@ pub struct ServerConfig {
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
     pub shutdown_timeout: HubDuration,
+    /// Open connections per worker; past it new ones wait in the accept queue.
+    pub max_connections: usize,
+    /// An idle keep-alive connection is closed after this long.
+    pub keep_alive: HubDuration,
+    /// A client that has not sent a whole request head within this gets 408.
+    pub client_request_timeout: HubDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

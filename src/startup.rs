@@ -122,12 +122,21 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap_fn(log_request)
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("X-Frame-Options", "DENY"))
+                        .add(("Referrer-Policy", "no-referrer")),
+                )
                 .configure(shadower_handlers::configure)
                 .default_service(web::to(shadower_handlers::error::not_found))
         })
         .listen(listener)?
         // Our own signal handling closes WebSocket sessions first (see `Shutdown`).
         .disable_signals()
+        .max_connections(settings.server.max_connections)
+        .keep_alive(settings.server.keep_alive.get())
+        .client_request_timeout(settings.server.client_request_timeout.get())
         .shutdown_timeout(settings.server.shutdown_timeout.get().as_secs());
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

@@ -7,6 +7,8 @@ async fn health_and_metrics() {
     let app = spawn_app().await;
     let live = app.get_plain("/health/live").await;
     assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(live.headers()["x-frame-options"], "DENY");
     let ready = app.get_plain("/health/ready").await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
