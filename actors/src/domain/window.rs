@@ -315,4 +315,85 @@ mod tests {
         }
         assert!("2m".parse::<Window>().is_err());
     }
+
+    mod properties {
+        use super::*;
+        use crate::domain::sketch::Sketch;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Default, Clone, PartialEq)]
+        struct Runs {
+            n: u64,
+            runtime: Sketch,
+        }
+        impl Bucket for Runs {
+            fn merge(&mut self, o: &Self) {
+                self.n += o.n;
+                self.runtime.merge(&o.runtime);
+            }
+        }
+
+        /// Events as (ms before the clock, runtime), spread over 26 hours.
+        fn events() -> impl Strategy<Value = Vec<(i64, f64)>> {
+            prop::collection::vec((0i64..26 * 3_600_000, 0.0f64..10_000.0), 0..200)
+        }
+
+        fn fill(events: &[(i64, f64)], now: i64) -> Series<Runs> {
+            let mut s = Series::<Runs>::default();
+            for (ago, v) in events {
+                s.record(now - ago, now, |b| {
+                    b.n += 1;
+                    b.runtime.add(*v);
+                });
+            }
+            s
+        }
+
+        proptest! {
+            #[test]
+            fn the_order_events_arrive_in_does_not_matter(events in events(), seed in any::<u64>()) {
+                let now = T0 + 30 * 3_600_000;
+                let mut shuffled = events.clone();
+                // A deterministic shuffle from the seed.
+                let mut x = seed | 1;
+                for i in (1..shuffled.len()).rev() {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+                let (a, b) = (fill(&events, now), fill(&shuffled, now));
+                for w in Window::ALL {
+                    let ((ta, fa), (tb, fb)) = (a.total(w, now), b.total(w, now));
+                    prop_assert_eq!(fa, fb);
+                    prop_assert_eq!(ta.n, tb.n);
+                    prop_assert_eq!(ta.runtime.count(), tb.runtime.count());
+                    for q in [0.0, 0.5, 0.95, 0.99, 1.0] {
+                        prop_assert_eq!(ta.runtime.quantile(q), tb.runtime.quantile(q));
+                    }
+                    // Float sums differ only by the order of additions.
+                    prop_assert!((ta.runtime.sum() - tb.runtime.sum()).abs() <= 1e-9 * ta.runtime.sum().max(1.0));
+                }
+            }
+
+            #[test]
+            fn expiry_removes_exactly_what_left_the_window(events in events(), later in 0i64..26 * 3_600_000) {
+                let now = T0 + 30 * 3_600_000;
+                let mut s = fill(&events, now);
+                let read_at = now + later;
+                s.expire(read_at);
+                for w in Window::ALL {
+                    let oldest = read_at.div_euclid(w.bucket_ms()) - w.buckets() + 1;
+                    // An event counts when recorded (inside the window at `now`) and still inside at `read_at`.
+                    let recorded = |ago: i64| (now - ago).div_euclid(w.bucket_ms()) > now.div_euclid(w.bucket_ms()) - w.buckets();
+                    let want = events
+                        .iter()
+                        .filter(|(ago, _)| recorded(*ago) && (now - ago).div_euclid(w.bucket_ms()) >= oldest)
+                        .count() as u64;
+                    let (total, from) = s.total(w, read_at);
+                    prop_assert_eq!(total.n, want, "window {}", w);
+                    prop_assert_eq!(total.runtime.count(), want);
+                    prop_assert_eq!(from, oldest * w.bucket_ms());
+                }
+            }
+        }
+    }
 }
