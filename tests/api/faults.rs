@@ -194,3 +194,61 @@ async fn postgres_down_gives_503_and_ingest_recovers_by_itself() {
     assert_eq!(app.realtime("ws1", "").await["execution"]["runs"], total);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_full_writer_backlog_answers_503_at_once() {
+    let app = spawn_app_with(&[
+        ("ingest.max_events", json!(10)),
+        ("writer.max_backlog_rows", json!(10)),
+    ])
+    .await;
+    let batch = |p: &str| -> Vec<Value> {
+        (0..10)
+            .map(|i| run_event(&format!("{p}{i}"), "bot", "succeeded", 1.0, Utc::now()))
+            .collect()
+    };
+    assert_eq!(app.post_events("ws1", &batch("ok")).await.status(), 200);
+    // Hold the identity table, so the next commit waits: its rows fill the backlog.
+    let mut holder = pg(&app.db.url()).await;
+    let lock = holder.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE ingested_events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let first = batch("a");
+    let stuck = app.post_events("ws1", &first);
+    let refused = async {
+        actix_web::rt::time::sleep(StdDuration::from_millis(300)).await;
+        let ready = app.get_plain("/health/ready").await;
+        let second = batch("b");
+        let res = app.post_events("ws1", &second).await;
+        lock.rollback().await.unwrap();
+        (ready, res)
+    };
+    let (stuck, (ready, res)) = tokio::join!(stuck, refused);
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("backlog"),
+        "{body}"
+    );
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["writer"]["status"], "down", "{ready}");
+    // Once the lock is gone the waiting batch commits; the refused one stored nothing.
+    assert_eq!(stuck.status(), 200);
+    assert_eq!(
+        app.count("SELECT count(*) FROM agent_runs WHERE event_id LIKE 'a%'")
+            .await,
+        10
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM agent_runs WHERE event_id LIKE 'b%'")
+            .await,
+        0
+    );
+    app.stop().await;
+}
