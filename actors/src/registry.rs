@@ -76,7 +76,7 @@ impl Registry {
     pub async fn apply(&self, ws: WorkspaceId, events: Vec<Event>, xid: u64) {
         for attempt in 0..2 {
             let addr = self.get(&ws);
-            self.deps.metrics.workspace_mailbox_messages.inc();
+            self.mailbox_sent();
             let sent = addr
                 .send(Apply {
                     events: events.clone(),
@@ -86,7 +86,7 @@ impl Registry {
             match sent {
                 Ok(()) => return,
                 Err(e) => {
-                    self.deps.metrics.workspace_mailbox_messages.dec();
+                    self.mailbox_unsent();
                     tracing::warn!(workspace = %ws, attempt, error = %e, "Apply not delivered; retrying on a fresh actor.");
                     self.forget(&ws);
                 }
@@ -107,11 +107,11 @@ impl Registry {
         WorkspaceActor: Handler<M>,
     {
         let addr = self.get(ws);
-        self.deps.metrics.workspace_mailbox_messages.inc();
+        self.mailbox_sent();
         let answer = addr.send(msg).timeout(timeout).await;
         if let Err(MailboxError::Closed) = answer {
             // Never delivered, so never counted down by the actor.
-            self.deps.metrics.workspace_mailbox_messages.dec();
+            self.mailbox_unsent();
         }
         answer
     }
@@ -126,9 +126,9 @@ impl Registry {
             .filter(|a| a.connected())
             .cloned();
         if let Some(addr) = addr {
-            self.deps.metrics.workspace_mailbox_messages.inc();
+            self.mailbox_sent();
             if addr.send(crate::workspace::Resync).await.is_err() {
-                self.deps.metrics.workspace_mailbox_messages.dec();
+                self.mailbox_unsent();
             }
         }
     }
@@ -155,10 +155,21 @@ impl Registry {
     pub async fn close_all_sessions(&self) {
         let actors: Vec<Addr<WorkspaceActor>> = self.actors.lock().values().cloned().collect();
         let closing = actors.iter().map(|a| {
-            self.deps.metrics.workspace_mailbox_messages.inc();
+            self.mailbox_sent();
             a.send(crate::messages::CloseSessions)
         });
         futures_util::future::join_all(closing).await;
+    }
+
+    /// Counts a message handed to a workspace actor in `hub_workspace_mailbox_messages`;
+    /// the actor counts it down when it handles it.
+    pub fn mailbox_sent(&self) {
+        self.deps.metrics.workspace_mailbox_messages.inc();
+    }
+
+    /// Takes back [`Registry::mailbox_sent`] for a message that was never delivered.
+    pub fn mailbox_unsent(&self) {
+        self.deps.metrics.workspace_mailbox_messages.dec();
     }
 
     pub fn len(&self) -> usize {

@@ -108,12 +108,7 @@ impl Actor for Session {
             },
             since: self.since,
         };
-        self.state
-            .registry
-            .deps()
-            .metrics
-            .workspace_mailbox_messages
-            .inc();
+        self.state.registry.mailbox_sent();
         // `wait`: no frame is written before the snapshot.
         ctx.wait(
             addr.send(join)
@@ -127,12 +122,7 @@ impl Actor for Session {
                         }
                     }
                     Err(e) => {
-                        act.state
-                            .registry
-                            .deps()
-                            .metrics
-                            .workspace_mailbox_messages
-                            .dec();
+                        act.state.registry.mailbox_unsent();
                         ctx.close(Some(ws::CloseReason {
                             code: ws::CloseCode::Again,
                             description: Some(format!("workspace unavailable: {e}")),
@@ -169,12 +159,7 @@ impl Actor for Session {
                 })
                 .is_ok()
             {
-                self.state
-                    .registry
-                    .deps()
-                    .metrics
-                    .workspace_mailbox_messages
-                    .inc();
+                self.state.registry.mailbox_sent();
             }
         }
     }
