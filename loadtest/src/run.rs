@@ -259,16 +259,18 @@ pub async fn execute(request: RequestBuilder, ingest: bool) -> Outcome {
         wait,
         detail: Some(detail),
     };
+    // Sending and reading the body fail the same ways: a timeout, or the connection.
+    let transport = |e: reqwest::Error| {
+        let kind = if e.is_timeout() {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Transport
+        };
+        failed(kind, ERROR_BACKOFF, error_chain(&e))
+    };
     let response = match request.send().await {
         Ok(r) => r,
-        Err(e) => {
-            let kind = if e.is_timeout() {
-                ErrorKind::Timeout
-            } else {
-                ErrorKind::Transport
-            };
-            return failed(kind, ERROR_BACKOFF, error_chain(&e));
-        }
+        Err(e) => return transport(e),
     };
     let status = response.status();
     let retry_after = response
@@ -280,14 +282,7 @@ pub async fn execute(request: RequestBuilder, ingest: bool) -> Outcome {
     // Read the whole body: the latency includes it, and the connection stays reusable.
     let body = match response.bytes().await {
         Ok(b) => b,
-        Err(e) => {
-            let kind = if e.is_timeout() {
-                ErrorKind::Timeout
-            } else {
-                ErrorKind::Transport
-            };
-            return failed(kind, ERROR_BACKOFF, error_chain(&e));
-        }
+        Err(e) => return transport(e),
     };
     match status {
         StatusCode::OK if !ingest => Outcome::Ok { events: 0 },
