@@ -60,8 +60,9 @@ pub struct FanOut {
     pub epoch: u64,
     seq: u64,
     sessions: HashMap<u64, SessionSink>,
-    /// Alert and anomaly frames as replayed (`"replay": true`), oldest first.
-    replay: VecDeque<(u64, ByteString)>,
+    /// Alert and anomaly frames as replayed (`"replay": true`), with their seq and channel,
+    /// oldest first.
+    replay: VecDeque<(u64, Channel, ByteString)>,
     /// The highest seq that has left the replay buffer.
     replay_lost_upto: u64,
     dirty: Dirty,
@@ -144,8 +145,8 @@ impl FanOut {
                 let frames = self
                     .replay
                     .iter()
-                    .filter(|(s, f)| *s > seq && self.wanted(&sink.sub, f))
-                    .map(|(_, f)| f.clone())
+                    .filter(|(s, channel, _)| *s > seq && sink.sub.wants(*channel))
+                    .map(|(_, _, f)| f.clone())
                     .collect();
                 (true, frames)
             }
@@ -167,15 +168,6 @@ impl FanOut {
             snapshot: frame(&snap),
             replay,
         }
-    }
-
-    fn wanted(&self, sub: &Subscription, replayed: &ByteString) -> bool {
-        let channel = if replayed.starts_with("{\"type\":\"alert\"") {
-            Channel::Alerts
-        } else {
-            Channel::Anomalies
-        };
-        sub.wants(channel)
     }
 
     /// Forgets sessions that are gone without a `Leave` (it could not be queued).
@@ -288,9 +280,9 @@ impl FanOut {
         body[key] = payload;
         let live = frame(&body);
         body["replay"] = json!(true);
-        self.replay.push_back((self.seq, frame(&body)));
+        self.replay.push_back((self.seq, channel, frame(&body)));
         while self.replay.len() > self.rules.replay_frames {
-            if let Some((s, _)) = self.replay.pop_front() {
+            if let Some((s, _, _)) = self.replay.pop_front() {
                 self.replay_lost_upto = s;
             }
         }
