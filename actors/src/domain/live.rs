@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Serialize;
 
+use super::alert::{Metric, Sample, Source};
 use super::event::{Event, EventKind, Heartbeat, Run, RunStatus};
 use super::ids::{AgentId, OTHER};
 use super::sketch::Sketch;
@@ -464,6 +465,82 @@ impl LiveState {
                 .filter_map(|(id, live)| Some((id.clone(), view(live)?)))
                 .collect(),
         }
+    }
+
+    /// The value of `metric` over `window`, for the workspace or one agent, with the number
+    /// of samples behind it (runs decided, runs, or heartbeats) — what alert rules read.
+    pub fn sample(
+        &self,
+        metric: Metric,
+        agent: Option<&AgentId>,
+        window: Window,
+        now: DateTime<Utc>,
+    ) -> Sample {
+        let now_ms = now.timestamp_millis();
+        match metric.source() {
+            Source::Runs => {
+                let (b, _) = match agent {
+                    None => self.workspace.total(window, now_ms),
+                    Some(a) => match self.agents.get(a) {
+                        Some(live) => live.exec.total(window, now_ms),
+                        None => (ExecBucket::default(), 0),
+                    },
+                };
+                let decided = b.succeeded + b.failed + b.timeout;
+                let minutes = window.minutes();
+                let (value, samples) = match metric {
+                    Metric::ErrorRate => (
+                        ratio((b.failed + b.timeout) as f64, decided as f64),
+                        decided,
+                    ),
+                    Metric::SuccessRate => (ratio(b.succeeded as f64, decided as f64), decided),
+                    Metric::RuntimeP50 => (b.runtime.quantile(0.50), b.runs()),
+                    Metric::RuntimeP95 => (b.runtime.quantile(0.95), b.runs()),
+                    Metric::RuntimeP99 => (b.runtime.quantile(0.99), b.runs()),
+                    Metric::ThroughputPerMin => (Some(b.runs() as f64 / minutes), b.runs()),
+                    Metric::CreditsPerHour => (Some(b.credits / minutes * 60.0), b.runs()),
+                    Metric::TokensPerMin => (
+                        Some((b.tokens_in + b.tokens_out) as f64 / minutes),
+                        b.runs(),
+                    ),
+                    _ => (None, 0),
+                };
+                Sample { value, samples }
+            }
+            Source::Heartbeats => {
+                let mut b = ResBucket::default();
+                let mut age: Option<f64> = None;
+                let mut add = |live: &AgentLive| {
+                    b.merge(&live.res.total(window, now_ms).0);
+                    if let Some(l) = &live.latest {
+                        let a = (now - l.ts).num_milliseconds().max(0) as f64 / 1000.0;
+                        age = Some(age.map_or(a, |x: f64| x.max(a)));
+                    }
+                };
+                match agent {
+                    Some(a) => self.agents.get(a).into_iter().for_each(&mut add),
+                    None => self.agents.values().for_each(&mut add),
+                }
+                let value = match metric {
+                    Metric::CpuPctAvg => b.cpu.mean(),
+                    Metric::CpuPctMax => b.cpu.max(),
+                    Metric::MemPctMax => (b.mem_eff_n > 0).then_some(100.0 * b.mem_eff_max),
+                    Metric::HeartbeatAgeS => age,
+                    _ => None,
+                };
+                let samples = match metric {
+                    Metric::HeartbeatAgeS => u64::from(age.is_some()),
+                    Metric::MemPctMax => b.mem_eff_n,
+                    _ => b.cpu.count(),
+                };
+                Sample { value, samples }
+            }
+        }
+    }
+
+    /// Every agent the state holds.
+    pub fn agent_ids(&self) -> impl Iterator<Item = &AgentId> {
+        self.agents.keys()
     }
 
     /// Agents whose last heartbeat is within `stale_after` of `now`.

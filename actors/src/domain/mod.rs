@@ -1,6 +1,7 @@
 //! The pure domain: ids, events, ingest parsing, quantile sketches, windows and live state.
 //! No actix, no I/O; time is passed in as an argument so tests drive a fake clock.
 
+pub mod alert;
 pub mod duration;
 pub mod event;
 pub mod ids;

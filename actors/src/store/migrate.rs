@@ -7,11 +7,18 @@ use deadpool_postgres::Pool;
 use super::StoreError;
 
 /// `(version, name, sql)`, in order. Add new files at the end; never edit an applied one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_raw_events",
-    include_str!("../../../migrations/0001_raw_events.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_raw_events",
+        include_str!("../../../migrations/0001_raw_events.sql"),
+    ),
+    (
+        2,
+        "0002_alerts",
+        include_str!("../../../migrations/0002_alerts.sql"),
+    ),
+];
 
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x5348_4144_4f57; // "SHADOW"
