@@ -16,6 +16,7 @@ target=${CARGO_TARGET_DIR:-target}/release
 db="shadower_bench_$$"
 export SHADOWER__DATABASE__URL="${SHADOWER__DATABASE__URL%/*}/$db"
 export SHADOWER__AUTH__JWT_SECRET=${SHADOWER__AUTH__JWT_SECRET:-bench-secret-bench-secret-bench-secret-01}
+export SHADOWER__NOTIFICATIONS__SECRET_KEY=${SHADOWER__NOTIFICATIONS__SECRET_KEY:-YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMDE=}
 export SHADOWER__SERVER__PORT=${SHADOWER__SERVER__PORT:-18181}
 export SHADOWER__LOG__LEVEL=${SHADOWER__LOG__LEVEL:-warn}
 # The load is one workspace's: raise its rate limits far above what is measured.

@@ -18,4 +18,11 @@ if [[ -z ${SHADOWER__AUTH__JWT_SECRET:-} ]]; then
         "Never use it in production." >&2
 fi
 
+if [[ -z ${SHADOWER__NOTIFICATIONS__SECRET_KEY:-} ]]; then
+    # A fixed development key, so sealed webhook secrets survive restarts of the dev hub.
+    export SHADOWER__NOTIFICATIONS__SECRET_KEY=ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=
+    echo "run.sh: WARNING: SHADOWER__NOTIFICATIONS__SECRET_KEY is not set; using a development key." \
+        "Never use it in production." >&2
+fi
+
 exec cargo run --release --bin shadower-hub -- serve "$@"

@@ -8,8 +8,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::Deserialize;
 use shadower_actors::config::{
-    DatabaseConfig, IngestConfig, LimitsConfig, ResourcesConfig, WorkspaceConfig, WriterConfig,
-    WsConfig,
+    AlertsConfig, DatabaseConfig, IngestConfig, LimitsConfig, NotificationsConfig, ResourcesConfig,
+    WorkspaceConfig, WriterConfig, WsConfig,
 };
 use shadower_actors::domain::duration::HubDuration;
 
@@ -30,6 +30,8 @@ pub struct Settings {
     pub resources: ResourcesConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub alerts: AlertsConfig,
+    pub notifications: NotificationsConfig,
     pub log: LogConfig,
 }
 
@@ -204,6 +206,25 @@ impl Settings {
         }
         if self.database.url.parse::<tokio_postgres::Config>().is_err() {
             return invalid("database.url", "is not a valid postgres:// URL");
+        }
+        let n = &self.notifications;
+        // Required to serve (checked by `Application::build`), not to print a token.
+        if !n.secret_key.is_empty() {
+            if let Err(e) = shadower_actors::notifier::seal::SealKey::from_base64(&n.secret_key) {
+                return invalid("notifications.secret_key", &e.to_string());
+            }
+        }
+        if n.max_attempts < 1 || n.concurrency == 0 {
+            return invalid(
+                "notifications",
+                "max_attempts and concurrency must be at least 1",
+            );
+        }
+        if n.timeout.get().is_zero() || n.poll_interval.get().is_zero() {
+            return invalid("notifications", "timeout and poll_interval must be above 0");
+        }
+        if self.alerts.max_rules_per_workspace < 1 || self.alerts.max_channels_per_workspace < 1 {
+            return invalid("alerts", "the per-workspace caps must be at least 1");
         }
         Ok(())
     }

@@ -8,18 +8,21 @@ use actix::{Actor, Addr, Arbiter, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use shadower_actors::domain::ids::WorkspaceId;
 use shadower_actors::domain::ingest::IngestRules;
 use shadower_actors::domain::live::LiveRules;
 use shadower_actors::fanout::FanOutRules;
 use shadower_actors::maintenance::Maintenance;
 use shadower_actors::messages::Drain;
 use shadower_actors::metrics::HubMetrics;
+use shadower_actors::notifier::seal::SealKey;
+use shadower_actors::notifier::Notifier;
 use shadower_actors::registry::{Registry, WorkspaceDeps};
 use shadower_actors::store::{self, Partitions};
 use shadower_actors::writer::{Backlog, Writer};
 use shadower_handlers::auth::AuthKeys;
 use shadower_handlers::ratelimit::RateLimiter;
-use shadower_handlers::{AppState, IngestSettings};
+use shadower_handlers::{AppState, IngestSettings, NotificationSettings};
 
 use crate::settings::Settings;
 
@@ -30,6 +33,8 @@ pub struct Application {
     writer: Addr<Writer>,
     /// The writer's thread; kept so it lives as long as the application.
     _writer_arbiter: Arbiter,
+    /// The notifier's thread.
+    _notifier_arbiter: Arbiter,
 }
 
 impl Application {
@@ -44,6 +49,24 @@ impl Application {
             tracing::info!(applied = n, "Migrations are up to date.");
         }
         let metrics = Arc::new(HubMetrics::new());
+        if settings.notifications.secret_key.is_empty() {
+            anyhow::bail!(
+                "configuration: notifications.secret_key: is required to serve: the base64 of 32 random bytes, e.g. `openssl rand -base64 32` (set SHADOWER__NOTIFICATIONS__SECRET_KEY)"
+            );
+        }
+        let seal = SealKey::from_base64(&settings.notifications.secret_key)
+            .context("configuration: notifications.secret_key")?;
+        let notifier_arbiter = Arbiter::new();
+        let notifier = {
+            let notifier = Notifier::new(
+                pool.clone(),
+                settings.notifications.clone(),
+                seal.clone(),
+                metrics.clone(),
+            )
+            .context("Building the webhook client")?;
+            Notifier::start_in_arbiter(&notifier_arbiter.handle(), move |_| notifier)
+        };
         let registry = Registry::new(
             settings.workspace.arbiters,
             WorkspaceDeps {
@@ -61,8 +84,25 @@ impl Application {
                     replay_frames: settings.ws.replay_frames,
                 },
                 metrics: metrics.clone(),
+                notifier: Some(notifier.clone().recipient()),
             },
         );
+        // Workspaces with enabled rules or firing alerts are watched from the start (absence
+        // alerts fire on a timer, with no request to start their actor).
+        let watched = store::alerts::alert_workspaces(&pool)
+            .await
+            .context("Reading workspaces with alert rules")?;
+        for ws in &watched {
+            match WorkspaceId::parse(ws) {
+                Ok(ws) => {
+                    registry.get(&ws);
+                }
+                Err(e) => {
+                    tracing::error!(workspace = %ws, error = %e, "Stored workspace id is invalid.")
+                }
+            }
+        }
+        tracing::info!(workspaces = watched.len(), "Alerting workspaces started.");
         let writer_pool = store::create_pool(&settings.database, settings.writer.concurrency)?;
         let writer_arbiter = Arbiter::new();
         let partitions = Partitions::default();
@@ -112,6 +152,12 @@ impl Application {
             ws: settings.ws.clone(),
             ws_caps: Default::default(),
             limiter,
+            alerts: settings.alerts.clone(),
+            notifications: NotificationSettings {
+                allow_private_targets: settings.notifications.allow_private_targets,
+            },
+            seal,
+            notifier: notifier.recipient(),
         });
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
@@ -152,6 +198,7 @@ impl Application {
             server,
             writer,
             _writer_arbiter: writer_arbiter,
+            _notifier_arbiter: notifier_arbiter,
         })
     }
 

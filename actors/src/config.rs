@@ -102,3 +102,47 @@ pub struct WsConfig {
     /// alert or anomaly frame: for tests and for trying dashboards. Off in production.
     pub test_hooks: bool,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Rules per workspace; creating one more gets 409.
+    pub max_rules_per_workspace: i64,
+    /// Notification channels per workspace; creating one more gets 409.
+    pub max_channels_per_workspace: i64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Key sealing webhook secrets at rest: the base64 of 32 random bytes
+    /// (`openssl rand -base64 32`). Required; changing it makes stored secrets unreadable.
+    pub secret_key: String,
+    /// Attempts per delivery, the first included; then it is given up (and listed so).
+    pub max_attempts: i32,
+    /// Wait before the second attempt; doubles per attempt, with jitter (50–100 %).
+    pub backoff_base: HubDuration,
+    /// Longest wait between attempts.
+    pub backoff_max: HubDuration,
+    /// Bound on connecting to a receiver.
+    pub connect_timeout: HubDuration,
+    /// Bound on a whole attempt (connect, send, response headers and body).
+    pub timeout: HubDuration,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+    /// How often due retries are looked for (new deliveries wake the notifier at once).
+    pub poll_interval: HubDuration,
+    /// Allows targets on loopback, private and link-local networks (tests, on-premise
+    /// receivers). Off by default: such targets are refused at creation and on delivery.
+    pub allow_private_targets: bool,
+}
+
+impl std::fmt::Debug for NotificationsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotificationsConfig")
+            .field("secret_key", &"<redacted>")
+            .field("max_attempts", &self.max_attempts)
+            .field("allow_private_targets", &self.allow_private_targets)
+            .finish_non_exhaustive()
+    }
+}

@@ -136,6 +136,7 @@ impl FanOut {
         sink: SessionSink,
         since: Option<(u64, u64)>,
         live: &LiveState,
+        alerts: Vec<Value>,
         now: DateTime<Utc>,
     ) -> Joined {
         let (recovered, replay) = match since {
@@ -155,7 +156,8 @@ impl FanOut {
         let sub = &sink.sub;
         let mut snap = json!({
             "type": "snapshot", "protocol": 1, "epoch": self.epoch, "seq": self.seq, "ts": ts_json(now),
-            "alerts": [], "recovered": recovered,
+            "alerts": if sub.wants(Channel::Alerts) { alerts } else { Vec::new() },
+            "recovered": recovered,
         });
         if sub.wants(Channel::Execution) {
             snap["execution"] = json!(windows(live, None, sub, now));

@@ -10,6 +10,7 @@
 //! - [`fanout`]: a workspace's WebSocket sessions, frames, coalescing and replay.
 //! - [`store`]: pools, migrations, partitions, the idempotent batch insert, the rebuild.
 //! - [`maintenance`]: partitions ahead and retention, on a timer.
+//! - [`notifier`]: signed webhook deliveries with persisted retries.
 //! - [`config`]: the settings sections this crate owns; [`metrics`]: the hub's metrics.
 
 pub mod config;
@@ -18,6 +19,7 @@ pub mod fanout;
 pub mod maintenance;
 pub mod messages;
 pub mod metrics;
+pub mod notifier;
 pub mod registry;
 pub mod store;
 pub mod workspace;

@@ -103,3 +103,8 @@ pub struct Emit {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseSessions;
+
+/// The workspace's alert rules changed in PostgreSQL: load them. Answers once they apply.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct ReloadRules;

@@ -19,6 +19,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -54,6 +59,16 @@ pub struct HubMetrics {
     pub rate_limited: Family<ReasonLabel, Counter>,
     /// Rate-limit checks decided by the node-local limiter because Redis did not answer.
     pub rate_limit_local: Counter,
+    /// Alert series by `state` (pending, firing), over all workspaces.
+    pub alerts: Family<StateLabel, Gauge>,
+    /// Alert transitions notified, by `state` (firing, resolved, repeat).
+    pub alert_transitions: Family<StateLabel, Counter>,
+    /// Webhook deliveries finished, by `outcome` (delivered, given_up).
+    pub webhook_deliveries: Family<OutcomeLabel, Counter>,
+    /// Webhook attempts, by `outcome` (ok, http_error, timeout, connect, refused, error).
+    pub webhook_attempts: Family<OutcomeLabel, Counter>,
+    /// From a delivery being queued (its transition) to its 2xx.
+    pub webhook_delivery_seconds: Histogram,
 }
 
 impl Default for HubMetrics {
@@ -84,6 +99,11 @@ impl HubMetrics {
             ws_refused: Family::default(),
             rate_limited: Family::default(),
             rate_limit_local: Counter::default(),
+            alerts: Family::default(),
+            alert_transitions: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_attempts: Family::default(),
+            webhook_delivery_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             registry: Registry::default(),
         };
         registry.register(
@@ -175,6 +195,31 @@ impl HubMetrics {
             "hub_rate_limit_local",
             "Rate-limit checks made by the node-local limiter while Redis did not answer.",
             m.rate_limit_local.clone(),
+        );
+        registry.register(
+            "hub_alerts",
+            "Alert series pending or firing, by state.",
+            m.alerts.clone(),
+        );
+        registry.register(
+            "hub_alert_transitions",
+            "Alert transitions notified, by state.",
+            m.alert_transitions.clone(),
+        );
+        registry.register(
+            "hub_webhook_deliveries",
+            "Webhook deliveries finished, by outcome (delivered, given_up).",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "hub_webhook_attempts",
+            "Webhook delivery attempts, by outcome.",
+            m.webhook_attempts.clone(),
+        );
+        registry.register(
+            "hub_webhook_delivery_seconds",
+            "Time from a notification being queued to its receiver's 2xx.",
+            m.webhook_delivery_seconds.clone(),
         );
         Self { registry, ..m }
     }

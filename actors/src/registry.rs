@@ -29,6 +29,8 @@ pub struct WorkspaceDeps {
     pub request_timeout: std::time::Duration,
     pub fanout: crate::fanout::FanOutRules,
     pub metrics: Arc<HubMetrics>,
+    /// Woken when alert transitions queue webhook deliveries.
+    pub notifier: Option<Recipient<crate::notifier::Wake>>,
 }
 
 pub struct Registry {

@@ -10,22 +10,24 @@
 //! while PostgreSQL is away), then swaps in the rebuilt state plus the applies that arrived
 //! meanwhile and that the new snapshot does not see.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
 
+use crate::domain::alert::{AlertEngine, Scope, Transition};
 use crate::domain::event::EventKind;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::live::{ExecView, LiveState, ResourceView};
+use crate::domain::subscription::Channel;
 use crate::domain::window::Window;
 use crate::fanout::{FanOut, Joined, CLOSE_GOING_AWAY};
 use crate::messages::{
-    Apply, CloseSessions, Emit, GetExecution, GetResources, Join, Leave, Resubscribe,
+    Apply, CloseSessions, Emit, GetExecution, GetResources, Join, Leave, ReloadRules, Resubscribe,
 };
-use crate::metrics::KindLabel;
+use crate::metrics::{KindLabel, StateLabel};
 use crate::registry::{Registry, WorkspaceDeps};
 use crate::store::{self, Snapshot};
 
@@ -46,6 +48,8 @@ pub struct Resync;
 
 /// Wait between attempts of a background rebuild while PostgreSQL is away.
 const RESYNC_RETRY: Duration = Duration::from_secs(2);
+/// Wait before retrying to record alert transitions that failed to commit.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
 
 pub struct WorkspaceActor {
     id: WorkspaceId,
@@ -63,6 +67,14 @@ pub struct WorkspaceActor {
     resync_again: bool,
     /// WebSocket sessions, frame sequence, replay buffer, pending changes.
     fanout: FanOut,
+    /// Alert rules and the state of their series.
+    alerts: AlertEngine,
+    /// Transitions not yet recorded (with their deliveries) in PostgreSQL, oldest first.
+    outbox: Vec<Transition>,
+    /// A batch of the outbox is being recorded.
+    recording: bool,
+    /// (pending, firing) series last added to the `hub_alerts` gauges.
+    reported_alerts: (i64, i64),
 }
 
 impl WorkspaceActor {
@@ -79,7 +91,99 @@ impl WorkspaceActor {
             resyncing: None,
             resync_again: false,
             fanout,
+            alerts: AlertEngine::default(),
+            outbox: Vec::new(),
+            recording: false,
+            reported_alerts: (0, 0),
         }
+    }
+
+    /// Evaluates the alert rules `scope` may have changed and notifies what transitioned.
+    fn evaluate_alerts(&mut self, scope: Scope<'_>, ctx: &mut Context<Self>) {
+        if !self.alerts.has_enabled_rules() && !self.alerts.has_active() {
+            return;
+        }
+        let transitions = self.alerts.evaluate(&self.live, scope, Utc::now());
+        self.notify(transitions, ctx);
+    }
+
+    /// Sends each transition to the sessions at once as an `alert` frame, and queues it to be
+    /// recorded with its webhook deliveries.
+    fn notify(&mut self, transitions: Vec<Transition>, ctx: &mut Context<Self>) {
+        self.report_alerts();
+        if transitions.is_empty() {
+            return;
+        }
+        for t in &transitions {
+            let mut alert = t.alert_json();
+            alert["transition"] = t.kind.as_str().into();
+            self.fanout
+                .send_event(Channel::Alerts, alert, &self.deps.metrics);
+            self.deps
+                .metrics
+                .alert_transitions
+                .get_or_create(&StateLabel {
+                    state: t.kind.as_str(),
+                })
+                .inc();
+            tracing::info!(workspace = %self.id, rule = %t.rule.id, agent = ?t.agent.as_ref().map(|a| a.as_str()), transition = t.kind.as_str(), value = ?t.state.value, "Alert transition.");
+        }
+        self.outbox.extend(transitions);
+        self.record(ctx);
+    }
+
+    /// Records the outbox in one transaction (states, events, deliveries), then wakes the
+    /// notifier. One batch at a time, so a series' transitions are recorded in order.
+    fn record(&mut self, ctx: &mut Context<Self>) {
+        if self.recording || self.outbox.is_empty() {
+            return;
+        }
+        self.recording = true;
+        let batch = std::mem::take(&mut self.outbox);
+        let (pool, id) = (self.deps.pool.clone(), self.id.clone());
+        ctx.spawn(
+            async move {
+                let result = store::alerts::record_transitions(&pool, &id, &batch).await;
+                (batch, result)
+            }
+            .into_actor(self)
+            .map(|(batch, result), act, ctx| {
+                act.recording = false;
+                match result {
+                    Ok(queued) => {
+                        if queued > 0 {
+                            if let Some(notifier) = &act.deps.notifier {
+                                // A wake-up only; the notifier's timer finds them otherwise.
+                                let _ = notifier.try_send(crate::notifier::Wake);
+                            }
+                        }
+                        act.record(ctx);
+                    }
+                    Err(e) => {
+                        tracing::warn!(workspace = %act.id, error = %e, "Recording alert transitions failed; retrying.");
+                        let later = std::mem::replace(&mut act.outbox, batch);
+                        act.outbox.extend(later);
+                        ctx.run_later(RECORD_RETRY, |act, ctx| act.record(ctx));
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Moves the `hub_alerts` gauges by this workspace's change in pending/firing series.
+    fn report_alerts(&mut self) {
+        let (pending, firing) = self.alerts.counts();
+        let now = (pending as i64, firing as i64);
+        self.shift_alert_gauges(now);
+    }
+
+    fn shift_alert_gauges(&mut self, now: (i64, i64)) {
+        let m = &self.deps.metrics.alerts;
+        m.get_or_create(&StateLabel { state: "pending" })
+            .inc_by(now.0 - self.reported_alerts.0);
+        m.get_or_create(&StateLabel { state: "firing" })
+            .inc_by(now.1 - self.reported_alerts.1);
+        self.reported_alerts = now;
     }
 
     /// Sends an update now after a quiet spell, else schedules one within the coalescing
@@ -147,11 +251,15 @@ impl WorkspaceActor {
         self.deps.metrics.workspace_mailbox_messages.dec();
     }
 
-    /// Idle: nothing heard for `idle_after`, no session and no agent live. (Alert rules and
-    /// firing alerts will also keep an actor alive once they exist.)
+    /// Idle: nothing heard for `idle_after`, no agent live, no enabled rule, no pending or
+    /// firing alert and nothing left to record. (Sessions send messages, so they count.)
     fn is_idle(&self) -> bool {
         self.last_message.elapsed() >= self.deps.idle_after
             && self.live.live_agents(Utc::now()) == 0
+            && !self.alerts.has_enabled_rules()
+            && !self.alerts.has_active()
+            && self.outbox.is_empty()
+            && !self.recording
     }
 
     fn report_overflow(&mut self) {
@@ -177,12 +285,21 @@ impl Actor for WorkspaceActor {
         let started = Instant::now();
         let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
         ctx.wait(
-            async move { store::load_recent(&pool, &id, since).await }
+            async move {
+                let (recent, alerts) = futures_util::future::join(
+                    store::load_recent(&pool, &id, since),
+                    store::alerts::load_alerts(&pool, &id),
+                )
+                .await;
+                Ok::<_, store::StoreError>((recent?, alerts?))
+            }
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
-                    Ok(recent) => {
+                    Ok((recent, (rules, states))) => {
                         act.live = act.rebuilt(&recent);
                         act.snapshot = recent.snapshot;
+                        act.alerts.load(rules, states, Utc::now());
+                        act.report_alerts();
                         act.report_overflow();
                         act.deps.metrics.workspace_rebuild_seconds.observe(started.elapsed().as_secs_f64());
                         tracing::debug!(workspace = %act.id, events = recent.events.len(), "Rebuilt windows.");
@@ -198,6 +315,8 @@ impl Actor for WorkspaceActor {
         ctx.run_interval(LIVENESS_EVERY, |act, ctx| {
             act.fanout.check_liveness(&act.live, Utc::now());
             act.schedule_update(ctx);
+            // `for` durations, absence metrics and windows emptying over time.
+            act.evaluate_alerts(Scope::All, ctx);
         });
         ctx.run_interval(HOUSEKEEPING_EVERY, |act, ctx| {
             act.live.expire(Utc::now());
@@ -210,6 +329,10 @@ impl Actor for WorkspaceActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.shift_alert_gauges((0, 0));
+        if !self.outbox.is_empty() {
+            tracing::warn!(workspace = %self.id, transitions = self.outbox.len(), "Stopped with alert transitions not recorded.");
+        }
         self.fanout.close_all(CLOSE_GOING_AWAY, "workspace stopped");
         if let Some(registry) = self.registry.upgrade() {
             registry.remove(&self.id, &ctx.address());
@@ -226,13 +349,30 @@ impl Handler<Apply> for WorkspaceActor {
             return; // the rebuild already counted this transaction
         }
         let now = Utc::now();
+        let (mut runs, mut heartbeats) = (BTreeSet::new(), BTreeSet::new());
         for event in &msg.events {
             self.live.apply(event, now);
             let heartbeat = matches!(event.kind, EventKind::Heartbeat(_));
             self.fanout.touched(&event.agent_id, !heartbeat, heartbeat);
+            match event.kind {
+                EventKind::Run(_) => runs.insert(&event.agent_id),
+                EventKind::Heartbeat(_) => heartbeats.insert(&event.agent_id),
+                EventKind::Feedback(_) => false,
+            };
         }
         self.report_overflow();
         self.schedule_update(ctx);
+        if self.alerts.has_enabled_rules() {
+            let runs: BTreeSet<AgentId> = runs.into_iter().cloned().collect();
+            let heartbeats: BTreeSet<AgentId> = heartbeats.into_iter().cloned().collect();
+            self.evaluate_alerts(
+                Scope::Touched {
+                    runs: &runs,
+                    heartbeats: &heartbeats,
+                },
+                ctx,
+            );
+        }
         if let Some(pending) = &mut self.resyncing {
             pending.push(msg);
         }
@@ -303,9 +443,14 @@ impl Handler<Join> for WorkspaceActor {
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
         self.touch();
-        let joined: Joined =
-            self.fanout
-                .join(msg.session, msg.sink, msg.since, &self.live, Utc::now());
+        let joined: Joined = self.fanout.join(
+            msg.session,
+            msg.sink,
+            msg.since,
+            &self.live,
+            self.alerts.active(),
+            Utc::now(),
+        );
         self.fanout.check_liveness(&self.live, Utc::now());
         MessageResult(joined)
     }
@@ -345,5 +490,27 @@ impl Handler<CloseSessions> for WorkspaceActor {
     fn handle(&mut self, _: CloseSessions, _: &mut Context<Self>) {
         self.touch();
         self.fanout.close_all(CLOSE_GOING_AWAY, "hub shutting down");
+    }
+}
+
+impl Handler<ReloadRules> for WorkspaceActor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    /// Reads the workspace's rules again (after a change through the API); answers once they
+    /// are in force. Alerts of removed or changed rules resolve.
+    fn handle(&mut self, _: ReloadRules, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let (pool, id) = (self.deps.pool.clone(), self.id.clone());
+        Box::pin(
+            async move { store::alerts::load_alerts(&pool, &id).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    let (rules, _) = result.map_err(|e| e.to_string())?;
+                    let resolved = act.alerts.replace(rules, Utc::now());
+                    act.notify(resolved, ctx);
+                    act.evaluate_alerts(Scope::All, ctx);
+                    Ok(())
+                }),
+        )
     }
 }

@@ -22,6 +22,13 @@ pub enum ApiError {
         message: String,
         details: Vec<FieldError>,
     },
+    #[error("{message}")]
+    InvalidRule {
+        message: String,
+        details: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -55,6 +62,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::BadRequest { code, .. } => code,
             Self::InvalidEvents { .. } => "invalid_events",
+            Self::InvalidRule { .. } => "invalid_rule",
+            Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::NotFound(_) => "not_found",
@@ -84,7 +93,10 @@ impl ResponseError for ApiError {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::BadRequest { .. } | Self::InvalidEvents { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::InvalidEvents { .. } | Self::InvalidRule { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -106,7 +118,9 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let details = match self {
-            Self::InvalidEvents { details, .. } => Some(details.as_slice()),
+            Self::InvalidEvents { details, .. } | Self::InvalidRule { details, .. } => {
+                Some(details.as_slice())
+            }
             _ => None,
         };
         let mut res = res

@@ -4,10 +4,13 @@
 //! - [`auth`]: the bearer-JWT extractor and scope checks.
 //! - [`error`]: [`error::ApiError`], the one JSON error shape.
 //! - [`ingest`]: event ingest; [`live`]: reads of live windows; [`health`]: health and metrics.
+//! - [`alerts`]: alert rules and transitions; [`channels`]: webhook channels and deliveries.
 //! - [`ratelimit`]: per-workspace limits in Redis, node-local while Redis is away.
 //! - [`ws`]: the WebSocket stream (the only `actix-web-actors` code).
 
+pub mod alerts;
 pub mod auth;
+pub mod channels;
 pub mod error;
 pub mod health;
 pub mod ingest;
@@ -48,6 +51,17 @@ pub struct AppState {
     pub ws: shadower_actors::config::WsConfig,
     pub ws_caps: Arc<ws::SessionCaps>,
     pub limiter: ratelimit::RateLimiter,
+    pub alerts: shadower_actors::config::AlertsConfig,
+    pub notifications: NotificationSettings,
+    /// Seals webhook secrets at rest.
+    pub seal: shadower_actors::notifier::seal::SealKey,
+    pub notifier: actix::Recipient<shadower_actors::notifier::Wake>,
+}
+
+/// What the channel handlers need of `[notifications]`.
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationSettings {
+    pub allow_private_targets: bool,
 }
 
 impl AppState {
@@ -120,6 +134,41 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/workspaces/{workspace_id}/test-frames")
                         .route(web::post().to(live::test_frame)),
+                )
+                // Before `/alerts/{rule_id}`, which would match `events` too.
+                .service(resource("/alerts/events").route(web::get().to(alerts::events)))
+                .service(
+                    resource("/alerts")
+                        .route(web::get().to(alerts::list))
+                        .route(web::post().to(alerts::create)),
+                )
+                .service(
+                    resource("/alerts/{rule_id}")
+                        .route(web::get().to(alerts::get))
+                        .route(web::put().to(alerts::update))
+                        .route(web::delete().to(alerts::delete)),
+                )
+                .service(
+                    resource("/notifications/channels")
+                        .route(web::get().to(channels::list))
+                        .route(web::post().to(channels::create)),
+                )
+                .service(
+                    resource("/notifications/channels/{id}")
+                        .route(web::get().to(channels::get))
+                        .route(web::delete().to(channels::delete)),
+                )
+                .service(
+                    resource("/notifications/channels/{id}/rotate-secret")
+                        .route(web::post().to(channels::rotate_secret)),
+                )
+                .service(
+                    resource("/notifications/channels/{id}/test")
+                        .route(web::post().to(channels::test)),
+                )
+                .service(
+                    resource("/notifications/deliveries")
+                        .route(web::get().to(channels::deliveries)),
                 ),
         );
 }

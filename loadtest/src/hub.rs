@@ -61,6 +61,8 @@ impl Hub {
         let mut auth =
             HeaderValue::try_from(format!("Bearer {}", token(secret, workspace, token_ttl)?))?;
         auth.set_sensitive(true);
+        // reqwest's TLS (for https:// hubs) runs on rustls with the ring provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::builder()
             // Only ever the given URL: no proxies from the environment.
             .no_proxy()

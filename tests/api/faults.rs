@@ -29,6 +29,7 @@ fn start_hub(db_url: &str, port: u16) -> Child {
         .env("SHADOWER__DATABASE__URL", db_url)
         .env("SHADOWER__SERVER__PORT", port.to_string())
         .env("SHADOWER__AUTH__JWT_SECRET", SECRET)
+        .env("SHADOWER__NOTIFICATIONS__SECRET_KEY", SEAL_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -52,7 +53,7 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once() {
     let db = TestDb::create().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut hub = start_hub(&db.url(), port);
     wait_ready(&client, &base).await;
 

@@ -14,6 +14,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// `notifications.secret_key` of test hubs (the base64 of 32 bytes).
+pub const SEAL_KEY: &str = "dGVzdC1zZWFsLWtleS10ZXN0LXNlYWwta2V5LTAxMjM=";
 
 /// The server-level URL tests create their databases on (set by scripts/services.sh).
 pub fn admin_url() -> String {
@@ -121,6 +123,7 @@ pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
         ("server.port", json!(0)),
         ("server.workers", json!(2)),
         ("auth.jwt_secret", json!(SECRET)),
+        ("notifications.secret_key", json!(SEAL_KEY)),
         ("log.level", json!("warn")),
         // Tests that are not about rate limits must not run into them.
         ("rate_limit.ingest_events_per_sec", json!(1e9)),
@@ -163,11 +166,18 @@ pub async fn spawn_on(db: Arc<TestDb>, overrides: &[(&str, Value)]) -> TestApp {
     let stopped = actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: http_client(),
         db,
         shutdown,
         stopped,
     }
+}
+
+/// An HTTP client for talking to hubs (and receiving from them): TLS needs the process's
+/// crypto provider installed first.
+pub fn http_client() -> reqwest::Client {
+    shadower_actors::notifier::install_tls_provider();
+    reqwest::Client::new()
 }
 
 pub fn token(workspaces: &[&str], scope: &str) -> String {

@@ -1,6 +1,8 @@
 //! PostgreSQL: pools, migrations, day partitions, the idempotent batch insert and the
 //! window rebuild. SQL lives in `sql/*.sql`.
 
+pub mod alerts;
+pub mod channels;
 mod migrate;
 mod snapshot;
 
