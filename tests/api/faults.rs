@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -19,7 +19,13 @@ fn free_port() -> u16 {
 
 /// The real binary, as an operator runs it.
 fn start_hub(db_url: &str, port: u16) -> Child {
+    start_hub_with(db_url, port, &[])
+}
+
+/// The real binary with extra `SHADOWER__…` settings.
+pub(crate) fn start_hub_with(db_url: &str, port: u16, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_shadower-hub"))
+        .envs(env.iter().copied())
         .arg("serve")
         .env("SHADOWER_ENV", "test")
         .env(
@@ -36,7 +42,7 @@ fn start_hub(db_url: &str, port: u16) -> Child {
         .expect("start shadower-hub")
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) {
     for _ in 0..300 {
         if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
             if r.status() == 200 {

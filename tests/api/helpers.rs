@@ -124,6 +124,12 @@ pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
         ("server.workers", json!(2)),
         ("auth.jwt_secret", json!(SECRET)),
         ("notifications.secret_key", json!(SEAL_KEY)),
+        // Webhook receivers in tests listen on 127.0.0.1; retries come quickly.
+        ("notifications.allow_private_targets", json!(true)),
+        ("notifications.backoff_base", json!("200ms")),
+        ("notifications.backoff_max", json!("2s")),
+        ("notifications.timeout", json!("3s")),
+        ("notifications.poll_interval", json!("200ms")),
         ("log.level", json!("warn")),
         // Tests that are not about rate limits must not run into them.
         ("rate_limit.ingest_events_per_sec", json!(1e9)),
@@ -143,8 +149,13 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub db: Arc<TestDb>,
-    pub shutdown: Shutdown,
-    pub stopped: actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
+    /// The in-process hub; `None` for a hub run as a separate process.
+    running: Option<InProcess>,
+}
+
+struct InProcess {
+    shutdown: Shutdown,
+    stopped: actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -168,8 +179,7 @@ pub async fn spawn_on(db: Arc<TestDb>, overrides: &[(&str, Value)]) -> TestApp {
         base,
         client: http_client(),
         db,
-        shutdown,
-        stopped,
+        running: Some(InProcess { shutdown, stopped }),
     }
 }
 
@@ -201,6 +211,16 @@ pub fn run_event(id: &str, agent: &str, status: &str, runtime_ms: f64, at: DateT
 }
 
 impl TestApp {
+    /// Talks to a hub running as its own process at `base`, on database `db`.
+    pub fn external(base: &str, db: TestDb) -> Self {
+        TestApp {
+            base: base.to_string(),
+            client: http_client(),
+            db: Arc::new(db),
+            running: None,
+        }
+    }
+
     pub async fn post_events(&self, ws: &str, events: &[Value]) -> reqwest::Response {
         self.client
             .post(format!("{}/api/v1/workspaces/{ws}/events", self.base))
@@ -250,8 +270,9 @@ impl TestApp {
 
     /// Graceful stop, as on SIGTERM: returns once the writer is drained.
     pub async fn stop(self) -> Arc<TestDb> {
-        self.shutdown.run().await;
-        self.stopped.await.unwrap().unwrap();
+        let running = self.running.expect("an in-process hub");
+        running.shutdown.run().await;
+        running.stopped.await.unwrap().unwrap();
         self.db
     }
 }

@@ -1,5 +1,6 @@
 //! Black-box tests: the real hub on a random port, its own database, spoken to over HTTP.
 
+mod alerts;
 mod auth;
 mod faults;
 mod health;
