@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
                 exp: exp.timestamp() as u64,
                 workspaces,
                 scope,
+                iat: Some(chrono::Utc::now().timestamp() as u64),
             };
             println!(
                 "{}",

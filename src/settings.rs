@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub keep_alive: HubDuration,
     /// A client that has not sent a whole request head within this gets 408.
     pub client_request_timeout: HubDuration,
+    /// Origins allowed to call the API from a browser (the dashboard), e.g.
+    /// `https://dash.example.com`; `*` allows any. Empty: no CORS headers at all.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +109,20 @@ pub enum LogFormat {
 
 /// Shortest HS256 secret accepted (RFC 7518 asks for at least the hash size, 256 bits).
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// `*`, or `http(s)://host[:port]` with no path.
+fn is_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty() && !rest.contains(['/', ' ', '?', '#'])
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -207,6 +225,17 @@ impl Settings {
         if self.database.url.parse::<tokio_postgres::Config>().is_err() {
             return invalid("database.url", "is not a valid postgres:// URL");
         }
+        if let Some(bad) = self
+            .server
+            .cors_allowed_origins
+            .iter()
+            .find(|o| !is_origin(o))
+        {
+            return invalid(
+                "server.cors_allowed_origins",
+                &format!("`{bad}` is not an origin (scheme://host[:port], or *)"),
+            );
+        }
         let n = &self.notifications;
         // Required to serve (checked by `Application::build`), not to print a token.
         if !n.secret_key.is_empty() {
@@ -275,6 +304,22 @@ mod tests {
                 "database.url",
             ),
             (Settings::with(base(), "writer.bogus", 1), "bogus"),
+            (
+                Settings::with(base(), "notifications.secret_key", "too-short"),
+                "notifications.secret_key",
+            ),
+            (
+                Settings::with(base(), "notifications.max_attempts", 0),
+                "notifications",
+            ),
+            (
+                Settings::with(
+                    base(),
+                    "server.cors_allowed_origins",
+                    ["https://dash.example.com/app"],
+                ),
+                "server.cors_allowed_origins",
+            ),
         ];
         for (figment, key) in cases {
             let err = Settings::from_figment(figment).unwrap_err().to_string();

@@ -164,6 +164,7 @@ impl Application {
                 format!("Binding {}:{}", settings.server.host, settings.server.port)
             })?;
         let port = listener.local_addr()?.port();
+        let origins = settings.server.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -174,6 +175,10 @@ impl Application {
                         .add(("X-Frame-Options", "DENY"))
                         .add(("Referrer-Policy", "no-referrer")),
                 )
+                .wrap(actix_web::middleware::Condition::new(
+                    !origins.is_empty(),
+                    cors(&origins),
+                ))
                 .configure(shadower_handlers::configure)
                 .default_service(web::to(shadower_handlers::error::not_found))
         })
@@ -295,4 +300,30 @@ async fn wait_for_signal() {
             std::future::pending::<()>().await
         }
     }
+}
+
+/// CORS for the dashboard: the configured origins may call every route with a bearer token
+/// and read the rate-limit headers. Other origins get no CORS headers (the browser blocks
+/// them); the request itself is not refused, since only browsers enforce CORS.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header;
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "retry-after",
+        ])
+        .block_on_origin_mismatch(false)
+        .max_age(600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
 }

@@ -45,6 +45,9 @@ pub struct Claims {
     pub workspaces: Vec<String>,
     #[serde(default)]
     pub scope: String,
+    /// Issued-at; a token issued further in the future than the clock leeway is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 /// The keys tokens are checked against.
@@ -99,6 +102,14 @@ impl AuthKeys {
                 _ => invalid("malformed"),
             }
         })?;
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        if data
+            .claims
+            .iat
+            .is_some_and(|iat| iat > now + self.validation.leeway)
+        {
+            return Err(invalid("issued in the future"));
+        }
         Ok(Principal {
             claims: data.claims,
         })
@@ -201,6 +212,7 @@ mod tests {
             exp: (chrono::Utc::now().timestamp() + exp_offset) as u64,
             workspaces: vec!["ws1".into(), "ws2".into()],
             scope: scope.into(),
+            iat: None,
         }
     }
 
@@ -268,5 +280,47 @@ mod tests {
         )
         .unwrap();
         assert!(k.verify(&ok_kid).is_ok());
+    }
+
+    #[test]
+    fn future_iat_and_nbf_are_refused() {
+        let k = keys();
+        let now = chrono::Utc::now().timestamp() as u64;
+        let mut c = claims(3600, "read");
+        c.iat = Some(now + 600);
+        assert!(is_401(k.verify(&sign(SECRET, None, &c).unwrap())));
+        c.iat = Some(now);
+        assert!(k.verify(&sign(SECRET, None, &c).unwrap()).is_ok());
+        #[derive(serde::Serialize)]
+        struct WithNbf {
+            sub: &'static str,
+            exp: u64,
+            nbf: u64,
+        }
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &WithNbf {
+                sub: "u",
+                exp: now + 3600,
+                nbf: now + 600,
+            },
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert!(is_401(k.verify(&t)));
+    }
+
+    #[test]
+    fn wildcards_and_duplicates_grant_nothing_extra() {
+        let mut c = claims(60, "read");
+        c.workspaces = vec!["*".into(), "ws1".into(), "ws1".into()];
+        let p = keys().verify(&sign(SECRET, None, &c).unwrap()).unwrap();
+        assert!(p
+            .require(&WorkspaceId::parse("ws1").unwrap(), Scope::Read)
+            .is_ok());
+        // `*` is no wildcard: it names no workspace (ids cannot contain it).
+        assert!(p
+            .require(&WorkspaceId::parse("ws2").unwrap(), Scope::Read)
+            .is_err());
     }
 }

@@ -11,6 +11,7 @@ fn claims(ws: &str, scope: &str, exp_offset: i64) -> Claims {
         exp: (Utc::now().timestamp() + exp_offset) as u64,
         workspaces: vec![ws.into()],
         scope: scope.into(),
+        iat: None,
     }
 }
 
@@ -162,4 +163,66 @@ async fn rotated_secrets_are_picked_by_kid() {
         assert_eq!(res.status().as_u16(), want);
     }
     app.stop().await;
+}
+
+#[actix_web::test]
+async fn cors_allows_the_configured_dashboard_origin_only() {
+    let app = spawn_app_with(&[(
+        "server.cors_allowed_origins",
+        json!(["https://dash.example.com"]),
+    )])
+    .await;
+    let url = format!(
+        "{}/api/v1/metrics/execution/realtime?workspace_id=ws1",
+        app.base
+    );
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://dash.example.com")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://dash.example.com"
+    );
+    let get = |origin: &'static str| {
+        app.client
+            .get(&url)
+            .bearer_auth(token(&["ws1"], "read"))
+            .header("origin", origin)
+            .send()
+    };
+    let ok = get("https://dash.example.com").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://dash.example.com"
+    );
+    assert!(ok.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-ratelimit-remaining"));
+    let other = get("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // Without configured origins there are no CORS headers at all.
+    let plain = spawn_app().await;
+    let res = plain
+        .client
+        .get(format!(
+            "{}/api/v1/metrics/execution/realtime?workspace_id=ws1",
+            plain.base
+        ))
+        .bearer_auth(token(&["ws1"], "read"))
+        .header("origin", "https://dash.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("access-control-allow-origin").is_none());
 }

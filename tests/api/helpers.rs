@@ -196,6 +196,7 @@ pub fn token(workspaces: &[&str], scope: &str) -> String {
         exp: (Utc::now().timestamp() + 3600) as u64,
         workspaces: workspaces.iter().map(|s| s.to_string()).collect(),
         scope: scope.into(),
+        iat: None,
     };
     sign(SECRET, None, &claims).unwrap()
 }
