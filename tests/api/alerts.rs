@@ -41,6 +41,15 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(fail_first: usize) -> Self {
+        Self::start_at(0, fail_first).await
+    }
+
+    /// A receiver on a given port (one that was unreachable until now).
+    pub async fn start_on(port: u16) -> Self {
+        Self::start_at(port, 0).await
+    }
+
+    async fn start_at(port: u16, fail_first: usize) -> Self {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let fail = Arc::new(AtomicUsize::new(fail_first));
         let (g, f) = (got.clone(), fail.clone());
@@ -73,7 +82,7 @@ impl Receiver {
             }))
         })
         .workers(1)
-        .bind("127.0.0.1:0")
+        .bind(("127.0.0.1", port))
         .unwrap();
         let port = server.addrs()[0].port();
         let server = server.run();

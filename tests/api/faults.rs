@@ -132,6 +132,11 @@ async fn every_acknowledged_event_survives_sigkill_exactly_once() {
         .await
         .unwrap()
         .get(0);
+    eprintln!(
+        "chaos: sigkill-under-load acked={} stored={stored} lost={} duplicated={dupes}",
+        acked.len(),
+        acked.len() as i64 - stored
+    );
     assert_eq!(dupes, 0);
     // The rebuilt windows hold exactly what is stored (acked or committed just before the kill).
     let total: i64 = pg
