@@ -16,6 +16,8 @@
 pub mod config;
 pub mod domain;
 pub mod fanout;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod maintenance;
 pub mod messages;
 pub mod metrics;
