@@ -16,14 +16,30 @@ struct Claims<'a> {
     scope: &'a str,
 }
 
+/// The scopes of [`token`]: sending events and reading metrics.
+pub const LOAD_SCOPE: &str = "ingest read";
+/// Scopes that also manage alert rules and notification channels.
+pub const ADMIN_SCOPE: &str = "ingest read admin";
+
 /// An HS256 token for `workspace` with scopes `ingest read`, valid for `ttl`.
 pub fn token(secret: &str, workspace: &str, ttl: Duration) -> Result<String> {
+    token_with_scope(secret, workspace, ttl, LOAD_SCOPE)
+}
+
+/// An HS256 token for `workspace` with the space-separated `scope` (e.g. [`ADMIN_SCOPE`]),
+/// valid for `ttl`.
+pub fn token_with_scope(
+    secret: &str,
+    workspace: &str,
+    ttl: Duration,
+    scope: &str,
+) -> Result<String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = Claims {
         sub: "loadtest",
         exp: now + ttl.as_secs(),
         workspaces: [workspace],
-        scope: "ingest read",
+        scope,
     };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
@@ -189,6 +205,21 @@ mod tests {
         assert_eq!(data.claims["sub"], "loadtest");
         assert_eq!(data.claims["workspaces"], serde_json::json!(["lt-ab"]));
         assert_eq!(data.claims["scope"], "ingest read");
+        let admin = token_with_scope(
+            "0123456789abcdef0123456789abcdef01234567",
+            "lt-ab",
+            Duration::from_secs(3600),
+            ADMIN_SCOPE,
+        )
+        .unwrap();
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            &admin,
+            &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef01234567"),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(data.claims["scope"], "ingest read admin");
+        assert_eq!(data.claims["workspaces"], serde_json::json!(["lt-ab"]));
     }
 
     #[test]
