@@ -4,6 +4,7 @@
 //! `--connections` default), a [`Workload`] variant, and map one to the other in
 //! [`Scenario::into_plan`]; the runner matches on [`Workload`].
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -84,6 +85,28 @@ pub enum Scenario {
         #[arg(long, default_value = "120s", value_parser = positive_duration)]
         connect_timeout: Duration,
     },
+    /// Create a webhook channel to an in-process receiver and a per-agent error-rate rule,
+    /// POST one failed run of a fresh agent per slot at `--rate` per second, and time each
+    /// slot to the signed `alert.firing` webhook for its agent; checks that every acked event
+    /// fired exactly once with a valid signature. The hub must accept a loopback target
+    /// (notifications.allow_private_targets = true) unless --receiver-url points elsewhere.
+    Alert {
+        #[command(flatten)]
+        common: Common,
+        /// Failed runs per second, each of a fresh agent (so each fires its own alert).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rate: u32,
+        /// POST loops sharing the paced schedule, each one request at a time: the most POSTs
+        /// in flight, so enough to keep --rate while the hub answers slowly.
+        #[arg(long, default_value_t = 16, value_parser = connections)]
+        connections: usize,
+        /// Where the webhook receiver listens (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        receiver_bind: SocketAddr,
+        /// The receiver's URL as the hub reaches it [default: http://<bound address>/hook].
+        #[arg(long)]
+        receiver_url: Option<String>,
+    },
 }
 
 /// Options every scenario takes.
@@ -126,6 +149,14 @@ pub enum Workload {
         sessions: usize,
         rate: u32,
         connect_timeout: Duration,
+    },
+    /// `rate` failed runs per second of fresh agents, each answered by a webhook sent to a
+    /// receiver listening on `receiver_bind`, which the hub reaches at `receiver_url`
+    /// (`None`: the bound address).
+    Alert {
+        rate: u32,
+        receiver_bind: SocketAddr,
+        receiver_url: Option<String>,
     },
 }
 
@@ -190,6 +221,22 @@ impl Scenario {
                     sessions,
                     rate,
                     connect_timeout,
+                },
+            },
+            Self::Alert {
+                common,
+                rate,
+                connections,
+                receiver_bind,
+                receiver_url,
+            } => Plan {
+                scenario: "alert",
+                common,
+                connections,
+                workload: Workload::Alert {
+                    rate,
+                    receiver_bind,
+                    receiver_url,
                 },
             },
         }
@@ -346,5 +393,50 @@ mod tests {
             Cli::try_parse_from(["loadtest", "fanout", "--secret", "x", "--rate", "-1"]).is_err()
         );
         assert!(Cli::try_parse_from(["loadtest", "query"]).is_err());
+        let p = plan(&["loadtest", "alert", "--secret", "x"]);
+        assert_eq!(p.scenario, "alert");
+        assert_eq!(p.connections, 16);
+        assert_eq!(p.common.warmup, Duration::from_secs(2));
+        assert_eq!(p.common.timeout, Duration::from_secs(10));
+        assert!(matches!(
+            &p.workload,
+            Workload::Alert {
+                rate: 20,
+                receiver_bind,
+                receiver_url: None,
+            } if *receiver_bind == "127.0.0.1:0".parse::<SocketAddr>().unwrap()
+        ));
+        let p = plan(&[
+            "loadtest",
+            "alert",
+            "--secret",
+            "x",
+            "--rate",
+            "5",
+            "--receiver-bind",
+            "0.0.0.0:9090",
+            "--receiver-url",
+            "http://10.1.2.3:9090/hook",
+        ]);
+        assert!(matches!(
+            &p.workload,
+            Workload::Alert {
+                rate: 5,
+                receiver_bind,
+                receiver_url: Some(url),
+            } if receiver_bind.port() == 9090 && url == "http://10.1.2.3:9090/hook"
+        ));
+        assert!(
+            Cli::try_parse_from(["loadtest", "alert", "--secret", "x", "--rate", "0"]).is_err()
+        );
+        assert!(Cli::try_parse_from([
+            "loadtest",
+            "alert",
+            "--secret",
+            "x",
+            "--receiver-bind",
+            "localhost"
+        ])
+        .is_err());
     }
 }

@@ -409,6 +409,7 @@ pub async fn run(
         cpu,
         seeded: None,
         fanout: Some(figures),
+        alert: None,
     })
 }
 

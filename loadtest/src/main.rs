@@ -8,13 +8,15 @@
 //! the last line of stdout is one JSON object (see [`report::Report`]).
 //!
 //! `fanout` instead holds `--sessions` WebSocket sessions and posts events at a fixed rate
-//! (see [`fanout`]).
+//! (see [`fanout`]); `alert` posts failed runs at a fixed rate and times the signed webhooks
+//! they make the hub send to a receiver in this process (see [`alert`]).
 //!
 //! The client is meant to stay out of the way on small machines: one shared
 //! `reqwest::Client`, a 2-thread runtime (`--threads`), hand-formatted bodies built from
 //! pre-formatted parts, and per-connection histograms merged at the end. Its own CPU use
 //! is printed in the summary.
 
+mod alert;
 mod cli;
 mod events;
 mod fanout;
@@ -102,6 +104,11 @@ async fn run(plan: Plan) -> Result<Outcome> {
         .await;
     }
 
+    if let Workload::Alert { .. } = plan.workload {
+        let settings = settings_line(&plan, &workspace);
+        return alert::run(&plan, hub, &workspace, settings).await;
+    }
+
     let mut seeded = None;
     let load = match &plan.workload {
         Workload::Ingest { batch } => LoadKind::Ingest {
@@ -118,6 +125,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
             }
         }
         Workload::Fanout { .. } => unreachable!("fanout has its own runner"),
+        Workload::Alert { .. } => unreachable!("alert has its own runner"),
     };
 
     let settings = settings_line(&plan, &workspace);
@@ -153,7 +161,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
 
     let hub_runs = match &plan.workload {
         Workload::Ingest { .. } => Some(hub.runs_24h().await.map_err(|e| format!("{e:#}"))),
-        Workload::Query { .. } | Workload::Fanout { .. } => None,
+        Workload::Query { .. } | Workload::Fanout { .. } | Workload::Alert { .. } => None,
     };
     let hub_rss = c
         .hub_pid
@@ -171,6 +179,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
         cpu,
         seeded,
         fanout: None,
+        alert: None,
     })
 }
 
@@ -259,6 +268,16 @@ fn settings_line(plan: &Plan, workspace: &str) -> String {
             s.push_str(&format!(
                 " sessions={sessions} rate={rate} connect-timeout={}",
                 show_duration(*connect_timeout)
+            ));
+        }
+        Workload::Alert {
+            rate,
+            receiver_bind,
+            receiver_url,
+        } => {
+            s.push_str(&format!(
+                " rate={rate} receiver-bind={receiver_bind} receiver-url={}",
+                receiver_url.as_deref().unwrap_or("-")
             ));
         }
     }

@@ -89,6 +89,58 @@ impl Fanout {
     }
 }
 
+/// What the `alert` scenario measured besides its POSTs (which are in [`Outcome::stats`]).
+/// Counts cover the whole run (warmup included); latencies only the measured slots.
+pub struct Alert {
+    pub rate: u32,
+    /// Where the hub sent the webhooks.
+    pub receiver_url: String,
+    /// Slots due before the end, and those never sent (every posting loop was busy).
+    pub slots: u64,
+    pub unsent: u64,
+    /// Latest a POST was sent after its slot.
+    pub max_schedule_lag: Duration,
+    /// Agents whose POST was acknowledged (200).
+    pub acked: u64,
+    /// Acked agents whose firing arrived.
+    pub fired: u64,
+    /// Acked agents without a firing webhook when the wait after the load ended.
+    pub lost: u64,
+    /// Firings of an agent that had already fired, under another webhook-id.
+    pub duplicates: u64,
+    /// Deliveries of a webhook-id received before (the hub's at-least-once retries).
+    pub retries_seen: u64,
+    /// Webhooks whose `webhook-signature` did not verify (or without the webhook headers).
+    pub bad_signatures: u64,
+    /// Validly signed webhooks whose body is not an alert webhook this run can read.
+    pub malformed: u64,
+    /// Firings for agents whose POST was not acknowledged, or not of this run.
+    pub unexpected: u64,
+    /// Webhooks of other types (`alert.resolved`, repeats).
+    pub other_types: u64,
+    /// Requests the receiver answered 2xx, and otherwise (not a POST).
+    pub answered_2xx: u64,
+    pub answered_other: u64,
+    /// Webhooks received over the whole run, and during the measured time.
+    pub webhooks: u64,
+    pub webhooks_measured: u64,
+    /// Slot due → its agent's first firing received, µs, measured slots (coordinated
+    /// omission corrected: a late POST counts from when it was due).
+    pub delivery: Histogram<u64>,
+    /// The same from the POST's 200 answer: the hub's alerting and delivery share.
+    pub after_answer: Histogram<u64>,
+    /// From the end of the load until the last outstanding firing arrived (or the wait
+    /// gave up).
+    pub tail: Duration,
+}
+
+impl Alert {
+    /// What the JSON line counts as errors besides failed POSTs.
+    pub fn bad_webhooks(&self) -> u64 {
+        self.bad_signatures + self.malformed
+    }
+}
+
 /// Everything a finished run knows.
 pub struct Outcome {
     pub scenario: &'static str,
@@ -108,6 +160,8 @@ pub struct Outcome {
     pub seeded: Option<u64>,
     /// The `fanout` scenario's sessions.
     pub fanout: Option<Fanout>,
+    /// The `alert` scenario's webhooks.
+    pub alert: Option<Alert>,
 }
 
 fn round(x: f64, decimals: i32) -> f64 {
@@ -125,6 +179,9 @@ fn max_ms(h: &Histogram<u64>) -> Option<f64> {
 
 impl Outcome {
     fn lost(&self) -> Option<u64> {
+        if let Some(a) = &self.alert {
+            return Some(a.lost);
+        }
         if let Some(f) = &self.fanout {
             return (f.rate > 0).then_some(f.lost);
         }
@@ -134,8 +191,12 @@ impl Outcome {
         }
     }
 
-    /// The latency the JSON line reports: of requests, or POST → frame for `fanout`.
+    /// The latency the JSON line reports: of requests, POST → frame for `fanout`, or slot
+    /// → webhook for `alert`.
     fn headline_latency(&self) -> &Histogram<u64> {
+        if let Some(a) = &self.alert {
+            return &a.delivery;
+        }
         self.fanout
             .as_ref()
             .map_or(&self.stats.latency, |f| &f.delivery)
@@ -144,9 +205,10 @@ impl Outcome {
     pub fn report(&self) -> Report {
         let secs = self.measured.as_secs_f64();
         let latency = self.headline_latency();
-        let (requests, failed_sessions) = match &self.fanout {
-            Some(f) => (f.frames, f.failed_to_connect + f.closed_early),
-            None => (self.stats.ok, 0),
+        let (requests, other_errors) = match (&self.fanout, &self.alert) {
+            (Some(f), _) => (f.frames, f.failed_to_connect + f.closed_early),
+            (None, Some(a)) => (a.webhooks_measured, a.bad_webhooks()),
+            (None, None) => (self.stats.ok, 0),
         };
         Report {
             scenario: self.scenario,
@@ -158,7 +220,7 @@ impl Outcome {
             p50_ms: quantile_ms(latency, 0.5),
             p99_ms: quantile_ms(latency, 0.99),
             p999_ms: quantile_ms(latency, 0.999),
-            errors: self.stats.errors.total() + failed_sessions,
+            errors: self.stats.errors.total() + other_errors,
             lost: self.lost(),
             sessions: self.fanout.as_ref().map(|f| f.sessions),
             hub_rss_mb: match &self.hub_rss {
@@ -185,6 +247,9 @@ impl Outcome {
         }
         if let Some(f) = &self.fanout {
             self.fanout_summary(f, &r, &mut out);
+        }
+        if let Some(a) = &self.alert {
+            self.alert_summary(a, &r, &mut out);
         }
         if self.fanout.as_ref().is_none_or(|f| f.rate > 0) {
             let _ = write!(
@@ -282,6 +347,81 @@ impl Outcome {
             out.push('\n');
         }
         out
+    }
+
+    fn alert_summary(&self, a: &Alert, r: &Report, out: &mut String) {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v}ms"));
+        let _ = writeln!(out, "  webhook receiver: {}", a.receiver_url);
+        let _ = write!(
+            out,
+            "  posts: {} slots due at {}/s (warmup included), {} acked, {} never sent; posts ran \
+             up to {:.1}ms late",
+            a.slots,
+            a.rate,
+            a.acked,
+            a.unsent,
+            a.max_schedule_lag.as_secs_f64() * 1000.0
+        );
+        if a.unsent > 0 {
+            out.push_str(
+                " (the rate was not kept: every POST loop was waiting; raise --connections)",
+            );
+        }
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "  webhooks: {} received ({} in the measured time, {}/s); receiver answered {} 2xx, \
+             {} other",
+            a.webhooks, a.webhooks_measured, r.requests_per_s, a.answered_2xx, a.answered_other
+        );
+        let _ = writeln!(
+            out,
+            "  firings: {} of {} acked agents fired; lost {} (no firing {:.2}s after the load), \
+             duplicates {} (an agent fired again under another webhook-id), retries seen {} \
+             (a webhook-id delivered again), bad signatures {}, malformed {}, unexpected {} \
+             (agents not acked), other types {}",
+            a.fired,
+            a.acked,
+            a.lost,
+            a.tail.as_secs_f64(),
+            a.duplicates,
+            a.retries_seen,
+            a.bad_signatures,
+            a.malformed,
+            a.unexpected,
+            a.other_types
+        );
+        let verdict = match r.p99_ms {
+            Some(p99) if p99 <= 100.0 => "met",
+            Some(_) => "missed",
+            None => "no samples",
+        };
+        let _ = writeln!(
+            out,
+            "  slot due -> firing webhook received: p50 {} p99 {} p99.9 {} max {}, {} samples \
+             (target p99 <= 100ms: {verdict})",
+            ms(r.p50_ms),
+            ms(r.p99_ms),
+            ms(r.p999_ms),
+            ms(max_ms(&a.delivery)),
+            a.delivery.len()
+        );
+        let _ = writeln!(
+            out,
+            "    from the POST's 200 answer instead: p50 {} p99 {} p99.9 {} max {}",
+            ms(quantile_ms(&a.after_answer, 0.5)),
+            ms(quantile_ms(&a.after_answer, 0.99)),
+            ms(quantile_ms(&a.after_answer, 0.999)),
+            ms(max_ms(&a.after_answer))
+        );
+        let _ = writeln!(
+            out,
+            "  JSON errors {}: failed POSTs {} + bad signatures {} + malformed {}",
+            r.errors,
+            self.stats.errors.total(),
+            a.bad_signatures,
+            a.malformed
+        );
     }
 
     fn fanout_summary(&self, f: &Fanout, r: &Report, out: &mut String) {
@@ -417,6 +557,7 @@ mod tests {
             cpu: None,
             seeded: None,
             fanout: None,
+            alert: None,
         }
     }
 
@@ -500,5 +641,53 @@ mod tests {
                 && idle.contains(r#""lost":null"#),
             "{idle}"
         );
+    }
+
+    #[test]
+    fn alert_json_line() {
+        let mut o = outcome(true);
+        o.scenario = "alert";
+        o.hub_runs = None;
+        o.stats.errors.status = 1;
+        let mut delivery = Histogram::new_with_bounds(1, 11_000_000, 3).unwrap();
+        for us in [20_000, 30_000, 40_000, 200_000] {
+            delivery.record(us).unwrap();
+        }
+        o.alert = Some(Alert {
+            rate: 20,
+            receiver_url: "http://127.0.0.1:1/hook".into(),
+            slots: 60,
+            unsent: 0,
+            max_schedule_lag: Duration::from_millis(2),
+            acked: 59,
+            fired: 57,
+            lost: 2,
+            duplicates: 1,
+            retries_seen: 3,
+            bad_signatures: 2,
+            malformed: 1,
+            unexpected: 0,
+            other_types: 0,
+            answered_2xx: 63,
+            answered_other: 0,
+            webhooks: 63,
+            webhooks_measured: 41,
+            after_answer: delivery.clone(),
+            delivery,
+            tail: Duration::from_millis(40),
+        });
+        let line = o.json();
+        assert!(
+            line.starts_with(r#"{"scenario":"alert","duration_s":2.0,"events_per_s":2000.0,"requests_per_s":20.5,"p50_ms":30.0"#),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(r#""errors":4,"lost":2,"sessions":null,"hub_rss_mb":null}"#),
+            "{line}"
+        );
+        let summary = o.summary();
+        assert!(summary.contains("lost 2"), "{summary}");
+        assert!(summary.contains("retries seen 3"), "{summary}");
+        assert!(summary.contains("target p99 <= 100ms: missed"), "{summary}");
     }
 }
