@@ -4,6 +4,7 @@
 # (SIGTERM) and drops the database. Prints loadtest's JSON line; its summary goes to stderr.
 #   scripts/bench.sh ingest-batch --batch 1000 --connections 4 --duration 15s
 #   scripts/bench.sh ingest-single --connections 64 --duration 15s
+#   scripts/bench.sh alert --duration 15s --rate 20
 # Hub settings can be changed through the environment (e.g. SHADOWER__WRITER__CONCURRENCY=3).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +20,8 @@ export SHADOWER__AUTH__JWT_SECRET=${SHADOWER__AUTH__JWT_SECRET:-bench-secret-ben
 export SHADOWER__NOTIFICATIONS__SECRET_KEY=${SHADOWER__NOTIFICATIONS__SECRET_KEY:-YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMDE=}
 export SHADOWER__SERVER__PORT=${SHADOWER__SERVER__PORT:-18181}
 export SHADOWER__LOG__LEVEL=${SHADOWER__LOG__LEVEL:-warn}
+# The `alert` scenario's webhook receiver listens on 127.0.0.1, a private target.
+export SHADOWER__NOTIFICATIONS__ALLOW_PRIVATE_TARGETS=${SHADOWER__NOTIFICATIONS__ALLOW_PRIVATE_TARGETS:-true}
 # The load is one workspace's: raise its rate limits far above what is measured.
 export SHADOWER__RATE_LIMIT__INGEST_EVENTS_PER_SEC=${SHADOWER__RATE_LIMIT__INGEST_EVENTS_PER_SEC:-1000000000}
 export SHADOWER__RATE_LIMIT__INGEST_BURST=${SHADOWER__RATE_LIMIT__INGEST_BURST:-1000000000}
