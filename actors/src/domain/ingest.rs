@@ -93,8 +93,18 @@ fn parse_json(body: &[u8], rules: &IngestRules) -> Result<Vec<(usize, RawObject)
     struct Body {
         events: Vec<RawObject>,
     }
+    // serde also reads a struct from an array (`[[…]]` as `{"events": […]}`): only the
+    // documented object form is accepted.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(IngestError::Malformed(
+            "the body must be a JSON object {\"events\": [...]}".into(),
+        ));
+    }
     let body: Body =
         serde_json::from_slice(body).map_err(|e| IngestError::Malformed(e.to_string()))?;
+    if body.events.is_empty() {
+        return Err(IngestError::Malformed("no events in the body".into()));
+    }
     if body.events.len() > rules.max_events {
         return Err(IngestError::TooManyEvents {
             count: body.events.len(),
