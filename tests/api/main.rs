@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod ingest;
 mod live;
+mod loadtest;
 mod ratelimit;
 mod storage;
 mod ws;

@@ -1,0 +1,121 @@
+//! Smoke tests of the load generator: each `loadtest` scenario runs for a couple of seconds
+//! against a test hub, as the separate process it is, and must finish with its JSON line,
+//! no errors and nothing lost. No timing is asserted: the numbers are only read for sanity.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// The `loadtest` binary of this build. It is another package's, so Cargo gives this test no
+/// `CARGO_BIN_EXE_` path: it is found next to the test executable's directory
+/// (`<target>/<profile>/deps/api-<hash>` → `<target>/<profile>/loadtest`).
+fn loadtest_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable lives in <target>/<profile>/deps");
+    let bin = profile_dir.join(format!("loadtest{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "no loadtest binary at {}: build it with `cargo build -p loadtest` (workspace builds \
+         such as `cargo nextest run --workspace --all-targets` do)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `loadtest <scenario>` against `app` for 2 s without warmup and checks its outcome;
+/// returns the JSON line.
+async fn smoke(app: &TestApp, scenario: &str, args: &[&str]) -> Value {
+    // tokio's process support: waiting does not block the thread the hub runs on.
+    let out = tokio::process::Command::new(loadtest_bin())
+        .arg(scenario)
+        .args(["--url", &app.base, "--secret", SECRET])
+        .args(["--duration", "2s", "--warmup", "0s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("start the loadtest binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "loadtest {scenario} failed ({}):\n--- stderr\n{stderr}--- stdout\n{stdout}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!("the last stdout line is not JSON ({e}): {last:?}\n--- stderr\n{stderr}")
+    });
+    let context = format!("{report}\n--- stderr\n{stderr}");
+    assert_eq!(report["scenario"], scenario, "{context}");
+    assert_eq!(report["errors"], 0, "{context}");
+    assert!(
+        report["lost"].is_null() || report["lost"] == 0,
+        "lost: {context}"
+    );
+    // Something was measured: with no warmup the first request (or slot) is measured, and it
+    // succeeded, as there are no errors.
+    assert!(
+        report["p50_ms"].is_number(),
+        "no latency samples: {context}"
+    );
+    report
+}
+
+#[actix_web::test]
+async fn loadtest_ingest_batch() {
+    let app = spawn_app().await;
+    let r = smoke(
+        &app,
+        "ingest-batch",
+        &["--batch", "50", "--connections", "2"],
+    )
+    .await;
+    assert!(
+        r["lost"].is_number(),
+        "ingest compares with the hub's count: {r}"
+    );
+}
+
+#[actix_web::test]
+async fn loadtest_ingest_single() {
+    let app = spawn_app().await;
+    let r = smoke(&app, "ingest-single", &["--connections", "4"]).await;
+    assert!(
+        r["lost"].is_number(),
+        "ingest compares with the hub's count: {r}"
+    );
+}
+
+#[actix_web::test]
+async fn loadtest_query() {
+    let app = spawn_app().await;
+    smoke(&app, "query", &["--seed", "200", "--connections", "2"]).await;
+}
+
+#[actix_web::test]
+async fn loadtest_fanout() {
+    let app = spawn_app().await;
+    let r = smoke(
+        &app,
+        "fanout",
+        &["--sessions", "20", "--rate", "10", "--connections", "2"],
+    )
+    .await;
+    assert_eq!(r["sessions"], 20, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+}
+
+#[actix_web::test]
+async fn loadtest_alert() {
+    let app = spawn_app().await;
+    let r = smoke(&app, "alert", &["--rate", "10", "--connections", "2"]).await;
+    assert_eq!(r["lost"], 0, "{r}");
+}
