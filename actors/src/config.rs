@@ -110,6 +110,8 @@ pub struct AlertsConfig {
     pub max_rules_per_workspace: i64,
     /// Notification channels per workspace; creating one more gets 409.
     pub max_channels_per_workspace: i64,
+    /// Largest body of a rule or channel write; larger gets 413.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Clone, Deserialize)]

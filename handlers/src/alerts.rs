@@ -3,7 +3,7 @@
 //! with the new rules.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shadower_actors::domain::alert::rule::is_uuid;
@@ -74,6 +74,21 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(code, format!("invalid body: {e}")))
+}
+
+/// The JSON body of an alert or channel write, at most `alerts.max_body_bytes`.
+pub(crate) async fn api_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<web::BytesMut, ApiError> {
+    crate::ingest::read_body_limited(
+        req,
+        payload,
+        state.alerts.max_body_bytes,
+        "alerts.max_body_bytes",
+    )
+    .await
 }
 
 fn rule_json(row: &RuleRow, ws: &WorkspaceId) -> Value {
@@ -159,9 +174,11 @@ pub async fn create(
     q: web::Query<WorkspaceQuery>,
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
+    let body = api_body(&req, payload, &state).await?;
     let spec = validated(&state, &ws, &body).await?;
     let row = store::insert_rule(
         &state.pool,
@@ -208,10 +225,12 @@ pub async fn update(
     q: web::Query<WorkspaceQuery>,
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
     let id = rule_id(&path)?;
+    let body = api_body(&req, payload, &state).await?;
     let spec = validated(&state, &ws, &body).await?;
     let row = store::update_rule(&state.pool, &ws, id, &spec)
         .await

@@ -3,7 +3,7 @@
 //! only when the hub generates it (creation without one, rotation); otherwise as a hint.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shadower_actors::domain::alert::rule::is_uuid;
@@ -70,9 +70,11 @@ pub async fn create(
     q: web::Query<WorkspaceQuery>,
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
+    let body = crate::alerts::api_body(&req, payload, &state).await?;
     let body: NewChannelBody = parse_body(&body, "invalid_channel")?;
     if body.kind != "webhook" {
         return Err(ApiError::bad_request(

@@ -58,7 +58,13 @@ async fn ingest(
         .map_err(|e| ApiError::bad_request("invalid_workspace_id", format!("workspace_id {e}")))?;
     principal.require(&ws, Scope::Ingest)?;
     let format = body_format(req)?;
-    let body = read_body(req, payload, state.ingest.max_body_bytes).await?;
+    let body = read_body_limited(
+        req,
+        payload,
+        state.ingest.max_body_bytes,
+        "ingest.max_body_bytes",
+    )
+    .await?;
     let events = parse_events(&body, format, &state.ingest.rules, chrono::Utc::now()).map_err(
         |e| match e {
             IngestError::TooManyEvents { .. } => ApiError::PayloadTooLarge(e.to_string()),
@@ -123,17 +129,16 @@ fn body_format(req: &HttpRequest) -> Result<BodyFormat, ApiError> {
     }
 }
 
-/// Reads the body, refusing with 413 as soon as it passes `limit` bytes.
-async fn read_body(
+/// Reads the body, refusing with 413 as soon as it passes `limit` bytes (the value of the
+/// config key `key`, named in the error).
+pub(crate) async fn read_body_limited(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    key: &str,
 ) -> Result<web::BytesMut, ApiError> {
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "the body is larger than ingest.max_body_bytes ({limit} bytes)"
-        ))
-    };
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("the body is larger than {key} ({limit} bytes)"));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -783,3 +783,34 @@ async fn a_delivery_interrupted_by_sigkill_completes_after_restart_exactly_once(
     hub.kill().unwrap();
     hub.wait().unwrap();
 }
+
+#[actix_web::test]
+async fn oversized_rule_bodies_and_request_heads_are_refused() {
+    let app = spawn_app().await;
+    let name = "x".repeat(70 * 1024);
+    let (status, v) = app
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/alerts?workspace_id=w1",
+            &admin("w1"),
+            Some(json!({"name": name, "metric": "error_rate", "op": ">", "threshold": 1})),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    // A request head past actix-http's fixed 128 KiB is refused, and the hub keeps serving.
+    let res = app
+        .client
+        .get(format!("{}/health/live", app.base))
+        .header("x-filler", "y".repeat(200 * 1024))
+        .send()
+        .await;
+    match res {
+        Ok(r) => assert!(r.status().is_client_error(), "{}", r.status()),
+        Err(e) => assert!(!e.is_timeout(), "{e}"),
+    }
+    assert_eq!(app.get_plain("/health/live").await.status(), 200);
+}
