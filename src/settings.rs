@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub keep_alive: HubDuration,
     /// A client that has not sent a whole request head within this gets 408.
     pub client_request_timeout: HubDuration,
+    /// Bound on handling one request, body upload included; past it the client gets 503 +
+    /// `Retry-After`. Must exceed `writer.commit_timeout` (ingest answers after the commit).
+    pub request_timeout: HubDuration,
     /// Origins allowed to call the API from a browser (the dashboard), e.g.
     /// `https://dash.example.com`; `*` allows any. Empty: no CORS headers at all.
     #[serde(default)]
@@ -234,6 +237,12 @@ impl Settings {
             return invalid(
                 "server.cors_allowed_origins",
                 &format!("`{bad}` is not an origin (scheme://host[:port], or *)"),
+            );
+        }
+        if self.server.request_timeout <= self.writer.commit_timeout {
+            return invalid(
+                "server.request_timeout",
+                "must be longer than writer.commit_timeout",
             );
         }
         let n = &self.notifications;

@@ -165,10 +165,11 @@ impl Application {
             })?;
         let port = listener.local_addr()?.port();
         let origins = settings.server.cors_allowed_origins.clone();
+        let request_timeout = settings.server.request_timeout.get();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap_fn(log_request)
+                .wrap_fn(move |req, srv| log_request(req, srv, request_timeout))
                 .wrap(
                     actix_web::middleware::DefaultHeaders::new()
                         .add(("X-Content-Type-Options", "nosniff"))
@@ -237,12 +238,14 @@ impl Application {
     }
 }
 
-/// Request log at `debug` (one line per request costs too much at 20 000 requests/s to be on
-/// by default; errors are logged where they happen). Cheaper than actix's `Logger`, which
-/// runs a regex over every path.
+/// Bounds each request by `server.request_timeout` (503 past it) and logs it at `debug`:
+/// method and path, never the query (WebSocket tokens travel there). One line per request
+/// costs too much at 20 000 requests/s to be on by default; errors are logged where they
+/// happen. Cheaper than actix's `Logger`, which runs a regex over every path.
 fn log_request<S, B>(
     req: actix_web::dev::ServiceRequest,
     srv: &S,
+    timeout: std::time::Duration,
 ) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
 where
     S: actix_web::dev::Service<
@@ -254,7 +257,16 @@ where
     let started = std::time::Instant::now();
     let fut = srv.call(req);
     async move {
-        let res = fut.await?;
+        let res = match tokio::time::timeout(timeout, fut).await {
+            Ok(res) => res?,
+            Err(_) => {
+                return Err(shadower_handlers::error::ApiError::Unavailable(format!(
+                    "the request took longer than server.request_timeout ({}s); retry",
+                    timeout.as_secs_f64()
+                ))
+                .into())
+            }
+        };
         tracing::debug!(
             target: "shadower_hub::http",
             method = %res.request().method(),
