@@ -21,7 +21,7 @@ use crate::AppState;
 
 #[derive(Deserialize)]
 pub struct WorkspaceQuery {
-    workspace_id: String,
+    pub(crate) workspace_id: String,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +89,13 @@ pub(crate) async fn api_body(
         "alerts.max_body_bytes",
     )
     .await
+}
+
+/// 204, with the rate-limit headers.
+pub(crate) fn no_content(d: Decision) -> HttpResponse {
+    let mut res = HttpResponse::NoContent().finish();
+    d.annotate(&mut res);
+    res
 }
 
 fn rule_json(row: &RuleRow, ws: &WorkspaceId) -> Value {
@@ -258,9 +265,7 @@ pub async fn delete(
         return Err(ApiError::NotFound("no such alert rule".into()));
     }
     reload(&state, &ws).await?;
-    let mut res = HttpResponse::NoContent().finish();
-    d.annotate(&mut res);
-    Ok(res)
+    Ok(no_content(d))
 }
 
 pub async fn events(

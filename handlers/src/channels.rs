@@ -12,15 +12,12 @@ use shadower_actors::notifier::sign::WebhookSecret;
 use shadower_actors::notifier::{target, Wake};
 use shadower_actors::store::channels::{self as store, NewChannel};
 
-use crate::alerts::{authorize, json_response, parse_body, store_error};
+use crate::alerts::{
+    authorize, json_response, no_content, parse_body, store_error, WorkspaceQuery,
+};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::AppState;
-
-#[derive(Deserialize)]
-pub struct WorkspaceQuery {
-    workspace_id: String,
-}
 
 #[derive(Deserialize)]
 pub struct DeliveriesQuery {
@@ -171,9 +168,7 @@ pub async fn delete(
     {
         return Err(ApiError::NotFound("no such channel".into()));
     }
-    let mut res = HttpResponse::NoContent().finish();
-    d.annotate(&mut res);
-    Ok(res)
+    Ok(no_content(d))
 }
 
 pub async fn rotate_secret(
