@@ -2,6 +2,7 @@
 //! No actix, no I/O; time is passed in as an argument so tests drive a fake clock.
 
 pub mod alert;
+pub mod anomaly;
 pub mod duration;
 pub mod event;
 pub mod ids;

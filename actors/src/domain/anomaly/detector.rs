@@ -1,0 +1,1079 @@
+//! The detector: a seasonal engine for counts, sums, quantiles and gauges, a beta-binomial
+//! one for error rates, the same warm-up, evidence pooling and level-shift handling around
+//! both. See the module docs of [`super`] for the methods and why.
+
+use std::f64::consts::FRAC_PI_2;
+
+use super::stats::{
+    beta_binomial_lower, beta_binomial_upper, normal_quantile, normal_sf, normal_two_sided,
+};
+use super::{score_of, severity_of, Config, Direction, Error, Input, Metric, Scorer, Verdict};
+
+/// Knots of the daily profile: one per hour of day (UTC), interpolated linearly between
+/// their centres.
+pub const SLOTS: usize = 24;
+
+/// `size_of::<Detector>()`, checked by a test: the whole per-series state, whatever the
+/// metric and however long the history.
+pub const STATE_BYTES: usize = 584;
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+const MINUTE_MS: f64 = 60_000.0;
+
+/// A gap longer than this (in time) restarts the warm-up instead of replaying empties.
+const MAX_GAP_MS: i64 = 7 * DAY_MS;
+
+/// CUSUM slack (in σ per bucket) and bound: a shift of 4σ or more rebases on its 3rd bucket,
+/// a 3σ one on its 4th, a 2σ one after ~8; pure noise essentially never.
+const CUSUM_SLACK: f64 = 1.0;
+const CUSUM_BOUND: f64 = 7.0;
+/// Per-bucket z is clipped here before it enters the CUSUM, so one huge spike alone cannot
+/// rebase the level.
+const CUSUM_CLIP: f64 = 4.0;
+/// When the CUSUM fires again within the memory of a rebase, a new level within this many σ
+/// of the remembered one is taken as "back to normal" (the remembered level is restored).
+/// A single bucket is back to normal when it is flagged against the current level, would
+/// not be against the remembered one (with σ widened for its age), and is at most half as
+/// far from it.
+const REVERT_Z: f64 = 2.0;
+/// How long the level before a rebase is remembered.
+const REVERT_MS: i64 = 6 * HOUR_MS;
+/// Residuals are clipped at this many σ before they update level and profile (Huber-like,
+/// so that an anomaly below the threshold moves the baseline little) and the spread.
+const CLIP_SIGMA: f64 = 2.0;
+const SPREAD_CLIP_SIGMA: f64 = 3.0;
+
+/// Per-minute rates, turned into per-bucket rates by [`Tempo`] so that the memory in time
+/// does not depend on the bucket length.
+const LEVEL_RATE: f64 = 0.1; // level: ~10 min
+const PROFILE_RATE: f64 = 0.01; // a knot: ~25 % per day
+const SPREAD_RATE: f64 = 0.01;
+const PER_RUN_RATE: f64 = 0.05;
+/// Tail estimates: memory of ~3 days.
+const TAIL_RATE: f64 = 1.0 / 4_000.0;
+/// Weight of the normal prior of the tails, in buckets.
+const TAIL_PRIOR: f32 = 300.0;
+/// Mean |median of three independent N(0, 1)| (σ ≈ 0.67): the run spread's prior.
+const RUN_SPREAD_PRIOR: f32 = 0.535;
+/// The run's σ is never read below this.
+const RUN_SIGMA_MIN: f64 = 0.4;
+/// One-sided normal tails at 2σ and 3σ: the thinnest tails the detector will believe.
+const NORMAL_TAIL_2: f32 = 0.022_750;
+const NORMAL_TAIL_3: f32 = 0.001_350;
+
+/// Error rates: EWMA half-life of failures and runs, and of the dispersion estimate.
+const RATE_HALF_LIFE_MS: f64 = 6.0 * HOUR_MS as f64;
+const DISPERSION_HALF_LIFE_MS: f64 = 24.0 * HOUR_MS as f64;
+/// The upward test never assumes a baseline failure rate below this.
+const RATE_FLOOR: f64 = 0.02;
+/// Minimum share of failures that co-occur beyond chance (intra-bucket correlation ρ):
+/// failures cluster (retries, one upstream outage), so no bucket is treated as independent
+/// coin flips. Estimated from the history by moments, never below this.
+const RHO_MIN: f64 = 0.01;
+const RHO_MAX: f64 = 0.5;
+/// Prior of the failure rate: 0.1 failures in 5 runs (2 %).
+const PRIOR_FAILS: f64 = 0.1;
+const PRIOR_RUNS: f64 = 5.0;
+/// Error-rate warm-up: an hour and this many decided runs.
+const RATE_WARM_MS: i64 = HOUR_MS;
+const RATE_WARM_RUNS: f64 = 50.0;
+
+/// Settings turned into per-bucket quantities once.
+#[derive(Debug, Clone, Copy)]
+struct Tempo {
+    bucket_ms: i64,
+    threshold: f64,
+    /// |z| at which a single bucket reaches the threshold.
+    z_cut: f64,
+    level_rate: f32,
+    profile_rate: f32,
+    spread_rate: f32,
+    per_run_rate: f32,
+    tail_rate: f32,
+    rate_decay: f32,
+    dispersion_decay: f32,
+    warm_buckets: u32,
+    rate_warm_buckets: u32,
+    revert_buckets: u32,
+}
+
+impl Tempo {
+    fn new(config: &Config) -> Self {
+        let threshold = config.effective_threshold();
+        let p_cut = (1.0 - threshold).powi(2);
+        let minutes = config.bucket_ms as f64 / MINUTE_MS;
+        let per_bucket = |per_minute: f64| (1.0 - (1.0 - per_minute).powf(minutes)) as f32;
+        let half = |half_life_ms: f64| 0.5f64.powf(config.bucket_ms as f64 / half_life_ms) as f32;
+        let buckets = |ms: i64| ((ms + config.bucket_ms - 1) / config.bucket_ms) as u32;
+        Self {
+            bucket_ms: config.bucket_ms,
+            threshold,
+            z_cut: -normal_quantile(p_cut / 2.0),
+            level_rate: per_bucket(LEVEL_RATE),
+            profile_rate: per_bucket(PROFILE_RATE),
+            spread_rate: per_bucket(SPREAD_RATE),
+            per_run_rate: per_bucket(PER_RUN_RATE),
+            tail_rate: per_bucket(TAIL_RATE),
+            rate_decay: half(RATE_HALF_LIFE_MS),
+            dispersion_decay: half(DISPERSION_HALF_LIFE_MS),
+            warm_buckets: buckets(DAY_MS).max(2),
+            rate_warm_buckets: buckets(RATE_WARM_MS).max(2),
+            revert_buckets: buckets(REVERT_MS).max(3),
+        }
+    }
+
+    fn minutes(&self) -> f64 {
+        self.bucket_ms as f64 / MINUTE_MS
+    }
+}
+
+/// One series' detector for one metric. A fixed-size value ([`STATE_BYTES`]).
+#[derive(Debug, Clone)]
+pub struct Detector {
+    metric: Metric,
+    tempo: Tempo,
+    last: Option<i64>,
+    model: Model,
+}
+
+// Not boxed: the state is meant to be one flat value per series (no allocation, a size
+// that `size_of` tells), and most series are of the larger, seasonal kind anyway.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+enum Model {
+    Seasonal(Seasonal),
+    Rate(Rate),
+}
+
+impl Detector {
+    pub fn new(metric: Metric, config: &Config) -> Result<Self, Error> {
+        config.validate()?;
+        let tempo = Tempo::new(config);
+        Ok(Self {
+            metric,
+            tempo,
+            last: None,
+            model: Self::fresh(metric, &tempo),
+        })
+    }
+
+    fn fresh(metric: Metric, tempo: &Tempo) -> Model {
+        let shape = match metric {
+            Metric::ErrorRate => return Model::Rate(Rate::new()),
+            Metric::ThroughputPerMin => Shape::Count,
+            Metric::CreditsPerMin => Shape::Credits,
+            Metric::RuntimeP95 => Shape::Quantile,
+            Metric::CpuPctAvg => Shape::Gauge,
+        };
+        Model::Seasonal(Seasonal::new(shape, tempo.warm_buckets))
+    }
+
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// True while no verdict is given yet.
+    pub fn warming_up(&self) -> bool {
+        match &self.model {
+            Model::Seasonal(s) => s.warm_left > 0,
+            Model::Rate(r) => r.warming(&self.tempo),
+        }
+    }
+
+    fn step(&mut self, idx: i64, input: Input) -> Option<Verdict> {
+        let start_ms = idx * self.tempo.bucket_ms;
+        match (&mut self.model, input) {
+            (Model::Rate(r), Input::Failures { failed, decided }) => {
+                r.step(idx, failed.min(decided), decided, &self.tempo)
+            }
+            (Model::Seasonal(s), Input::Count(c)) => {
+                s.step(idx, start_ms, Some(c as f64), 1, 0, &self.tempo)
+            }
+            (Model::Seasonal(s), Input::Sum { sum, runs }) => {
+                s.step(idx, start_ms, Some(sum.max(0.0)), 1, runs, &self.tempo)
+            }
+            (Model::Seasonal(s), Input::Value { value, samples }) => {
+                let value = value.filter(|v| v.is_finite() && samples > 0);
+                s.step(idx, start_ms, value, samples, 0, &self.tempo)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Scorer for Detector {
+    fn observe(&mut self, bucket_start_ms: i64, input: Input) -> Result<Option<Verdict>, Error> {
+        if !self.metric.accepts(&input) {
+            return Err(Error::WrongInput {
+                metric: self.metric,
+            });
+        }
+        let idx = bucket_start_ms.div_euclid(self.tempo.bucket_ms);
+        if let Some(last) = self.last {
+            if idx <= last {
+                return Err(Error::NotAfter { last, got: idx });
+            }
+            if (idx - last) * self.tempo.bucket_ms > MAX_GAP_MS {
+                self.model = Self::fresh(self.metric, &self.tempo);
+            } else {
+                for missing in last + 1..idx {
+                    self.step(missing, self.metric.empty_input());
+                }
+            }
+        }
+        self.last = Some(idx);
+        Ok(self.step(idx, input))
+    }
+}
+
+/// The two knots around the middle of a bucket and their interpolation weights.
+fn knots(start_ms: i64, bucket_ms: i64) -> (usize, usize, f64, f64) {
+    let mid = start_ms + bucket_ms / 2;
+    let pos = mid.rem_euclid(DAY_MS) as f64 / HOUR_MS as f64 - 0.5;
+    let base = pos.floor();
+    let frac = pos - base;
+    let i0 = (base as i64).rem_euclid(SLOTS as i64) as usize;
+    (i0, (i0 + 1) % SLOTS, 1.0 - frac, frac)
+}
+
+fn verdict(value: f64, expected: f64, band: (f64, f64), p: f64, tempo: &Tempo) -> (Verdict, bool) {
+    let score = score_of(p);
+    let is_anomaly = score >= tempo.threshold;
+    let v = Verdict {
+        value: Some(value),
+        expected,
+        lower: band.0,
+        upper: band.1,
+        score,
+        is_anomaly,
+        severity: is_anomaly.then(|| severity_of(score, tempo.threshold)),
+        direction: Some(if value >= expected {
+            Direction::Up
+        } else {
+            Direction::Down
+        }),
+    };
+    (v, is_anomaly)
+}
+
+fn empty_verdict(expected: f64, band: (f64, f64)) -> Verdict {
+    Verdict {
+        value: None,
+        expected,
+        lower: band.0,
+        upper: band.1,
+        score: 0.0,
+        is_anomaly: false,
+        severity: None,
+        direction: None,
+    }
+}
+
+/// Updates the two CUSUMs with a bucket's z; true when one passes its bound.
+fn cusum(up: &mut f32, down: &mut f32, z: f64) -> bool {
+    let z = z.clamp(-CUSUM_CLIP, CUSUM_CLIP);
+    *up = (*up as f64 + z - CUSUM_SLACK).max(0.0) as f32;
+    *down = (*down as f64 - z - CUSUM_SLACK).max(0.0) as f32;
+    (*up as f64) > CUSUM_BOUND || (*down as f64) > CUSUM_BOUND
+}
+
+// ---------------------------------------------------------------------------------------
+// Seasonal: counts, sums, quantiles, gauges.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Runs per bucket: √, multiplicative.
+    Count,
+    /// Credits per bucket: √, multiplicative.
+    Credits,
+    /// A bucket's p95: log, additive.
+    Quantile,
+    /// A bucket's average gauge: raw, additive.
+    Gauge,
+}
+
+impl Shape {
+    fn multiplicative(self) -> bool {
+        matches!(self, Self::Count | Self::Credits)
+    }
+
+    fn per_minute(self) -> bool {
+        self.multiplicative()
+    }
+
+    fn transform(self, x: f64) -> f64 {
+        match self {
+            Self::Count | Self::Credits => x.max(0.0).sqrt(),
+            Self::Quantile => x.max(1e-3).ln(),
+            Self::Gauge => x,
+        }
+    }
+
+    fn invert(self, y: f64) -> f64 {
+        match self {
+            Self::Count | Self::Credits => y.max(0.0).powi(2),
+            Self::Quantile => y.exp(),
+            Self::Gauge => y,
+        }
+    }
+
+    /// How much wider the residual of a bucket with `samples` samples is: a p95 of 3 runs is
+    /// their maximum, an average of 2 heartbeats is noisier than of 6. Counts and sums
+    /// carry their size in the value itself.
+    fn noise_factor(self, samples: u64) -> f64 {
+        let m = samples.max(1) as f64;
+        match self {
+            Self::Count | Self::Credits => 1.0,
+            Self::Quantile => (1.0 + 20.0 / m).sqrt(),
+            Self::Gauge => (1.0 + 2.0 / m).sqrt(),
+        }
+    }
+
+    /// The smallest σ believed, in the transformed domain: a Poisson count has σ(√c) ≈ ½
+    /// (0.45..0.65 for means from 0.5 up); a compound Poisson sum of runs costing `c̄` on
+    /// average has σ(√sum) ≥ ½√c̄ (more when costs vary), whatever the volume, which also
+    /// follows a change of cost per run at once; a p95 from a sketch with 1 % relative
+    /// error ~0.02 in log; a CPU percentage ~0.5 points.
+    fn sigma_floor(self, per_run: f64) -> f64 {
+        match self {
+            Self::Count => 0.45,
+            Self::Credits => (0.45 * per_run.max(0.0).sqrt()).max(1e-6),
+            Self::Quantile => 0.02,
+            Self::Gauge => 0.5,
+        }
+    }
+}
+
+/// Where in the distribution of runtimes a nearest-rank p95 of `m` runs sits, in normal
+/// quantiles: the rank ⌈0.95 m⌉ of m runs falls on average at quantile rank ÷ (m + 1). For
+/// 1..19 runs it is the maximum, whose place grows with m (0 for one run, 1.6 for 19), then
+/// it drops to the second largest (1.3 at 20) and creeps back towards Φ⁻¹(0.95) = 1.645.
+/// In log space a lognormal p95 moves by σ_log times this: ~0.2 between 19 and 20 runs at
+/// σ_log = 0.6, as much as the noise of a busy bucket.
+fn rank_position(m: u64) -> f64 {
+    let m = m.clamp(1, 100_000) as f64;
+    normal_quantile((0.95 * m).ceil() / (m + 1.0))
+}
+
+/// `rank_position` of many runs.
+const RANK_POSITION_LIMIT: f64 = 1.644_853_6;
+
+/// Smallest multiplicative profile value (1 is the daily mean).
+const PROFILE_MIN: f32 = 0.02;
+
+#[derive(Debug, Clone)]
+struct Seasonal {
+    shape: Shape,
+    /// Per knot: the daily profile in the transformed domain (multiplicative: mean 1;
+    /// additive: mean 0). During warm-up: Σ weight · y.
+    profile: [f32; SLOTS],
+    /// Per knot: mean |residual| ÷ noise factor (σ ≈ 1.25 × this). During warm-up:
+    /// Σ weight · |residual of an EWMA forecast| ÷ noise factor.
+    spread: [f32; SLOTS],
+    /// Warm-up only: Σ weight of values and of forecast residuals per knot.
+    warm_w: [f32; SLOTS],
+    warm_dw: [f32; SLOTS],
+    level: f64,
+    /// The level before the last rebase (NaN when none), kept until `revert_until`.
+    prev_level: f64,
+    revert_until: i64,
+    /// Credits only: mean credits per run (EWMA).
+    per_run: f32,
+    up: f32,
+    down: f32,
+    /// z of the last two buckets while unflagged and present (NaN otherwise), newest first.
+    recent_z: [f32; 2],
+    /// Deseasonalised value of the last two buckets (NaN when empty), newest first.
+    recent_e: [f32; 2],
+    /// For the bucket's z and the run's: share of scored buckets beyond 2, 3, −2, −3
+    /// (EWMA; read never below the normal tails), see [`Seasonal::tail_one`].
+    tail: [[f32; 4]; 2],
+    /// Mean |median z of three consecutive buckets| (EWMA), see [`Seasonal::run_z`].
+    run_spread: f32,
+    /// Buckets that taught the tails so far.
+    scored: u32,
+    /// Quantiles only: slope of the log p95 on the rank position of its bucket (≈ the
+    /// runs' log-σ), and the EWMA of the squared position, for its normalised LMS.
+    rank_slope: f32,
+    rank_var: f32,
+    /// Warm-up: whether a value was seen yet (NaN: not yet).
+    prev_y: f32,
+    warm_left: u32,
+}
+
+impl Seasonal {
+    fn new(shape: Shape, warm_buckets: u32) -> Self {
+        Self {
+            shape,
+            profile: [0.0; SLOTS],
+            spread: [0.0; SLOTS],
+            warm_w: [0.0; SLOTS],
+            warm_dw: [0.0; SLOTS],
+            level: 0.0,
+            prev_level: f64::NAN,
+            revert_until: i64::MIN,
+            per_run: f32::NAN,
+            up: 0.0,
+            down: 0.0,
+            recent_z: [f32::NAN; 2],
+            recent_e: [f32::NAN; 2],
+            tail: [[NORMAL_TAIL_2, NORMAL_TAIL_3, NORMAL_TAIL_2, NORMAL_TAIL_3]; 2],
+            run_spread: RUN_SPREAD_PRIOR,
+            scored: 0,
+            rank_slope: 0.0,
+            rank_var: 0.1,
+            prev_y: f32::NAN,
+            warm_left: warm_buckets,
+        }
+    }
+
+    fn compose(&self, level: f64, s: f64) -> f64 {
+        if self.shape.multiplicative() {
+            level * s
+        } else {
+            level + s
+        }
+    }
+
+    fn deseason(&self, y: f64, s: f64) -> f64 {
+        if self.shape.multiplicative() {
+            y / s
+        } else {
+            y - s
+        }
+    }
+
+    /// `x`: the bucket's value in natural units per bucket (None: no value); `samples`: what
+    /// it rests on; `runs`: credits only.
+    fn step(
+        &mut self,
+        idx: i64,
+        start_ms: i64,
+        x: Option<f64>,
+        samples: u64,
+        runs: u64,
+        tempo: &Tempo,
+    ) -> Option<Verdict> {
+        let shape = self.shape;
+        let per_run_now = match x {
+            Some(x) if shape == Shape::Credits && runs > 0 => Some((x / runs as f64) as f32),
+            _ => None,
+        };
+        if let Some(r) = per_run_now {
+            if self.per_run.is_nan() {
+                self.per_run = r;
+            } else if self.warm_left > 0 {
+                self.per_run += tempo.per_run_rate * (r - self.per_run);
+            }
+        }
+        let (i0, i1, w0, w1) = knots(start_ms, tempo.bucket_ms);
+        let y = x.map(|x| shape.transform(x));
+        let g = shape.noise_factor(samples);
+        if self.warm_left > 0 {
+            self.warm_step(y, g, (i0, i1, w0, w1), tempo);
+            return None;
+        }
+
+        // A p95 of m runs is an order statistic whose expected place moves with m (see
+        // `rank_position`); the profile holds the p95 of many runs, the term b·d the offset.
+        let d = if shape == Shape::Quantile && x.is_some() {
+            rank_position(samples) - RANK_POSITION_LIMIT
+        } else {
+            0.0
+        };
+        let s = w0 * self.profile[i0] as f64
+            + w1 * self.profile[i1] as f64
+            + self.rank_slope as f64 * d;
+        let u = w0 * self.spread[i0] as f64 + w1 * self.spread[i1] as f64;
+        let per_run = if self.per_run.is_nan() {
+            0.0
+        } else {
+            self.per_run as f64
+        };
+        let base_sigma = (u * FRAC_PI_2.sqrt()).max(shape.sigma_floor(per_run));
+        let sigma = base_sigma * g;
+        if idx > self.revert_until {
+            self.prev_level = f64::NAN;
+        }
+        let unit = if shape.per_minute() {
+            tempo.minutes()
+        } else {
+            1.0
+        };
+        let (cut_down, cut_up) = (self.z_cut(false, tempo), self.z_cut(true, tempo));
+        let band_of = |yhat: f64| {
+            (
+                shape.invert(yhat - cut_down * sigma) / unit,
+                shape.invert(yhat + cut_up * sigma) / unit,
+            )
+        };
+
+        let Some(y) = y else {
+            let yhat = self.compose(self.level, s);
+            self.recent_z = [f32::NAN, self.recent_z[0]];
+            self.recent_e = [f32::NAN, self.recent_e[0]];
+            self.renormalise(start_ms, tempo);
+            return Some(empty_verdict(shape.invert(yhat) / unit, band_of(yhat)));
+        };
+
+        let mut yhat = self.compose(self.level, s);
+        let z_now = (y - yhat) / sigma;
+        let cut_of = |z: f64| if z >= 0.0 { cut_up } else { cut_down };
+        let mut sigma = sigma;
+        if self.prev_level.is_finite() && z_now.abs() >= cut_of(z_now) {
+            // The remembered level had no update since the rebase, so it is a vaguer
+            // forecast now: σ widens with the time since (at most twofold).
+            let since = (idx - (self.revert_until - tempo.revert_buckets as i64)).max(0);
+            let wide = sigma * (1.0 + (since as f64 * tempo.level_rate as f64).min(3.0)).sqrt();
+            let back = self.compose(self.prev_level, s);
+            let z_back = (y - back) / wide;
+            if z_back.abs() < cut_of(z_back) && 2.0 * z_back.abs() < z_now.abs() {
+                self.restore();
+                yhat = back;
+                sigma = wide;
+            }
+        }
+        let z = (y - yhat) / sigma;
+        let run = self.run_z(z);
+        let p = self.p_value(z, run);
+        let value = x.unwrap_or_default() / unit;
+        let (v, flagged) = verdict(value, shape.invert(yhat) / unit, band_of(yhat), p, tempo);
+        let e = self.deseason(y, s);
+
+        if !flagged {
+            let clip = CLIP_SIGMA * sigma;
+            let yc = y.clamp(yhat - clip, yhat + clip);
+            let ec = self.deseason(yc, s);
+            self.level += tempo.level_rate as f64 * (ec - self.level);
+            if shape.multiplicative() {
+                self.level = self.level.max(0.0);
+            }
+            let target = if shape.multiplicative() {
+                (self.level > 1e-9).then(|| yc / self.level)
+            } else {
+                Some(yc - self.level)
+            };
+            if let Some(target) = target {
+                let err = target - s;
+                for (i, w) in [(i0, w0), (i1, w1)] {
+                    let p = &mut self.profile[i];
+                    *p += (tempo.profile_rate as f64 * w * err) as f32;
+                    if shape.multiplicative() {
+                        *p = p.max(PROFILE_MIN);
+                    }
+                }
+            }
+            let a = ((y - yhat).abs() / g).min(SPREAD_CLIP_SIGMA * base_sigma);
+            for (i, w) in [(i0, w0), (i1, w1)] {
+                let sp = &mut self.spread[i];
+                *sp = (*sp as f64 + tempo.spread_rate as f64 * w * (a - u)).max(0.0) as f32;
+            }
+            if let Some(r) = per_run_now {
+                self.per_run += tempo.per_run_rate * (r - self.per_run);
+            }
+            if d != 0.0 {
+                // Normalised LMS on the clipped residual: b follows cov(residual, d) / var(d).
+                let rate = tempo.spread_rate;
+                self.rank_var += rate * ((d * d) as f32 - self.rank_var);
+                let r = (yc - yhat) as f32;
+                let step = rate * r * d as f32 / self.rank_var.max(0.01);
+                self.rank_slope = (self.rank_slope + step).clamp(0.0, 3.0);
+            }
+            self.learn_tails(z, run, tempo);
+        }
+
+        let mut chain = if flagged { f32::NAN } else { z as f32 };
+        if cusum(&mut self.up, &mut self.down, z) {
+            self.rebase(e, idx, sigma, s, tempo);
+            chain = f32::NAN;
+            self.recent_z = [f32::NAN; 2];
+        }
+        self.recent_z = [chain, self.recent_z[0]];
+        self.recent_e = [e as f32, self.recent_e[0]];
+        self.renormalise(start_ms, tempo);
+        Some(v)
+    }
+
+    /// (share beyond 2, tail ratio per unit) on one side of statistic `k` (0: the bucket's
+    /// z, 1: the run's), never thinner than normal.
+    fn tail_fit(&self, k: usize, up: bool) -> (f64, f64) {
+        let t = &self.tail[k];
+        let (f2, f3) = if up { (t[0], t[1]) } else { (t[2], t[3]) };
+        let f2 = f2.max(NORMAL_TAIL_2) as f64;
+        let f3 = f3.max(NORMAL_TAIL_3) as f64;
+        let ratio = (f3 / f2).clamp((NORMAL_TAIL_3 / NORMAL_TAIL_2) as f64, 0.5);
+        (f2, ratio)
+    }
+
+    /// One-sided tail probability of statistic `k` at z, on z's side, under its own
+    /// observed tails. Each side is taken as exponential beyond 2, through the observed
+    /// shares beyond 2 and 3, so a heavy-tailed metric (a p95 of a dozen runs, credits with
+    /// a few expensive runs) calibrates itself; the shares never go below the normal ones,
+    /// so a thin tail is never assumed: on normal residuals a single bucket reaches 0.99 at
+    /// |z| ≈ 4.2.
+    fn tail_one(&self, k: usize, z: f64) -> f64 {
+        let (f2, ratio) = self.tail_fit(k, z >= 0.0);
+        let a = z.abs();
+        if a >= 2.0 {
+            f2 * ratio.powf(a - 2.0)
+        } else {
+            (normal_sf(a) * f2 / NORMAL_TAIL_2 as f64).min(0.5)
+        }
+    }
+
+    /// |z| at which a single bucket reaches the threshold on one side.
+    fn z_cut(&self, up: bool, tempo: &Tempo) -> f64 {
+        let (f2, ratio) = self.tail_fit(0, up);
+        let target = (1.0 - tempo.threshold).powi(2) / 2.0;
+        if target >= f2 {
+            return tempo.z_cut;
+        }
+        2.0 + (target / f2).ln() / ratio.ln()
+    }
+
+    /// The run statistic: the median z of the bucket and the two before it (all present and
+    /// unflagged; NaN otherwise) over the measured spread of that median. One outlier
+    /// cannot move a median (a p95 set by a straggler, a lone burst) while three buckets
+    /// each mildly off do; its spread is measured rather than assumed, so it holds the
+    /// residuals' autocorrelation (a slow wander makes three high buckets in a row likelier
+    /// than independent ones would be).
+    fn run_z(&self, z: f64) -> f64 {
+        let (a, b) = (self.recent_z[0] as f64, self.recent_z[1] as f64);
+        if !(a.is_finite() && b.is_finite()) {
+            return f64::NAN;
+        }
+        let median = z.max(a.min(b)).min(a.max(b));
+        median / self.run_sigma()
+    }
+
+    fn run_sigma(&self) -> f64 {
+        (self.run_spread as f64 * FRAC_PI_2.sqrt()).max(RUN_SIGMA_MIN)
+    }
+
+    /// Two-sided p of the bucket: the stronger of its own z and its run's (when the run
+    /// points the same way), each against its own fitted tail.
+    fn p_value(&self, z: f64, run: f64) -> f64 {
+        let mut best = self.tail_one(0, z);
+        if run.is_finite() && run * z > 0.0 {
+            best = best.min(self.tail_one(1, run));
+        }
+        (2.0 * best).min(1.0)
+    }
+
+    /// Learns the tails and the run's spread from an unflagged bucket.
+    fn learn_tails(&mut self, z: f64, run: f64, tempo: &Tempo) {
+        // A running mean over the first buckets (the normal prior weighing TAIL_PRIOR
+        // buckets), the EWMA after: the tails are right on the first days too.
+        self.scored = self.scored.saturating_add(1);
+        let rate = tempo.tail_rate.max(1.0 / (TAIL_PRIOR + self.scored as f32));
+        for (k, q) in [z, run].into_iter().enumerate() {
+            if !q.is_finite() {
+                continue;
+            }
+            let hits = [q > 2.0, q > 3.0, q < -2.0, q < -3.0];
+            for (t, hit) in self.tail[k].iter_mut().zip(hits) {
+                *t += rate * (hit as u8 as f32 - *t);
+            }
+        }
+        if run.is_finite() {
+            let sigma = self.run_sigma();
+            let m = (run * sigma).abs().min(SPREAD_CLIP_SIGMA * sigma) as f32;
+            let rate = tempo
+                .spread_rate
+                .max(1.0 / (TAIL_PRIOR + self.scored as f32));
+            self.run_spread += rate * (m - self.run_spread);
+        }
+    }
+
+    fn restore(&mut self) {
+        self.level = self.prev_level;
+        self.prev_level = f64::NAN;
+        self.up = 0.0;
+        self.down = 0.0;
+        self.recent_z = [f32::NAN; 2];
+    }
+
+    /// A sustained move: the level becomes the median of the last three buckets, or the
+    /// remembered one before the last rebase when that is where the series went back to.
+    fn rebase(&mut self, e: f64, idx: i64, sigma: f64, s: f64, tempo: &Tempo) {
+        let mut v = [e, self.recent_e[0] as f64, self.recent_e[1] as f64];
+        let n = v.iter().filter(|x| x.is_finite()).count();
+        v.sort_by(|a, b| match (a.is_finite(), b.is_finite()) {
+            (true, true) => a.total_cmp(b),
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            (false, false) => std::cmp::Ordering::Equal,
+        });
+        let mut new = if n == 3 { v[1] } else { v[0] };
+        if self.shape.multiplicative() {
+            new = new.max(0.0);
+        }
+        self.up = 0.0;
+        self.down = 0.0;
+        if self.prev_level.is_finite()
+            && ((self.compose(new, s) - self.compose(self.prev_level, s)) / sigma).abs() < REVERT_Z
+        {
+            self.restore();
+            return;
+        }
+        if self.shape == Shape::Credits && self.level > 1e-9 && self.per_run.is_finite() {
+            // σ(√sum) grows with √(credits per run); the level is in √ units.
+            self.per_run *= ((new / self.level).powi(2)) as f32;
+        }
+        // A second rebase within the horizon (a long excursion drifting against the daily
+        // curve) keeps the level from before the first one: that is where "back" is.
+        if !self.prev_level.is_finite() {
+            self.prev_level = self.level;
+        }
+        self.level = new;
+        self.revert_until = idx + tempo.revert_buckets as i64;
+    }
+
+    /// At midnight, rescales the profile back to mean 1 (or 0) and moves the level by the
+    /// same amount, so that the two cannot drift apart.
+    fn renormalise(&mut self, start_ms: i64, tempo: &Tempo) {
+        if start_ms.rem_euclid(DAY_MS) >= tempo.bucket_ms {
+            return;
+        }
+        let mean = self.profile.iter().map(|&p| p as f64).sum::<f64>() / SLOTS as f64;
+        if self.shape.multiplicative() {
+            if mean <= 1e-9 {
+                return;
+            }
+            for p in &mut self.profile {
+                *p = ((*p as f64 / mean) as f32).max(PROFILE_MIN);
+            }
+            self.level *= mean;
+            self.prev_level *= mean;
+        } else {
+            for p in &mut self.profile {
+                *p = (*p as f64 - mean) as f32;
+            }
+            self.level += mean;
+            self.prev_level += mean;
+        }
+    }
+
+    fn warm_step(
+        &mut self,
+        y: Option<f64>,
+        g: f64,
+        (i0, i1, w0, w1): (usize, usize, f64, f64),
+        tempo: &Tempo,
+    ) {
+        if let Some(y) = y {
+            // The spread is learnt from the residual of the same EWMA forecast the live level
+            // makes (the profile moves little within its memory), so that it holds what the
+            // live residual will hold: noise plus the wander the level cannot follow.
+            let d = (y - self.level).abs() / g;
+            let seen = self.prev_y.is_finite();
+            for (i, w) in [(i0, w0), (i1, w1)] {
+                self.profile[i] += (w * y) as f32;
+                self.warm_w[i] += w as f32;
+                if seen {
+                    self.spread[i] += (w * d) as f32;
+                    self.warm_dw[i] += w as f32;
+                }
+            }
+            self.level = if seen {
+                self.level + tempo.level_rate as f64 * (y - self.level)
+            } else {
+                y
+            };
+            self.prev_y = y as f32;
+        }
+        self.warm_left -= 1;
+        if self.warm_left == 0 {
+            self.finish_warm_up(tempo.warm_buckets);
+        }
+    }
+
+    /// The first day, learnt in batch: each knot's mean is its profile value, the residuals
+    /// of a short EWMA forecast (which the slow daily curve barely moves) give the spread.
+    fn finish_warm_up(&mut self, warm_buckets: u32) {
+        let mut means = [f64::NAN; SLOTS];
+        for ((m, &sum), &w) in means.iter_mut().zip(&self.profile).zip(&self.warm_w) {
+            if w > 0.5 {
+                *m = sum as f64 / w as f64;
+            }
+        }
+        let known = means.iter().filter(|m| m.is_finite()).count();
+        if known < SLOTS / 2 {
+            // Too few values in the first day (a mostly idle series): learn another day.
+            let per_run = self.per_run;
+            *self = Self::new(self.shape, warm_buckets);
+            self.per_run = per_run;
+            return;
+        }
+        let fill = means.iter().filter(|m| m.is_finite()).sum::<f64>() / known as f64;
+        for m in &mut means {
+            if !m.is_finite() {
+                *m = fill;
+            }
+        }
+        let level = means.iter().sum::<f64>() / SLOTS as f64;
+        let dw: f64 = self.warm_dw.iter().map(|&w| w as f64).sum();
+        let global = if dw > 0.0 {
+            self.spread.iter().map(|&s| s as f64).sum::<f64>() / dw
+        } else {
+            0.0
+        };
+        let multiplicative = self.shape.multiplicative();
+        for (p, m) in self.profile.iter_mut().zip(means) {
+            *p = match (multiplicative, level > 1e-9) {
+                (true, true) => ((m / level) as f32).max(PROFILE_MIN),
+                (true, false) => 1.0,
+                (false, _) => (m - level) as f32,
+            };
+        }
+        for (sp, &dw) in self.spread.iter_mut().zip(&self.warm_dw) {
+            *sp = if dw >= 5.0 { *sp / dw } else { global as f32 };
+        }
+        self.level = level;
+        self.warm_w = [0.0; SLOTS];
+        self.warm_dw = [0.0; SLOTS];
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Error rate: beta-binomial.
+
+#[derive(Debug, Clone)]
+struct Rate {
+    /// EWMA-decayed failures and decided runs.
+    fails: f64,
+    runs: f64,
+    /// Method-of-moments estimate of the intra-bucket correlation ρ: Σ[(k − np)² − np(1−p)]
+    /// over Σ n(n−1)p(1−p), both decayed.
+    disp_num: f64,
+    disp_den: f64,
+    /// (fails, runs) before the last rebase; NaN when none.
+    prev: (f64, f64),
+    revert_until: i64,
+    up: f32,
+    down: f32,
+    /// (failed, decided) of the last two buckets while unflagged (None otherwise).
+    recent: [Option<(u32, u32)>; 2],
+    /// (failed, decided) of the last two buckets, flagged or not.
+    recent_all: [(u32, u32); 2],
+    seen: u32,
+}
+
+/// What the beta-binomial test needs at a given state.
+struct RateBase {
+    /// Baseline failure rate (for the downward test).
+    p: f64,
+    /// Floored baseline (for the upward test).
+    p_up: f64,
+    /// Beta concentration of the bucket's rate around the baseline.
+    kappa: f64,
+}
+
+impl RateBase {
+    /// Normal-approximation z of `k` of `n` pooled over `w` buckets (0 between the floor and
+    /// the baseline), and the rate it was tested against.
+    fn z(&self, k: u64, n: u64, w: u32) -> (f64, f64) {
+        let (k, nf) = (k as f64, n as f64);
+        let p = if k >= nf * self.p_up {
+            self.p_up
+        } else if k < nf * self.p {
+            self.p
+        } else {
+            return (0.0, self.p);
+        };
+        let kappa_w = w as f64 * (self.kappa + 1.0) - 1.0;
+        let var = nf * p * (1.0 - p) * (1.0 + (nf - 1.0) / (kappa_w + 1.0));
+        ((k - nf * p) / var.sqrt(), p)
+    }
+
+    /// Two-sided p of `k` of `n` pooled over `w` buckets: the normal tail when unremarkable
+    /// (|z| < 2: the decision is "no" either way), the exact beta-binomial tail otherwise.
+    fn p_value(&self, k: u64, n: u64, w: u32) -> (f64, f64) {
+        let (z, p) = self.z(k, n, w);
+        if z.abs() < 2.0 {
+            return (normal_two_sided(z), z);
+        }
+        let kappa_w = w as f64 * (self.kappa + 1.0) - 1.0;
+        let (a, b) = (p * kappa_w, (1.0 - p) * kappa_w);
+        let tail = if z > 0.0 {
+            beta_binomial_upper(k, n, a, b)
+        } else {
+            beta_binomial_lower(k, n, a, b)
+        };
+        ((2.0 * tail).min(1.0), z)
+    }
+
+    fn band(&self, n: u64, z_cut: f64) -> (f64, f64) {
+        let nf = n.max(1) as f64;
+        let sd = |p: f64| (p * (1.0 - p) * (1.0 + (nf - 1.0) / (self.kappa + 1.0)) / nf).sqrt();
+        (
+            (self.p - z_cut * sd(self.p)).max(0.0),
+            (self.p_up + z_cut * sd(self.p_up)).min(1.0),
+        )
+    }
+}
+
+impl Rate {
+    fn new() -> Self {
+        Self {
+            fails: 0.0,
+            runs: 0.0,
+            disp_num: 0.0,
+            disp_den: 0.0,
+            prev: (f64::NAN, f64::NAN),
+            revert_until: i64::MIN,
+            up: 0.0,
+            down: 0.0,
+            recent: [None; 2],
+            recent_all: [(0, 0); 2],
+            seen: 0,
+        }
+    }
+
+    fn warming(&self, tempo: &Tempo) -> bool {
+        self.seen < tempo.rate_warm_buckets || self.runs < RATE_WARM_RUNS
+    }
+
+    fn base_of(&self, fails: f64, runs: f64) -> RateBase {
+        let p = (fails + PRIOR_FAILS) / (runs + PRIOR_RUNS);
+        let rho = if self.disp_den > 0.0 {
+            (self.disp_num / self.disp_den).clamp(RHO_MIN, RHO_MAX)
+        } else {
+            RHO_MIN
+        };
+        // Between-bucket spread of the rate plus the uncertainty of the baseline itself.
+        let rho_eff = (rho + 1.0 / (runs + PRIOR_RUNS + 1.0)).min(0.95);
+        RateBase {
+            p,
+            p_up: p.max(RATE_FLOOR),
+            kappa: 1.0 / rho_eff - 1.0,
+        }
+    }
+
+    fn step(&mut self, idx: i64, k: u64, n: u64, tempo: &Tempo) -> Option<Verdict> {
+        let decay = tempo.rate_decay as f64;
+        if idx > self.revert_until {
+            self.prev = (f64::NAN, f64::NAN);
+        }
+        if self.warming(tempo) {
+            self.seen = self.seen.saturating_add(1);
+            self.learn(k, n, tempo);
+            return None;
+        }
+        let mut base = self.base_of(self.fails, self.runs);
+        let small = |x: u64| x.min(u32::MAX as u64) as u32;
+        let (k32, n32) = (small(k), small(n));
+        if n == 0 {
+            self.fails *= decay;
+            self.runs *= decay;
+            self.recent = [Some((0, 0)), self.recent[0]];
+            self.recent_all = [(0, 0), self.recent_all[0]];
+            return Some(empty_verdict(base.p, (0.0, 1.0)));
+        }
+
+        let p_cut = (1.0 - tempo.threshold).powi(2);
+        let (mut best, mut z1) = self.p_value(&base, k, n);
+        if self.prev.1.is_finite() && best <= p_cut {
+            // Anomalous against the rebased rate: back to the rate before the rebase?
+            let back = self.base_of(self.prev.0, self.prev.1);
+            let (p_back, z_back) = self.p_value(&back, k, n);
+            if p_back > p_cut && z_back.abs() < z1.abs() {
+                self.fails = self.prev.0;
+                self.runs = self.prev.1;
+                self.prev = (f64::NAN, f64::NAN);
+                self.up = 0.0;
+                self.down = 0.0;
+                self.recent = [None; 2];
+                base = back;
+                (best, z1) = (p_back, z_back);
+            }
+        }
+        let rate = k as f64 / n as f64;
+        let (v, flagged) = verdict(rate, base.p, base.band(n, tempo.z_cut), best, tempo);
+        if !flagged {
+            self.learn(k, n, tempo);
+        } else {
+            self.fails *= decay;
+            self.runs *= decay;
+        }
+
+        let mut chain = (!flagged).then_some((k32, n32));
+        if cusum(&mut self.up, &mut self.down, z1) {
+            chain = None;
+            self.rebase(k32, n32, idx, tempo);
+        }
+        self.recent = [chain, self.recent[0]];
+        self.recent_all = [(k32, n32), self.recent_all[0]];
+        Some(v)
+    }
+
+    /// Two-sided p of `k` of `n` against `base`: the strongest of the bucket alone and pooled
+    /// with the one or two unflagged buckets before it (in the bucket's direction); and the
+    /// bucket's own z.
+    fn p_value(&self, base: &RateBase, k: u64, n: u64) -> (f64, f64) {
+        let (mut best, z1) = base.p_value(k, n, 1);
+        let (mut kw, mut nw) = (k, n);
+        for (w, r) in self.recent.iter().enumerate() {
+            let Some((rk, rn)) = r else { break };
+            kw += *rk as u64;
+            nw += *rn as u64;
+            let (p, z) = base.p_value(kw, nw, w as u32 + 2);
+            if z * z1 > 0.0 && p < best {
+                best = p;
+            }
+        }
+        (best, z1)
+    }
+
+    fn learn(&mut self, k: u64, n: u64, tempo: &Tempo) {
+        let decay = tempo.rate_decay as f64;
+        let d2 = tempo.dispersion_decay as f64;
+        let (kf, nf) = (k as f64, n as f64);
+        if n >= 2 && self.runs >= RATE_WARM_RUNS {
+            let p = (self.fails + PRIOR_FAILS) / (self.runs + PRIOR_RUNS);
+            let v = nf * p * (1.0 - p);
+            let rho = if self.disp_den > 0.0 {
+                (self.disp_num / self.disp_den).clamp(RHO_MIN, RHO_MAX)
+            } else {
+                RHO_MIN
+            };
+            let lim = SPREAD_CLIP_SIGMA * (v * (1.0 + (nf - 1.0) * rho)).sqrt();
+            let r = (kf - nf * p).clamp(-lim, lim);
+            self.disp_num = d2 * self.disp_num + (r * r - v);
+            self.disp_den = d2 * self.disp_den + nf * (nf - 1.0) * p * (1.0 - p);
+        }
+        self.fails = decay * self.fails + kf;
+        self.runs = decay * self.runs + nf;
+    }
+
+    /// A sustained move: the baseline becomes the last three buckets, or the remembered one
+    /// when the rate went back to it.
+    fn rebase(&mut self, k: u32, n: u32, idx: i64, tempo: &Tempo) {
+        self.up = 0.0;
+        self.down = 0.0;
+        self.recent = [None; 2];
+        let [(k1, n1), (k2, n2)] = self.recent_all;
+        let kw = k as u64 + k1 as u64 + k2 as u64;
+        let nw = n as u64 + n1 as u64 + n2 as u64;
+        if nw == 0 {
+            return;
+        }
+        if self.prev.1.is_finite() {
+            let back = self.base_of(self.prev.0, self.prev.1);
+            if back.z(kw, nw, 3).0.abs() < REVERT_Z {
+                self.fails = self.prev.0;
+                self.runs = self.prev.1;
+                self.prev = (f64::NAN, f64::NAN);
+                return;
+            }
+        }
+        // A second rebase within the memory keeps the rate from before the first one.
+        if !self.prev.1.is_finite() {
+            self.prev = (self.fails, self.runs);
+        }
+        self.fails = kw as f64;
+        self.runs = nw as f64;
+        self.revert_until = idx + tempo.revert_buckets as i64;
+    }
+}

@@ -1,0 +1,311 @@
+//! Streaming anomaly detection over closed buckets, one detector per (series, metric).
+//!
+//! A series (a workspace, or one agent) is cut into buckets of `anomaly.bucket` (default
+//! 60 s) by event time. When a bucket closes, its content — empty ones included, so a silent
+//! agent is seen — is folded into that metric's [`Detector`], which scores it against the
+//! series' own recent history and returns a [`Verdict`]. The fold is deterministic and
+//! depends on nothing but the buckets, so the state is rebuilt on restart by replaying
+//! history through [`Scorer::observe`].
+//!
+//! # Score
+//!
+//! Every method reduces a bucket to a two-sided tail probability `p` under the baseline's
+//! predictive distribution and reports `score = 1 − √p` (in [0, 1], larger is more
+//! anomalous). The square root spreads the interesting range: the default threshold 0.99
+//! is p = 10⁻⁴, about one false alarm in 10 000 normal buckets (a week of 1-minute
+//! buckets) if the predictive distribution were exact; a raw `1 − p` at 0.99 would page ten
+//! times per 1 000 buckets. `sensitivity` (0..1, neutral 0.5) moves `1 − threshold` by a
+//! factor of 10 per 0.5 (see [`Config::effective_threshold`]). Severity is how far past the
+//! threshold the score is: `high` when `1 − score` is below a tenth of `1 − threshold` (p 100×
+//! rarer than the cut), `medium` below 0.3×, else `low`.
+//!
+//! # Methods, per metric
+//!
+//! - `throughput_per_min` (a count) and `credits_per_min` (a sum of per-run credits): counts
+//!   are Poisson and sums compound Poisson, whose variance grows with the mean. Their square
+//!   root has a nearly constant variance (¼ for a count, at least ¼ of the mean credits per
+//!   run for a sum, whatever the volume), so residuals are taken on `√x`, against a
+//!   multiplicative baseline `level × profile(hour of day)` (a busier day scales the whole
+//!   daily curve). On that scale 3 → 6 runs is not news while 300 → 600 is.
+//! - `error_rate`: failures among decided runs are a binomial question, so the test is a
+//!   beta-binomial tail: `k` failures of `n` runs against the baseline rate, with the extra
+//!   spread of the rate between buckets (failures cluster: retries, a shared upstream;
+//!   estimated by moments, never below ρ = 0.01) and the uncertainty of the baseline itself.
+//!   3 failures of 4 runs is then p ≈ 2·10⁻⁴ at a 2 % baseline (not an anomaly), 300 of
+//!   400 is p < 10⁻²⁰. The rate is not seasonal: an EWMA with a 6 h half-life, floored at
+//!   2 % for the upward test so a clean history does not turn every lone failure into an
+//!   anomaly.
+//! - `runtime_p95`: latency is heavy-tailed and a bucket's p95 rests on few runs, so it is
+//!   compared in log space (a slow-down is a multiplicative shift), against
+//!   `level + profile(hour)`, with a robust scale (mean absolute residual, updated with
+//!   residuals clipped at 3σ) widened for buckets with few runs (`√(1 + 20/runs)`), plus a
+//!   learnt term for where a nearest-rank p95 of that many runs sits (the maximum of up to
+//!   19 runs, the 48th of 50). The tails are learnt, not assumed normal (below). An empty
+//!   bucket has no p95: its verdict has no value and a score of 0.
+//! - `cpu_pct_avg`: a gauge averaged over a bucket's heartbeats; additive
+//!   `level + profile(hour)` on the raw percentage, robust scale as for latency, widened for
+//!   buckets with fewer heartbeats.
+//!
+//! The seasonal metrics share one engine ([`detector`]): a daily profile of 24 hourly knots
+//! (interpolated linearly, so no step at the hour), learnt in batch over the first day and
+//! by EWMA after; a level (EWMA, ~10 min) that follows trend and slow wander; a per-knot
+//! spread. Flagged buckets teach nothing; the others are clipped at ±2σ before they move
+//! level and profile. Residuals are judged against their **own** tails: the shares of
+//! buckets beyond ±2σ and ±3σ are tracked, and each side's tail is extrapolated
+//! exponentially from them (never thinner than normal), so a metric whose buckets are often
+//! wild (a p95 set by one straggler) needs a larger excursion than a Poisson count. A
+//! second statistic catches runs: the median z of the last three unflagged buckets over
+//! its measured spread (which includes their autocorrelation), with tails of its own; one
+//! outlier cannot move a median, three buckets each mildly high do. Error rates pool the
+//! counts of up to three unflagged buckets instead.
+//!
+//! # Level shifts
+//!
+//! Two one-sided CUSUMs over the bucket z-scores (slack 1, bound 7, z clipped at ±4) notice a
+//! sustained move. When one fires, the level is rebased to the median of the last three
+//! buckets (error rates: their pooled counts): a deploy that doubles latency is flagged at
+//! its onset and is the new normal three buckets later. The level before is remembered for
+//! six hours: a bucket flagged against the new level but ordinary against the old one (σ
+//! widened for the old level's age) goes back to it without an alarm — the end of an outage
+//! is recovery, not a second anomaly.
+//!
+//! # Memory
+//!
+//! A detector is a fixed-size value: no heap, nothing that grows with history.
+//! `size_of::<Detector>()` is [`detector::STATE_BYTES`] (584) bytes for every metric —
+//! mostly four arrays of 24 knots (profile, spread and two warm-up accumulators). The
+//! z-score baseline holds its 60 trailing values: [`zscore::STATE_BYTES`] (512) bytes.
+//!
+//! # Warm-up
+//!
+//! Seasonal metrics give no verdict during their first day (the profile needs one full
+//! cycle; a first day with values in fewer than half the hours is followed by another);
+//! error rates after an hour and 50 decided runs. A gap of more than 7 days restarts the
+//! warm-up.
+
+pub mod detector;
+pub mod eval;
+pub mod stats;
+pub mod synth;
+pub mod zscore;
+
+use std::fmt;
+
+pub use detector::Detector;
+pub use zscore::ZScore;
+
+/// The metrics a detector can follow (names as in the alert rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    ErrorRate,
+    RuntimeP95,
+    ThroughputPerMin,
+    CreditsPerMin,
+    CpuPctAvg,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 5] = [
+        Self::ErrorRate,
+        Self::RuntimeP95,
+        Self::ThroughputPerMin,
+        Self::CreditsPerMin,
+        Self::CpuPctAvg,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ErrorRate => "error_rate",
+            Self::RuntimeP95 => "runtime_p95",
+            Self::ThroughputPerMin => "throughput_per_min",
+            Self::CreditsPerMin => "credits_per_min",
+            Self::CpuPctAvg => "cpu_pct_avg",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// What an empty bucket holds for this metric.
+    pub fn empty_input(self) -> Input {
+        match self {
+            Self::ErrorRate => Input::Failures {
+                failed: 0,
+                decided: 0,
+            },
+            Self::ThroughputPerMin => Input::Count(0),
+            Self::CreditsPerMin => Input::Sum { sum: 0.0, runs: 0 },
+            Self::RuntimeP95 | Self::CpuPctAvg => Input::Value {
+                value: None,
+                samples: 0,
+            },
+        }
+    }
+
+    fn accepts(self, input: &Input) -> bool {
+        matches!(
+            (self, input),
+            (Self::ErrorRate, Input::Failures { .. })
+                | (Self::ThroughputPerMin, Input::Count(_))
+                | (Self::CreditsPerMin, Input::Sum { .. })
+                | (Self::RuntimeP95 | Self::CpuPctAvg, Input::Value { .. })
+        )
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one closed bucket holds, per metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Input {
+    /// `error_rate`: failed runs among the decided ones (succeeded + failed + timeout).
+    Failures { failed: u64, decided: u64 },
+    /// `throughput_per_min`: runs completed in the bucket.
+    Count(u64),
+    /// `credits_per_min`: credits summed over the bucket's `runs` runs.
+    Sum { sum: f64, runs: u64 },
+    /// `runtime_p95`, `cpu_pct_avg`: the bucket's value over `samples` samples (runs or
+    /// heartbeats); `None` when the bucket is empty.
+    Value { value: Option<f64>, samples: u64 },
+}
+
+/// `anomaly.*` settings that shape a detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// Bucket length in milliseconds (`anomaly.bucket`, default 60 s).
+    pub bucket_ms: i64,
+    /// `is_anomaly` when `score ≥` the effective threshold (`anomaly.threshold`, 0.99).
+    pub threshold: f64,
+    /// 0..1, 0.5 neutral; higher flags more.
+    pub sensitivity: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bucket_ms: 60_000,
+            threshold: 0.99,
+            sensitivity: 0.5,
+        }
+    }
+}
+
+impl Config {
+    /// Buckets from 1 s to 1 day, threshold in (0, 1), sensitivity in [0, 1].
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(1_000..=86_400_000).contains(&self.bucket_ms) {
+            return Err(Error::Config("bucket must be between 1s and 1d"));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(Error::Config("threshold must be in (0, 1)"));
+        }
+        if !(0.0..=1.0).contains(&self.sensitivity) {
+            return Err(Error::Config("sensitivity must be in [0, 1]"));
+        }
+        Ok(())
+    }
+
+    /// The threshold after `sensitivity`: `1 − (1 − threshold) · 10^(2·(sensitivity − ½))`.
+    /// At the default 0.99: sensitivity 0 → 0.999, 0.5 → 0.99, 1 → 0.9.
+    pub fn effective_threshold(&self) -> f64 {
+        let miss = (1.0 - self.threshold) * 10f64.powf(2.0 * (self.sensitivity - 0.5));
+        (1.0 - miss).clamp(0.5, 1.0 - 1e-12)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// The score of one closed bucket. Values are in the metric's unit (per minute for the
+/// `*_per_min` metrics, a fraction for `error_rate`). `lower..upper` is the band a bucket of
+/// this size would have to leave to be flagged on its own (accumulated evidence over
+/// consecutive buckets can flag a bucket inside it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    /// `None` for a bucket without a value (no runs for `error_rate` or `runtime_p95`, no
+    /// heartbeat for `cpu_pct_avg`).
+    pub value: Option<f64>,
+    pub expected: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub score: f64,
+    pub is_anomaly: bool,
+    /// Set when `is_anomaly`.
+    pub severity: Option<Severity>,
+    /// Whether the value is above or below `expected`; `None` without a value.
+    pub direction: Option<Direction>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("{metric} takes another kind of bucket input")]
+    WrongInput { metric: Metric },
+    #[error("bucket {got} does not come after the last one ({last})")]
+    NotAfter { last: i64, got: i64 },
+    #[error("{0}")]
+    Config(&'static str),
+}
+
+/// A streaming scorer of closed buckets: the detector, or the z-score baseline it is
+/// compared with.
+pub trait Scorer {
+    /// Folds the bucket starting at `bucket_start_ms` (aligned to the bucket length) and
+    /// scores it; `None` while warming up. Buckets come in increasing order; skipped buckets
+    /// are folded in as empty (their verdicts are not returned), so feeding the empty ones
+    /// or not gives the same state.
+    fn observe(&mut self, bucket_start_ms: i64, input: Input) -> Result<Option<Verdict>, Error>;
+}
+
+/// Score from a two-sided tail probability (see the module docs).
+pub(crate) fn score_of(p: f64) -> f64 {
+    (1.0 - p.clamp(0.0, 1.0).sqrt()).clamp(0.0, 1.0)
+}
+
+/// Severity of a flagged score against the effective threshold.
+pub(crate) fn severity_of(score: f64, threshold: f64) -> Severity {
+    let ratio = (1.0 - score) / (1.0 - threshold);
+    if ratio <= 0.1 {
+        Severity::High
+    } else if ratio <= 0.3 {
+        Severity::Medium
+    } else {
+        Severity::Low
+    }
+}
+
+#[cfg(test)]
+mod tests;
