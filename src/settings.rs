@@ -8,8 +8,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::Deserialize;
 use shadower_actors::config::{
-    AlertsConfig, DatabaseConfig, IngestConfig, LimitsConfig, NotificationsConfig, ResourcesConfig,
-    WorkspaceConfig, WriterConfig, WsConfig,
+    AlertsConfig, AnomalyConfig, DatabaseConfig, IngestConfig, LimitsConfig, NotificationsConfig,
+    ResourcesConfig, WorkspaceConfig, WriterConfig, WsConfig,
 };
 use shadower_actors::domain::duration::HubDuration;
 
@@ -30,6 +30,7 @@ pub struct Settings {
     pub resources: ResourcesConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub anomaly: AnomalyConfig,
     pub alerts: AlertsConfig,
     pub notifications: NotificationsConfig,
     pub log: LogConfig,
@@ -264,7 +265,26 @@ impl Settings {
         if self.alerts.max_rules_per_workspace < 1 || self.alerts.max_channels_per_workspace < 1 {
             return invalid("alerts", "the per-workspace caps must be at least 1");
         }
+        let a = &self.anomaly;
+        if a.bucket.get().subsec_millis() != 0 {
+            return invalid("anomaly.bucket", "must be a whole number of seconds");
+        }
+        if let Err(e) = self.detector_config().validate() {
+            return invalid("anomaly", &e.to_string());
+        }
+        if a.max_detect_buckets == 0 {
+            return invalid("anomaly.max_detect_buckets", "must be at least 1");
+        }
         Ok(())
+    }
+
+    /// The detector settings of `[anomaly]`.
+    pub fn detector_config(&self) -> shadower_actors::domain::anomaly::Config {
+        shadower_actors::domain::anomaly::Config {
+            bucket_ms: self.anomaly.bucket.get().as_millis().min(i64::MAX as u128) as i64,
+            threshold: self.anomaly.threshold,
+            sensitivity: self.anomaly.sensitivity,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use actix::{Actor, Addr, Arbiter, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use shadower_actors::domain::anomaly::track::TrackerConfig;
 use shadower_actors::domain::ids::WorkspaceId;
 use shadower_actors::domain::ingest::IngestRules;
 use shadower_actors::domain::live::LiveRules;
@@ -85,6 +86,12 @@ impl Application {
                 },
                 metrics: metrics.clone(),
                 notifier: Some(notifier.clone().recipient()),
+                anomaly: TrackerConfig {
+                    detector: settings.detector_config(),
+                    grace_ms: settings.anomaly.grace.to_chrono().num_milliseconds(),
+                    max_agents: settings.limits.max_agents_per_workspace,
+                },
+                anomaly_history: settings.anomaly.history.to_chrono(),
             },
         );
         // Workspaces with enabled rules or firing alerts are watched from the start (absence
@@ -152,6 +159,7 @@ impl Application {
             ws: settings.ws.clone(),
             ws_caps: Default::default(),
             limiter,
+            anomaly_max_buckets: settings.anomaly.max_detect_buckets,
             alerts: settings.alerts.clone(),
             notifications: NotificationSettings {
                 allow_private_targets: settings.notifications.allow_private_targets,

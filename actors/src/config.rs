@@ -148,3 +148,22 @@ impl std::fmt::Debug for NotificationsConfig {
             .finish_non_exhaustive()
     }
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// Bucket length the live detector scores (event time), from 1 s to 1 d.
+    pub bucket: HubDuration,
+    /// A bucket is scored when the hub clock passes its end plus this; events for a bucket
+    /// already scored are stored and counted in the windows, not in the detector.
+    pub grace: HubDuration,
+    /// `is_anomaly` when the score is at least this, in (0, 1).
+    pub threshold: f64,
+    /// 0..1, 0.5 neutral; higher flags more (moves the threshold tenfold per 0.5).
+    pub sensitivity: f64,
+    /// Stored history replayed into the detectors when a workspace actor starts (beyond the
+    /// windows' 24 h, aggregated in SQL). Seasonal detectors need a full day to give verdicts.
+    pub history: HubDuration,
+    /// Largest range `POST /anomalies/detect` scores, in buckets.
+    pub max_detect_buckets: usize,
+}

@@ -69,6 +69,14 @@ pub struct HubMetrics {
     pub webhook_attempts: Family<OutcomeLabel, Counter>,
     /// From a delivery being queued (its transition) to its 2xx.
     pub webhook_delivery_seconds: Histogram,
+    /// Buckets scored by the live anomaly detectors.
+    pub anomaly_buckets: Counter,
+    /// Anomalies found, by `kind` (the detector metric).
+    pub anomalies: Family<KindLabel, Counter>,
+    /// Detector series followed (workspaces and agents), over all workspaces.
+    pub anomaly_series: Gauge,
+    /// Events that arrived after their bucket had been scored (not in the detector).
+    pub anomaly_late_events: Counter,
 }
 
 impl Default for HubMetrics {
@@ -104,6 +112,10 @@ impl HubMetrics {
             webhook_deliveries: Family::default(),
             webhook_attempts: Family::default(),
             webhook_delivery_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            anomaly_buckets: Counter::default(),
+            anomalies: Family::default(),
+            anomaly_series: Gauge::default(),
+            anomaly_late_events: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -220,6 +232,26 @@ impl HubMetrics {
             "hub_webhook_delivery_seconds",
             "Time from a notification being queued to its receiver's 2xx.",
             m.webhook_delivery_seconds.clone(),
+        );
+        registry.register(
+            "hub_anomaly_buckets",
+            "Buckets scored by the live anomaly detectors.",
+            m.anomaly_buckets.clone(),
+        );
+        registry.register(
+            "hub_anomalies",
+            "Anomalies found, by detector metric.",
+            m.anomalies.clone(),
+        );
+        registry.register(
+            "hub_anomaly_series",
+            "Detector series followed (workspaces and agents).",
+            m.anomaly_series.clone(),
+        );
+        registry.register(
+            "hub_anomaly_late_events",
+            "Events that arrived after their bucket was scored.",
+            m.anomaly_late_events.clone(),
         );
         Self { registry, ..m }
     }

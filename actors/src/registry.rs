@@ -31,6 +31,10 @@ pub struct WorkspaceDeps {
     pub metrics: Arc<HubMetrics>,
     /// Woken when alert transitions queue webhook deliveries.
     pub notifier: Option<Recipient<crate::notifier::Wake>>,
+    /// Live anomaly detection.
+    pub anomaly: crate::domain::anomaly::track::TrackerConfig,
+    /// Stored history replayed into the detectors at start.
+    pub anomaly_history: chrono::Duration,
 }
 
 pub struct Registry {

@@ -18,6 +18,7 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use crate::domain::alert::{AlertEngine, Scope, Transition};
+use crate::domain::anomaly::track::Tracker;
 use crate::domain::event::EventKind;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::live::{ExecView, LiveState, ResourceView};
@@ -50,6 +51,8 @@ pub struct Resync;
 const RESYNC_RETRY: Duration = Duration::from_secs(2);
 /// Wait before retrying to record alert transitions that failed to commit.
 const RECORD_RETRY: Duration = Duration::from_secs(1);
+/// Anomalies kept for recording while PostgreSQL is away; older ones are dropped.
+const MAX_ANOMALY_OUTBOX: usize = 10_000;
 
 pub struct WorkspaceActor {
     id: WorkspaceId,
@@ -75,11 +78,20 @@ pub struct WorkspaceActor {
     recording: bool,
     /// (pending, firing) series last added to the `hub_alerts` gauges.
     reported_alerts: (i64, i64),
+    /// Live anomaly detection (buckets per series, detectors).
+    anomalies: Tracker,
+    /// Anomalies not yet recorded in PostgreSQL, oldest first.
+    anomaly_outbox: Vec<store::anomalies::Found>,
+    /// A batch of the anomaly outbox is being recorded.
+    recording_anomalies: bool,
+    /// Detector series and late events last added to the metrics.
+    reported_anomalies: (i64, u64),
 }
 
 impl WorkspaceActor {
     pub fn new(id: WorkspaceId, deps: Arc<WorkspaceDeps>, registry: Weak<Registry>) -> Self {
         let fanout = FanOut::new(new_epoch(), deps.fanout);
+        let anomalies = Tracker::new(deps.anomaly);
         Self {
             live: LiveState::new(deps.rules),
             id,
@@ -95,7 +107,135 @@ impl WorkspaceActor {
             outbox: Vec::new(),
             recording: false,
             reported_alerts: (0, 0),
+            anomalies,
+            anomaly_outbox: Vec::new(),
+            recording_anomalies: false,
+            reported_anomalies: (0, 0),
         }
+    }
+
+    /// Scores the buckets the clock has closed; anomalies go to the sessions at once and are
+    /// queued to be recorded.
+    fn close_buckets(&mut self, ctx: &mut Context<Self>) {
+        let scored = self.anomalies.close(Utc::now().timestamp_millis());
+        let bucket_ms = self.anomalies.bucket_ms();
+        self.deps
+            .metrics
+            .anomaly_buckets
+            .inc_by(scored.len() as u64);
+        for s in scored.into_iter().filter(|s| s.verdict.is_anomaly) {
+            let found = store::anomalies::Found {
+                id: store::anomalies::new_id(),
+                agent: s.agent,
+                metric: s.metric,
+                bucket_start_ms: s.bucket_start_ms,
+                bucket_ms,
+                verdict: s.verdict,
+            };
+            self.fanout.send_event(
+                Channel::Anomalies,
+                found.to_json(&self.id),
+                &self.deps.metrics,
+            );
+            self.deps
+                .metrics
+                .anomalies
+                .get_or_create(&KindLabel {
+                    kind: found.metric.as_str(),
+                })
+                .inc();
+            tracing::info!(workspace = %self.id, agent = ?found.agent.as_ref().map(|a| a.as_str()), metric = found.metric.as_str(), score = found.verdict.score, "Anomaly.");
+            self.anomaly_outbox.push(found);
+        }
+        self.report_anomalies();
+        self.record_anomalies(ctx);
+    }
+
+    /// Records the anomaly outbox, one batch at a time, retrying while PostgreSQL is away.
+    fn record_anomalies(&mut self, ctx: &mut Context<Self>) {
+        if self.recording_anomalies || self.anomaly_outbox.is_empty() {
+            return;
+        }
+        self.recording_anomalies = true;
+        let batch = std::mem::take(&mut self.anomaly_outbox);
+        let (pool, id) = (self.deps.pool.clone(), self.id.clone());
+        ctx.spawn(
+            async move {
+                let result = store::anomalies::record(&pool, &id, &batch).await;
+                (batch, result)
+            }
+            .into_actor(self)
+            .map(|(batch, result), act, ctx| {
+                act.recording_anomalies = false;
+                match result {
+                    Ok(()) => act.record_anomalies(ctx),
+                    Err(e) => {
+                        tracing::warn!(workspace = %act.id, error = %e, "Recording anomalies failed; retrying.");
+                        let later = std::mem::replace(&mut act.anomaly_outbox, batch);
+                        act.anomaly_outbox.extend(later);
+                        // Bounded: past this, the oldest are dropped (they were sent live).
+                        let excess = act.anomaly_outbox.len().saturating_sub(MAX_ANOMALY_OUTBOX);
+                        act.anomaly_outbox.drain(..excess);
+                        ctx.run_later(RECORD_RETRY, |act, ctx| act.record_anomalies(ctx));
+                    }
+                }
+            }),
+        );
+    }
+
+    fn report_anomalies(&mut self) {
+        let series = self.anomalies.counts().0 as i64;
+        let late = self.anomalies.late_events;
+        let m = &self.deps.metrics;
+        m.anomaly_series.inc_by(series - self.reported_anomalies.0);
+        m.anomaly_late_events
+            .inc_by(late - self.reported_anomalies.1);
+        self.reported_anomalies = (series, late);
+    }
+
+    /// The detector history to read at start: `anomaly_history` back from now, up to the
+    /// first whole bucket at or after `since` (the recent events cover the rest).
+    fn history_range(&self, since: chrono::DateTime<Utc>) -> Option<store::HistoryRange> {
+        let bucket_ms = self.anomalies.bucket_ms();
+        let from_ms = (since - self.deps.anomaly_history).timestamp_millis();
+        let to_ms = since.timestamp_millis();
+        let from = from_ms.div_euclid(bucket_ms) * bucket_ms;
+        let to = (to_ms + bucket_ms - 1).div_euclid(bucket_ms) * bucket_ms;
+        Some(store::HistoryRange {
+            from: ms_time(from),
+            to: ms_time(to),
+            bucket_ms,
+        })
+    }
+
+    /// A tracker warmed with stored history, then the recent events from the first bucket
+    /// the history does not cover; buckets closed up to now (their verdicts are history).
+    fn rebuilt_anomalies(&self, recent: &store::Recent, history_to: i64) -> Tracker {
+        let mut tracker = Tracker::new(self.deps.anomaly);
+        for ((agent, start), inputs) in &recent.history {
+            let agent = match agent {
+                None => None,
+                Some(a) => match AgentId::parse(a) {
+                    Ok(a) => Some(a),
+                    Err(_) => continue,
+                },
+            };
+            tracker.replay(agent.as_ref(), *start, inputs);
+        }
+        let mut events: Vec<_> = recent
+            .events
+            .iter()
+            .map(|e| (e.time().timestamp_millis(), e))
+            .filter(|(t, _)| *t >= history_to)
+            .collect();
+        events.sort_by_key(|(t, _)| *t);
+        for (t, e) in events {
+            tracker.close(t);
+            tracker.apply(e);
+        }
+        tracker.close(Utc::now().timestamp_millis());
+        tracker.late_events = 0;
+        tracker
     }
 
     /// Evaluates the alert rules `scope` may have changed and notifies what transitioned.
@@ -103,7 +243,9 @@ impl WorkspaceActor {
         if !self.alerts.has_enabled_rules() && !self.alerts.has_active() {
             return;
         }
-        let transitions = self.alerts.evaluate(&self.live, scope, Utc::now());
+        let transitions = self
+            .alerts
+            .evaluate(&self.live, &self.anomalies, scope, Utc::now());
         self.notify(transitions, ctx);
     }
 
@@ -220,7 +362,7 @@ impl WorkspaceActor {
         let (pool, id) = (self.deps.pool.clone(), self.id.clone());
         let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
         ctx.spawn(
-            async move { store::load_recent(&pool, &id, since).await }
+            async move { store::load_recent(&pool, &id, since, None).await }
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
                     Ok(recent) => {
@@ -260,6 +402,8 @@ impl WorkspaceActor {
             && !self.alerts.has_active()
             && self.outbox.is_empty()
             && !self.recording
+            && self.anomaly_outbox.is_empty()
+            && !self.recording_anomalies
     }
 
     fn report_overflow(&mut self) {
@@ -284,10 +428,12 @@ impl Actor for WorkspaceActor {
         let (pool, id) = (self.deps.pool.clone(), self.id.clone());
         let started = Instant::now();
         let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
+        let history = self.history_range(since);
+        let history_to = history.map_or(i64::MIN, |h| h.to.timestamp_millis());
         ctx.wait(
             async move {
                 let (recent, alerts) = futures_util::future::join(
-                    store::load_recent(&pool, &id, since),
+                    store::load_recent(&pool, &id, since, history),
                     store::alerts::load_alerts(&pool, &id),
                 )
                 .await;
@@ -297,6 +443,8 @@ impl Actor for WorkspaceActor {
                 .map(move |result, act, ctx| match result {
                     Ok((recent, (rules, states))) => {
                         act.live = act.rebuilt(&recent);
+                        act.anomalies = act.rebuilt_anomalies(&recent, history_to);
+                        act.report_anomalies();
                         act.snapshot = recent.snapshot;
                         act.alerts.load(rules, states, Utc::now());
                         act.report_alerts();
@@ -315,6 +463,7 @@ impl Actor for WorkspaceActor {
         ctx.run_interval(LIVENESS_EVERY, |act, ctx| {
             act.fanout.check_liveness(&act.live, Utc::now());
             act.schedule_update(ctx);
+            act.close_buckets(ctx);
             // `for` durations, absence metrics and windows emptying over time.
             act.evaluate_alerts(Scope::All, ctx);
         });
@@ -330,6 +479,10 @@ impl Actor for WorkspaceActor {
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
         self.shift_alert_gauges((0, 0));
+        self.deps
+            .metrics
+            .anomaly_series
+            .dec_by(self.reported_anomalies.0);
         if !self.outbox.is_empty() {
             tracing::warn!(workspace = %self.id, transitions = self.outbox.len(), "Stopped with alert transitions not recorded.");
         }
@@ -352,6 +505,7 @@ impl Handler<Apply> for WorkspaceActor {
         let (mut runs, mut heartbeats) = (BTreeSet::new(), BTreeSet::new());
         for event in &msg.events {
             self.live.apply(event, now);
+            self.anomalies.apply(event);
             let heartbeat = matches!(event.kind, EventKind::Heartbeat(_));
             self.fanout.touched(&event.agent_id, !heartbeat, heartbeat);
             match event.kind {
@@ -513,4 +667,9 @@ impl Handler<ReloadRules> for WorkspaceActor {
                 }),
         )
     }
+}
+
+fn ms_time(ms: i64) -> chrono::DateTime<Utc> {
+    use chrono::TimeZone;
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }

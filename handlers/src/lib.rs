@@ -4,11 +4,13 @@
 //! - [`auth`]: the bearer-JWT extractor and scope checks.
 //! - [`error`]: [`error::ApiError`], the one JSON error shape.
 //! - [`ingest`]: event ingest; [`live`]: reads of live windows; [`health`]: health and metrics.
-//! - [`alerts`]: alert rules and transitions; [`channels`]: webhook channels and deliveries.
+//! - [`alerts`]: alert rules and transitions; [`anomalies`]: found anomalies and detection
+//!   over history; [`channels`]: webhook channels and deliveries.
 //! - [`ratelimit`]: per-workspace limits in Redis, node-local while Redis is away.
 //! - [`ws`]: the WebSocket stream (the only `actix-web-actors` code).
 
 pub mod alerts;
+pub mod anomalies;
 pub mod auth;
 pub mod channels;
 pub mod error;
@@ -56,6 +58,8 @@ pub struct AppState {
     /// Seals webhook secrets at rest.
     pub seal: shadower_actors::notifier::seal::SealKey,
     pub notifier: actix::Recipient<shadower_actors::notifier::Wake>,
+    /// `anomaly.max_detect_buckets`.
+    pub anomaly_max_buckets: usize,
 }
 
 /// What the channel handlers need of `[notifications]`.
@@ -169,6 +173,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/notifications/deliveries")
                         .route(web::get().to(channels::deliveries)),
-                ),
+                )
+                .service(resource("/anomalies").route(web::get().to(anomalies::list)))
+                .service(resource("/anomalies/detect").route(web::post().to(anomalies::detect))),
         );
 }

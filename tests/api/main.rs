@@ -1,6 +1,7 @@
 //! Black-box tests: the real hub on a random port, its own database, spoken to over HTTP.
 
 mod alerts;
+mod anomalies;
 mod auth;
 mod chaos;
 mod faults;

@@ -11,13 +11,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Bound on waiting for one frame; a test fails, never hangs.
 const FRAME_WAIT: Duration = Duration::from_secs(10);
 
-async fn connect(app: &TestApp, ws: &str, extra: &str) -> Ws {
+pub(crate) async fn connect(app: &TestApp, ws: &str, extra: &str) -> Ws {
     let url = format!(
         "{}/ws/metrics/{ws}?token={}{extra}",
         app.base.replace("http", "ws"),
@@ -32,7 +32,7 @@ async fn connect(app: &TestApp, ws: &str, extra: &str) -> Ws {
 }
 
 /// The next text frame, as JSON (pings are answered by the library).
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     let deadline = tokio::time::Instant::now() + FRAME_WAIT;
     loop {
         match tokio::time::timeout_at(deadline, ws.next())
@@ -47,7 +47,7 @@ async fn next(ws: &mut Ws) -> Value {
 }
 
 /// Frames until one of type `kind` satisfies `done`.
-async fn until(ws: &mut Ws, kind: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn until(ws: &mut Ws, kind: &str, done: impl Fn(&Value) -> bool) -> Value {
     loop {
         let f = next(ws).await;
         if f["type"] == kind && done(&f) {

@@ -535,6 +535,11 @@ impl LiveState {
                 };
                 Sample { value, samples }
             }
+            // Scores come from the anomaly tracker, not the windows.
+            Source::Anomalies => Sample {
+                value: None,
+                samples: 0,
+            },
         }
     }
 

@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_alerts",
         include_str!("../../../migrations/0002_alerts.sql"),
     ),
+    (
+        3,
+        "0003_anomalies",
+        include_str!("../../../migrations/0003_anomalies.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating.

@@ -2,6 +2,7 @@
 //! window rebuild. SQL lives in `sql/*.sql`.
 
 pub mod alerts;
+pub mod anomalies;
 pub mod channels;
 mod migrate;
 mod snapshot;
@@ -466,13 +467,26 @@ fn batch_sql(mask: usize) -> &'static str {
 pub struct Recent {
     pub snapshot: Snapshot,
     pub events: Vec<Event>,
+    /// Detector buckets older than the events, read in the same snapshot (when asked).
+    pub history: anomalies::History,
 }
 
-/// Reads a workspace's events since `since` in one REPEATABLE READ transaction.
+/// Detector history to read with the recent events: buckets of `bucket_ms` over
+/// `[from, to)`.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRange {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub bucket_ms: i64,
+}
+
+/// Reads a workspace's events since `since` in one REPEATABLE READ transaction, and the
+/// detector history of `history` in the same snapshot.
 pub async fn load_recent(
     pool: &Pool,
     ws: &WorkspaceId,
     since: DateTime<Utc>,
+    history: Option<HistoryRange>,
 ) -> Result<Recent, StoreError> {
     let mut client = pool.get().await?;
     let tx = client
@@ -547,8 +561,18 @@ pub async fn load_recent(
         },
     )
     .await?;
+    let history = match history {
+        Some(h) if h.from < h.to => {
+            anomalies::history(&tx, ws, h.from, h.to, h.bucket_ms, None).await?
+        }
+        _ => anomalies::History::new(),
+    };
     tx.commit().await?;
-    Ok(Recent { snapshot, events })
+    Ok(Recent {
+        snapshot,
+        events,
+        history,
+    })
 }
 
 /// Streams `sql`'s rows (columns 0 and 1: event_id, agent_id) into `events`.

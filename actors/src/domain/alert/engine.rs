@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::rule::{NoData, Rule, Source};
+use crate::domain::anomaly::track::Tracker;
 use crate::domain::ids::{AgentId, WorkspaceId};
 use crate::domain::live::{ts_json, LiveState};
 
@@ -121,6 +122,9 @@ impl Transition {
         });
         if let Some(reason) = self.reason {
             alert["reason"] = json!(reason);
+        }
+        if let Some(m) = r.anomaly_metric {
+            alert["anomaly_metric"] = json!(m.as_str());
         }
         alert
     }
@@ -299,19 +303,24 @@ impl AlertEngine {
     }
 
     /// Evaluates the rules `scope` may have changed; returns the notified transitions.
+    /// `anomalies` serves `anomaly_score` rules (their window is not used: the score is
+    /// the latest closed bucket's).
     pub fn evaluate(
         &mut self,
         live: &LiveState,
+        anomalies: &Tracker,
         scope: Scope<'_>,
         now: DateTime<Utc>,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
-        for source in [Source::Runs, Source::Heartbeats] {
+        for source in [Source::Runs, Source::Heartbeats, Source::Anomalies] {
             let touched = match &scope {
                 Scope::All => None,
                 Scope::Touched { runs, heartbeats } => Some(match source {
                     Source::Runs => *runs,
                     Source::Heartbeats => *heartbeats,
+                    // Scores move when buckets close, on the timer (`Scope::All`).
+                    Source::Anomalies => continue,
                 }),
             };
             if touched.is_some_and(BTreeSet::is_empty) {
@@ -325,7 +334,16 @@ impl AlertEngine {
                     continue;
                 };
                 for agent in self.series(&rule, live, touched) {
-                    let sample = live.sample(rule.metric, agent.as_ref(), rule.window, now);
+                    let sample = match rule.anomaly_metric {
+                        Some(m) => {
+                            let value = anomalies.score(agent.as_ref(), m);
+                            Sample {
+                                value,
+                                samples: u64::from(value.is_some()),
+                            }
+                        }
+                        None => live.sample(rule.metric, agent.as_ref(), rule.window, now),
+                    };
                     self.step(&rule, agent, sample, now, &mut out);
                 }
             }

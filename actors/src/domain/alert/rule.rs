@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::anomaly::Metric as AnomalyMetric;
 use crate::domain::duration::HubDuration;
 use crate::domain::ids::AgentId;
 use crate::domain::ingest::FieldError;
@@ -41,6 +42,8 @@ pub enum Metric {
 pub enum Source {
     Runs,
     Heartbeats,
+    /// The anomaly detector's scores, which move when a bucket closes (on the timer).
+    Anomalies,
 }
 
 impl Metric {
@@ -87,6 +90,7 @@ impl Metric {
             Self::CpuPctAvg | Self::CpuPctMax | Self::MemPctMax | Self::HeartbeatAgeS => {
                 Source::Heartbeats
             }
+            Self::AnomalyScore => Source::Anomalies,
             _ => Source::Runs,
         }
     }
@@ -101,6 +105,7 @@ impl Metric {
                 | Self::CreditsPerHour
                 | Self::TokensPerMin
                 | Self::HeartbeatAgeS
+                | Self::AnomalyScore
         )
     }
 }
@@ -260,6 +265,8 @@ pub struct Rule {
     pub no_data: NoData,
     pub repeat_interval: Option<Duration>,
     pub enabled: bool,
+    /// The detector series an `anomaly_score` rule watches.
+    pub anomaly_metric: Option<AnomalyMetric>,
 }
 
 impl Rule {
@@ -298,27 +305,50 @@ impl RuleSpec {
             bad("name", "must not contain control characters".into());
         }
         let metric = Metric::parse(&self.metric);
-        match metric {
-            None => bad(
+        if metric.is_none() {
+            bad(
                 "metric",
                 format!(
                     "unknown metric `{}`; one of {}",
                     clip(&self.metric),
                     Metric::ALL.map(Metric::as_str).join(", ")
                 ),
-            ),
-            Some(Metric::AnomalyScore) => bad(
-                "metric",
-                "anomaly_score needs the anomaly detector, which this hub does not run yet".into(),
-            ),
-            Some(_) => {}
-        }
-        if self.anomaly_metric.is_some() && metric != Some(Metric::AnomalyScore) {
-            bad(
-                "anomaly_metric",
-                "only applies to anomaly_score rules".into(),
             );
         }
+        let anomaly_metric = match (metric, self.anomaly_metric.as_deref()) {
+            (Some(Metric::AnomalyScore), Some(m)) => {
+                let parsed = AnomalyMetric::parse(m);
+                if parsed.is_none() {
+                    bad(
+                        "anomaly_metric",
+                        format!(
+                            "unknown detector metric `{}`; one of {}",
+                            clip(m),
+                            AnomalyMetric::ALL.map(AnomalyMetric::as_str).join(", ")
+                        ),
+                    );
+                }
+                parsed
+            }
+            (Some(Metric::AnomalyScore), None) => {
+                bad(
+                    "anomaly_metric",
+                    format!(
+                        "anomaly_score rules name the detector series: one of {}",
+                        AnomalyMetric::ALL.map(AnomalyMetric::as_str).join(", ")
+                    ),
+                );
+                None
+            }
+            (_, Some(_)) => {
+                bad(
+                    "anomaly_metric",
+                    "only applies to anomaly_score rules".into(),
+                );
+                None
+            }
+            (_, None) => None,
+        };
         let agent_id = match self.agent_id.as_deref().map(AgentId::parse).transpose() {
             Ok(a) => a,
             Err(e) => {
@@ -453,6 +483,7 @@ impl RuleSpec {
                 no_data,
                 repeat_interval,
                 enabled: self.enabled,
+                anomaly_metric,
             }),
             _ => Err(errors),
         }

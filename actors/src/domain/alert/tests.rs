@@ -91,6 +91,7 @@ fn post(
     let none = BTreeSet::new();
     engine.evaluate(
         live,
+        &tracker(),
         Scope::Touched {
             runs: &runs,
             heartbeats: &none,
@@ -243,8 +244,9 @@ fn for_keeps_it_pending_until_the_condition_has_held_long_enough() {
     assert!(post(&mut engine, &mut live, "a", RunStatus::Failed, 10, t0()).is_empty());
     assert_eq!(engine.counts(), (1, 0));
     assert_eq!(engine.active()[0]["state"], "pending");
-    let tick =
-        |engine: &mut AlertEngine, live: &LiveState, at| engine.evaluate(live, Scope::All, at);
+    let tick = |engine: &mut AlertEngine, live: &LiveState, at| {
+        engine.evaluate(live, &tracker(), Scope::All, at)
+    };
     assert!(tick(&mut engine, &live, t0() + Duration::seconds(1)).is_empty());
     assert_eq!(
         kinds(&tick(&mut engine, &live, t0() + Duration::seconds(2))),
@@ -295,16 +297,16 @@ fn absence_fires_from_the_timer() {
     );
     live.apply(&heartbeat("a", t0()), t0());
     assert!(engine
-        .evaluate(&live, Scope::All, t0() + Duration::seconds(10))
+        .evaluate(&live, &tracker(), Scope::All, t0() + Duration::seconds(10))
         .is_empty());
-    let t = engine.evaluate(&live, Scope::All, t0() + Duration::seconds(31));
+    let t = engine.evaluate(&live, &tracker(), Scope::All, t0() + Duration::seconds(31));
     assert_eq!(kinds(&t), [TransitionKind::Firing]);
     assert_eq!(t[0].state.value, Some(31.0));
     // A heartbeat brings it back.
     let at = t0() + Duration::seconds(32);
     live.apply(&heartbeat("a", at), at);
     assert_eq!(
-        kinds(&engine.evaluate(&live, Scope::All, at)),
+        kinds(&engine.evaluate(&live, &tracker(), Scope::All, at)),
         [TransitionKind::Resolved]
     );
 }
@@ -320,7 +322,7 @@ fn no_data_keeps_or_resolves() {
         );
         post(&mut engine, &mut live, "a", RunStatus::Failed, 10, t0());
         // Two minutes later the 1m window is empty.
-        let t = engine.evaluate(&live, Scope::All, t0() + Duration::minutes(2));
+        let t = engine.evaluate(&live, &tracker(), Scope::All, t0() + Duration::minutes(2));
         assert_eq!(t.len(), expect, "{no_data}");
     }
 }
@@ -335,10 +337,10 @@ fn repeat_interval_renotifies_a_firing_alert() {
     );
     post(&mut engine, &mut live, "a", RunStatus::Failed, 10, t0());
     assert!(engine
-        .evaluate(&live, Scope::All, t0() + Duration::seconds(30))
+        .evaluate(&live, &tracker(), Scope::All, t0() + Duration::seconds(30))
         .is_empty());
     assert_eq!(
-        kinds(&engine.evaluate(&live, Scope::All, t0() + Duration::seconds(61))),
+        kinds(&engine.evaluate(&live, &tracker(), Scope::All, t0() + Duration::seconds(61))),
         [TransitionKind::Repeat]
     );
 }
@@ -398,6 +400,7 @@ fn heartbeats_do_not_evaluate_run_rules() {
     let none = BTreeSet::new();
     let t = engine.evaluate(
         &live,
+        &tracker(),
         Scope::Touched {
             runs: &none,
             heartbeats: &hb,
@@ -405,4 +408,13 @@ fn heartbeats_do_not_evaluate_run_rules() {
         t0(),
     );
     assert!(t.is_empty());
+}
+
+/// A tracker with no series: `anomaly_score` rules see no data.
+fn tracker() -> crate::domain::anomaly::track::Tracker {
+    crate::domain::anomaly::track::Tracker::new(crate::domain::anomaly::track::TrackerConfig {
+        detector: crate::domain::anomaly::Config::default(),
+        grace_ms: 0,
+        max_agents: 10,
+    })
 }

@@ -87,6 +87,7 @@ pub mod detector;
 pub mod eval;
 pub mod stats;
 pub mod synth;
+pub mod track;
 pub mod zscore;
 
 use std::fmt;
@@ -125,6 +126,17 @@ impl Metric {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// The method scoring this metric, as the API names it (see the module docs).
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::ErrorRate => "beta_binomial_ewma",
+            Self::ThroughputPerMin => "seasonal_poisson_sqrt",
+            Self::CreditsPerMin => "seasonal_compound_poisson_sqrt",
+            Self::RuntimeP95 => "seasonal_robust_log",
+            Self::CpuPctAvg => "seasonal_robust",
+        }
     }
 
     /// What an empty bucket holds for this metric.
