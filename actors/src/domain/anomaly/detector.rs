@@ -15,7 +15,7 @@ pub const SLOTS: usize = 24;
 
 /// `size_of::<Detector>()`, checked by a test: the whole per-series state, whatever the
 /// metric and however long the history.
-pub const STATE_BYTES: usize = 584;
+pub const STATE_BYTES: usize = 600;
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -318,6 +318,33 @@ impl Shape {
         }
     }
 
+    /// Which tails a bucket's z is judged against: 0, or for a p95 of fewer than 20 runs
+    /// (their maximum, which one straggler sets) 2; 1 is the run statistic's.
+    fn tail_class(self, samples: u64) -> usize {
+        if self == Self::Quantile && samples < 20 {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// Whether the spread is the median |residual| rather than the mean: for p95s, whose
+    /// residuals are a mixture of the body and of buckets set by a straggler (a sixth of
+    /// the buckets of 18 runs when 1 % of runs straggle), the mean is inflated by the
+    /// stragglers and would hide a slow-down of all runs; the median is not.
+    fn median_spread(self) -> bool {
+        false
+    }
+
+    /// σ of a normal residual per unit of spread: mean |Z| = √(2/π), median |Z| = 0.6745.
+    fn sigma_per_spread(self) -> f64 {
+        if self.median_spread() {
+            1.0 / 0.674_489_75
+        } else {
+            FRAC_PI_2.sqrt()
+        }
+    }
+
     /// How much wider the residual of a bucket with `samples` samples is: a p95 of 3 runs is
     /// their maximum, an average of 2 heartbeats is noisier than of 6. Counts and sums
     /// carry their size in the value itself.
@@ -388,7 +415,7 @@ struct Seasonal {
     recent_e: [f32; 2],
     /// For the bucket's z and the run's: share of scored buckets beyond 2, 3, −2, −3
     /// (EWMA; read never below the normal tails), see [`Seasonal::tail_one`].
-    tail: [[f32; 4]; 2],
+    tail: [[f32; 4]; 3],
     /// Mean |median z of three consecutive buckets| (EWMA), see [`Seasonal::run_z`].
     run_spread: f32,
     /// Buckets that taught the tails so far.
@@ -418,7 +445,7 @@ impl Seasonal {
             down: 0.0,
             recent_z: [f32::NAN; 2],
             recent_e: [f32::NAN; 2],
-            tail: [[NORMAL_TAIL_2, NORMAL_TAIL_3, NORMAL_TAIL_2, NORMAL_TAIL_3]; 2],
+            tail: [[NORMAL_TAIL_2, NORMAL_TAIL_3, NORMAL_TAIL_2, NORMAL_TAIL_3]; 3],
             run_spread: RUN_SPREAD_PRIOR,
             scored: 0,
             rank_slope: 0.0,
@@ -491,7 +518,7 @@ impl Seasonal {
         } else {
             self.per_run as f64
         };
-        let base_sigma = (u * FRAC_PI_2.sqrt()).max(shape.sigma_floor(per_run));
+        let base_sigma = (u * shape.sigma_per_spread()).max(shape.sigma_floor(per_run));
         let sigma = base_sigma * g;
         if idx > self.revert_until {
             self.prev_level = f64::NAN;
@@ -501,7 +528,11 @@ impl Seasonal {
         } else {
             1.0
         };
-        let (cut_down, cut_up) = (self.z_cut(false, tempo), self.z_cut(true, tempo));
+        let class = shape.tail_class(samples);
+        let (cut_down, cut_up) = (
+            self.z_cut(class, false, tempo),
+            self.z_cut(class, true, tempo),
+        );
         let band_of = |yhat: f64| {
             (
                 shape.invert(yhat - cut_down * sigma) / unit,
@@ -521,22 +552,28 @@ impl Seasonal {
         let z_now = (y - yhat) / sigma;
         let cut_of = |z: f64| if z >= 0.0 { cut_up } else { cut_down };
         let mut sigma = sigma;
-        if self.prev_level.is_finite() && z_now.abs() >= cut_of(z_now) {
-            // The remembered level had no update since the rebase, so it is a vaguer
-            // forecast now: σ widens with the time since (at most twofold).
+        let mut z = z_now;
+        let mut run = self.run_z(z);
+        let mut p = self.p_value(class, z, run);
+        let p_cut = (1.0 - tempo.threshold).powi(2);
+        if self.prev_level.is_finite() && p <= p_cut {
+            // Flagged against the rebased level (by the bucket or by its run): back to the
+            // level before? The remembered level had no update since the rebase, so it is
+            // a vaguer forecast now: σ widens with the time since (at most twofold).
             let since = (idx - (self.revert_until - tempo.revert_buckets as i64)).max(0);
             let wide = sigma * (1.0 + (since as f64 * tempo.level_rate as f64).min(3.0)).sqrt();
             let back = self.compose(self.prev_level, s);
             let z_back = (y - back) / wide;
-            if z_back.abs() < cut_of(z_back) && 2.0 * z_back.abs() < z_now.abs() {
+            if z_back.abs() < cut_of(z_back) && 2.0 * z_back.abs() < z_now.abs().max(cut_of(z_now))
+            {
                 self.restore();
                 yhat = back;
                 sigma = wide;
+                z = z_back;
+                run = f64::NAN;
+                p = self.p_value(class, z, run);
             }
         }
-        let z = (y - yhat) / sigma;
-        let run = self.run_z(z);
-        let p = self.p_value(z, run);
         let value = x.unwrap_or_default() / unit;
         let (v, flagged) = verdict(value, shape.invert(yhat) / unit, band_of(yhat), p, tempo);
         let e = self.deseason(y, s);
@@ -567,7 +604,14 @@ impl Seasonal {
             let a = ((y - yhat).abs() / g).min(SPREAD_CLIP_SIGMA * base_sigma);
             for (i, w) in [(i0, w0), (i1, w1)] {
                 let sp = &mut self.spread[i];
-                *sp = (*sp as f64 + tempo.spread_rate as f64 * w * (a - u)).max(0.0) as f32;
+                let step = if shape.median_spread() {
+                    // Stochastic approximation of the median |residual|: steps of a fixed
+                    // share of the current spread, up when above, down when below.
+                    u * if a > u { 1.0 } else { -1.0 }
+                } else {
+                    a - u
+                };
+                *sp = (*sp as f64 + tempo.spread_rate as f64 * w * step).max(0.0) as f32;
             }
             if let Some(r) = per_run_now {
                 self.per_run += tempo.per_run_rate * (r - self.per_run);
@@ -580,7 +624,7 @@ impl Seasonal {
                 let step = rate * r * d as f32 / self.rank_var.max(0.01);
                 self.rank_slope = (self.rank_slope + step).clamp(0.0, 3.0);
             }
-            self.learn_tails(z, run, tempo);
+            self.learn_tails(class, z, run, tempo);
         }
 
         let mut chain = if flagged { f32::NAN } else { z as f32 };
@@ -623,8 +667,8 @@ impl Seasonal {
     }
 
     /// |z| at which a single bucket reaches the threshold on one side.
-    fn z_cut(&self, up: bool, tempo: &Tempo) -> f64 {
-        let (f2, ratio) = self.tail_fit(0, up);
+    fn z_cut(&self, class: usize, up: bool, tempo: &Tempo) -> f64 {
+        let (f2, ratio) = self.tail_fit(class, up);
         let target = (1.0 - tempo.threshold).powi(2) / 2.0;
         if target >= f2 {
             return tempo.z_cut;
@@ -643,8 +687,21 @@ impl Seasonal {
         if !(a.is_finite() && b.is_finite()) {
             return f64::NAN;
         }
-        let median = z.max(a.min(b)).min(a.max(b));
-        median / self.run_sigma()
+        let central = if self.shape == Shape::Quantile {
+            // The weakest of the three: a p95 of few runs is often set by one straggler, so
+            // two of three high buckets are common; three are not.
+            // Three buckets on different sides are no run at all.
+            if z.min(a).min(b) > 0.0 {
+                z.min(a).min(b)
+            } else if z.max(a).max(b) < 0.0 {
+                z.max(a).max(b)
+            } else {
+                0.0
+            }
+        } else {
+            z.max(a.min(b)).min(a.max(b))
+        };
+        central / self.run_sigma()
     }
 
     fn run_sigma(&self) -> f64 {
@@ -653,8 +710,8 @@ impl Seasonal {
 
     /// Two-sided p of the bucket: the stronger of its own z and its run's (when the run
     /// points the same way), each against its own fitted tail.
-    fn p_value(&self, z: f64, run: f64) -> f64 {
-        let mut best = self.tail_one(0, z);
+    fn p_value(&self, class: usize, z: f64, run: f64) -> f64 {
+        let mut best = self.tail_one(class, z);
         if run.is_finite() && run * z > 0.0 {
             best = best.min(self.tail_one(1, run));
         }
@@ -662,12 +719,12 @@ impl Seasonal {
     }
 
     /// Learns the tails and the run's spread from an unflagged bucket.
-    fn learn_tails(&mut self, z: f64, run: f64, tempo: &Tempo) {
+    fn learn_tails(&mut self, class: usize, z: f64, run: f64, tempo: &Tempo) {
         // A running mean over the first buckets (the normal prior weighing TAIL_PRIOR
         // buckets), the EWMA after: the tails are right on the first days too.
         self.scored = self.scored.saturating_add(1);
         let rate = tempo.tail_rate.max(1.0 / (TAIL_PRIOR + self.scored as f32));
-        for (k, q) in [z, run].into_iter().enumerate() {
+        for (k, q) in [(class, z), (1, run)] {
             if !q.is_finite() {
                 continue;
             }
@@ -829,6 +886,10 @@ impl Seasonal {
         }
         for (sp, &dw) in self.spread.iter_mut().zip(&self.warm_dw) {
             *sp = if dw >= 5.0 { *sp / dw } else { global as f32 };
+            if self.shape.median_spread() {
+                // Learnt as a mean |residual|; the live spread is a median (normal ratio).
+                *sp *= (FRAC_PI_2.sqrt() / self.shape.sigma_per_spread()) as f32;
+            }
         }
         self.level = level;
         self.warm_w = [0.0; SLOTS];

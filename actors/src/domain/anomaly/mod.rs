@@ -40,8 +40,12 @@
 //!   `level + profile(hour)`, with a robust scale (mean absolute residual, updated with
 //!   residuals clipped at 3σ) widened for buckets with few runs (`√(1 + 20/runs)`), plus a
 //!   learnt term for where a nearest-rank p95 of that many runs sits (the maximum of up to
-//!   19 runs, the 48th of 50). The tails are learnt, not assumed normal (below). An empty
-//!   bucket has no p95: its verdict has no value and a score of 0.
+//!   19 runs, the 48th of 50). The tails are learnt, not assumed normal (below), and
+//!   separately for buckets of fewer than 20 runs, whose p95 is their maximum and so is
+//!   set by a single straggler (with 1 % of runs 3–8× slower, one bucket of 18 runs in
+//!   six), and for busier buckets, where it takes two or more: the quiet daytime buckets
+//!   do not inherit the night's wide band. An empty bucket has no p95: its verdict has no
+//!   value and a score of 0.
 //! - `cpu_pct_avg`: a gauge averaged over a bucket's heartbeats; additive
 //!   `level + profile(hour)` on the raw percentage, robust scale as for latency, widened for
 //!   buckets with fewer heartbeats.
@@ -56,8 +60,12 @@
 //! wild (a p95 set by one straggler) needs a larger excursion than a Poisson count. A
 //! second statistic catches runs: the median z of the last three unflagged buckets over
 //! its measured spread (which includes their autocorrelation), with tails of its own; one
-//! outlier cannot move a median, three buckets each mildly high do. Error rates pool the
-//! counts of up to three unflagged buckets instead.
+//! outlier cannot move a median, three buckets each mildly high do. For p95s the run is
+//! the *weakest* of the three (0 when they are not all on one side): with a sixth of the
+//! quiet buckets set by a straggler, two high buckets in three are common and a median
+//! would have tails as heavy as a single bucket's; three in a row are rare, while a
+//! slow-down of every run raises all three. Error rates pool the counts of up to three
+//! unflagged buckets instead.
 //!
 //! # Level shifts
 //!
@@ -65,15 +73,17 @@
 //! sustained move. When one fires, the level is rebased to the median of the last three
 //! buckets (error rates: their pooled counts): a deploy that doubles latency is flagged at
 //! its onset and is the new normal three buckets later. The level before is remembered for
-//! six hours: a bucket flagged against the new level but ordinary against the old one (σ
-//! widened for the old level's age) goes back to it without an alarm — the end of an outage
-//! is recovery, not a second anomaly.
+//! six hours: a bucket flagged against the new level — by its own z or by its run — but
+//! ordinary against the old one (σ widened for the old level's age) goes back to it
+//! without an alarm — the end of an outage or of a slow-down is recovery, not a second
+//! anomaly.
 //!
 //! # Memory
 //!
 //! A detector is a fixed-size value: no heap, nothing that grows with history.
-//! `size_of::<Detector>()` is [`detector::STATE_BYTES`] (584) bytes for every metric —
-//! mostly four arrays of 24 knots (profile, spread and two warm-up accumulators). The
+//! `size_of::<Detector>()` is [`detector::STATE_BYTES`] (600) bytes for every metric —
+//! mostly four arrays of 24 knots (profile, spread and two warm-up accumulators) and three
+//! sets of tail shares. The
 //! z-score baseline holds its 60 trailing values: [`zscore::STATE_BYTES`] (512) bytes.
 //!
 //! # Warm-up
