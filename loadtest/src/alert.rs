@@ -118,7 +118,7 @@ pub async fn run(plan: &Plan, hub: Hub, workspace: &str, settings: String) -> Re
     let receiver = Arc::new(Receiver::default());
     let server = tokio::spawn(serve(listener, receiver.clone()));
 
-    let token_ttl = c.warmup + c.duration + c.timeout + Duration::from_secs(3600);
+    let token_ttl = c.run.warmup + c.run.duration + c.run.timeout + Duration::from_secs(3600);
     let mut admin = HeaderValue::try_from(format!(
         "Bearer {}",
         hub::token_with_scope(&c.secret, workspace, token_ttl, hub::ADMIN_SCOPE)?
@@ -164,7 +164,8 @@ async fn measure(
         bail!("not an alert plan");
     };
     let c = &plan.common;
-    let slots = (f64::from(rate) * (c.warmup + c.duration).as_secs_f64()).ceil() as usize + 1;
+    let slots =
+        (f64::from(rate) * (c.run.warmup + c.run.duration).as_secs_f64()).ceil() as usize + 1;
     if slots as u64 > HUB_MAX_AGENTS {
         eprintln!(
             "loadtest alert: warning: {slots} fresh agents exceed the hub's default \
@@ -173,18 +174,18 @@ async fn measure(
         );
     }
     let max_latency_us =
-        (c.warmup + c.duration + c.timeout + Duration::from_secs(1)).as_micros() as u64;
+        (c.run.warmup + c.run.duration + c.run.timeout + Duration::from_secs(1)).as_micros() as u64;
     eprintln!(
         "loadtest alert: webhooks to {receiver_url} (listening on {bound}); posting {rate} \
          failed runs/s of fresh agents from {} connections to {}, warmup {}, measuring {}…",
         plan.connections,
         c.url,
-        show_duration(c.warmup),
-        show_duration(c.duration)
+        show_duration(c.run.warmup),
+        show_duration(c.run.duration)
     );
     let start = Instant::now();
-    let measure_start = start + c.warmup;
-    let end = measure_start + c.duration;
+    let measure_start = start + c.run.warmup;
+    let end = measure_start + c.run.duration;
     let shared = Arc::new(Shared {
         hub: hub.clone(),
         start,
@@ -221,10 +222,10 @@ async fn measure(
         eprintln!(
             "loadtest alert: load done; waiting up to {} for {outstanding} outstanding \
              firings…",
-            show_duration(c.timeout)
+            show_duration(c.run.timeout)
         );
     }
-    let give_up = load_done + c.timeout;
+    let give_up = load_done + c.run.timeout;
     while tally.absorb(receiver, &acked) < acked.len() && Instant::now() < give_up {
         tokio::time::sleep(POLL).await;
     }
@@ -242,7 +243,7 @@ async fn measure(
         scenario: plan.scenario,
         settings,
         ingest: true,
-        measured: c.duration,
+        measured: c.run.duration,
         finished,
         stats,
         hub_runs: None,
@@ -251,6 +252,7 @@ async fn measure(
         seeded: None,
         fanout: None,
         alert: Some(figures),
+        ceiling: None,
     })
 }
 

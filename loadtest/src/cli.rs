@@ -2,7 +2,8 @@
 //!
 //! To add a scenario: add a variant to [`Scenario`] (with its own options and its
 //! `--connections` default), a [`Workload`] variant, and map one to the other in
-//! [`Scenario::into_plan`]; the runner matches on [`Workload`].
+//! [`Scenario::into_command`]; the runner matches on [`Workload`]. Ceilings (`loadtest
+//! ceiling …`) are [`Ceiling`] variants mapped the same way.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -68,22 +69,8 @@ pub enum Scenario {
     Fanout {
         #[command(flatten)]
         common: Common,
-        /// WebSocket sessions (the hub's default ws.max_sessions_per_workspace is 10000).
-        #[arg(long, default_value_t = 1000, value_parser = sessions)]
-        sessions: usize,
-        /// Run events per second, one per POST (0: only connect the sessions and hold them
-        /// idle for --duration, for the hub's memory per session; --warmup is then ignored).
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
-        rate: u32,
-        /// POST loops sharing the paced schedule, each one request at a time: the most POSTs
-        /// in flight, so enough to keep --rate while the hub answers slowly.
-        #[arg(long, default_value_t = 64, value_parser = connections)]
-        connections: usize,
-        /// How long a session keeps retrying an upgrade refused for the rate limit (429
-        /// rate_limited, or 503), honouring Retry-After: the hub counts upgrades against the
-        /// workspace's read budget.
-        #[arg(long, default_value = "120s", value_parser = positive_duration)]
-        connect_timeout: Duration,
+        #[command(flatten)]
+        load: FanoutArgs,
     },
     /// Create a webhook channel to an in-process receiver and a per-agent error-rate rule,
     /// POST one failed run of a fresh agent per slot at `--rate` per second, and time each
@@ -107,6 +94,110 @@ pub enum Scenario {
         #[arg(long)]
         receiver_url: Option<String>,
     },
+    /// The ceilings the scenarios are compared with: the same load against bare PostgreSQL or
+    /// a bare WebSocket broadcast server, on this machine, without a hub.
+    Ceiling {
+        #[command(subcommand)]
+        ceiling: Ceiling,
+    },
+}
+
+/// `loadtest ceiling …`: opt-in runs beside the scenarios, so the scenarios stay black-box.
+/// Each prints the same JSON line as a scenario, its `scenario` prefixed with `ceiling-`.
+#[derive(Debug, Subcommand)]
+pub enum Ceiling {
+    /// `ingest-batch`'s rows inserted straight into PostgreSQL: `--connections` closed loops,
+    /// each committing one `INSERT … SELECT * FROM unnest(…)` of `--batch` rows at a time,
+    /// into a table shaped like the hub's `agent_runs` (same columns, checks and indexes) in
+    /// a scratch database the run creates and drops. `lost` compares the acknowledged rows
+    /// with the table's count.
+    IngestBatch {
+        #[command(flatten)]
+        pg: PgArgs,
+        /// Rows per statement (and per commit).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch: u32,
+        /// Concurrent connections, each one statement at a time.
+        #[arg(long, default_value_t = 4, value_parser = connections)]
+        connections: usize,
+    },
+    /// `ingest-single`'s rows inserted straight into PostgreSQL, one row per statement and
+    /// commit (see `ceiling ingest-batch`).
+    IngestSingle {
+        #[command(flatten)]
+        pg: PgArgs,
+        /// Concurrent connections, each one statement at a time.
+        #[arg(long, default_value_t = 64, value_parser = connections)]
+        connections: usize,
+    },
+    /// `fanout` run unchanged against a bare broadcast server started as a child process
+    /// (`ceiling serve`): it acknowledges POSTs without storing them and sends every session
+    /// one frame of `--frame-bytes` per coalescing period with the running event count, as
+    /// the hub's frames carry it; its RSS and CPU are reported as the hub's are.
+    Fanout {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        load: FanoutArgs,
+        #[command(flatten)]
+        server: BareArgs,
+    },
+    /// Only the bare broadcast server that `ceiling fanout` starts: prints `listening on
+    /// http://<address>` on stdout, serves until its standard input closes.
+    Serve {
+        /// Where to listen (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: SocketAddr,
+        #[command(flatten)]
+        server: BareArgs,
+    },
+}
+
+/// The database of an ingest ceiling.
+#[derive(Debug, Clone, Args)]
+pub struct PgArgs {
+    /// A PostgreSQL server URL whose user may CREATE DATABASE, e.g.
+    /// postgres://postgres@127.0.0.1:5432/postgres (the hub's server, for a fair comparison).
+    #[arg(long)]
+    pub pg_url: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What the bare broadcast server sends.
+#[derive(Debug, Clone, Args)]
+pub struct BareArgs {
+    /// Bytes of every update frame (the `frame_bytes` of the hub's `fanout` run, so the
+    /// frames are the same size).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(200..=16_000_000))]
+    pub frame_bytes: u32,
+    /// Changes after a frame are merged for at most this long (the hub's ws.coalesce_ms).
+    #[arg(long, default_value = "100ms", value_parser = positive_duration)]
+    pub coalesce: Duration,
+    /// Worker threads of the server [default: one per core, as the hub's server.workers].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub server_threads: Option<u16>,
+}
+
+/// The load of `fanout` (and of its ceiling).
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// WebSocket sessions (the hub's default ws.max_sessions_per_workspace is 10000).
+    #[arg(long, default_value_t = 1000, value_parser = sessions)]
+    pub sessions: usize,
+    /// Run events per second, one per POST (0: only connect the sessions and hold them
+    /// idle for --duration, for the hub's memory per session; --warmup is then ignored).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub rate: u32,
+    /// POST loops sharing the paced schedule, each one request at a time: the most POSTs
+    /// in flight, so enough to keep --rate while the hub answers slowly.
+    #[arg(long, default_value_t = 64, value_parser = connections)]
+    pub connections: usize,
+    /// How long a session keeps retrying an upgrade refused for the rate limit (429
+    /// rate_limited, or 503), honouring Retry-After: the hub counts upgrades against the
+    /// workspace's read budget.
+    #[arg(long, default_value = "120s", value_parser = positive_duration)]
+    pub connect_timeout: Duration,
 }
 
 /// Options every scenario takes.
@@ -118,6 +209,16 @@ pub struct Common {
     /// The hub's HS256 JWT secret (auth.jwt_secret), used to sign the run's token.
     #[arg(long)]
     pub secret: String,
+    /// PID of the hub: reports its VmRSS at the end as hub_rss_mb (and its CPU use).
+    #[arg(long)]
+    pub hub_pid: Option<u32>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How long a run lasts and how the client runs; scenarios and ceilings alike.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
     /// Measured time, e.g. 250ms, 30s, 5m.
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub duration: Duration,
@@ -128,9 +229,6 @@ pub struct Common {
     /// requests in flight when time is up.
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub timeout: Duration,
-    /// PID of the hub: reports its VmRSS at the end as hub_rss_mb (and its CPU use).
-    #[arg(long)]
-    pub hub_pid: Option<u32>,
     /// Worker threads of the client's runtime.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
@@ -158,6 +256,17 @@ pub enum Workload {
         receiver_bind: SocketAddr,
         receiver_url: Option<String>,
     },
+    /// `batch` rows per statement straight into PostgreSQL at `pg_url` (`common.url` is the
+    /// same URL, `common.secret` empty).
+    CeilingIngest { batch: usize, pg_url: String },
+    /// `fanout`'s load against a bare broadcast server this run starts (`common.url` and
+    /// `common.hub_pid` are filled in once it runs).
+    CeilingFanout {
+        sessions: usize,
+        rate: u32,
+        connect_timeout: Duration,
+        server: BareArgs,
+    },
 }
 
 /// A scenario resolved to its settings.
@@ -169,9 +278,18 @@ pub struct Plan {
     pub workload: Workload,
 }
 
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// A scenario or a ceiling: a bounded run ending with the JSON line.
+    Run(Plan),
+    /// `ceiling serve`: only the bare broadcast server, until its standard input closes.
+    Serve { bind: SocketAddr, server: BareArgs },
+}
+
 impl Scenario {
-    pub fn into_plan(self) -> Plan {
-        match self {
+    pub fn into_command(self) -> Command {
+        let plan = match self {
             Self::IngestBatch {
                 common,
                 batch,
@@ -207,20 +325,14 @@ impl Scenario {
                     seed: u64::from(seed),
                 },
             },
-            Self::Fanout {
-                common,
-                sessions,
-                rate,
-                connections,
-                connect_timeout,
-            } => Plan {
+            Self::Fanout { common, load } => Plan {
                 scenario: "fanout",
                 common,
-                connections,
+                connections: load.connections,
                 workload: Workload::Fanout {
-                    sessions,
-                    rate,
-                    connect_timeout,
+                    sessions: load.sessions,
+                    rate: load.rate,
+                    connect_timeout: load.connect_timeout,
                 },
             },
             Self::Alert {
@@ -239,7 +351,56 @@ impl Scenario {
                     receiver_url,
                 },
             },
-        }
+            Self::Ceiling { ceiling } => return ceiling.into_command(),
+        };
+        Command::Run(plan)
+    }
+}
+
+impl Ceiling {
+    fn into_command(self) -> Command {
+        let pg_plan = |scenario, pg: PgArgs, connections, batch| Plan {
+            scenario,
+            common: Common {
+                url: pg.pg_url.clone(),
+                secret: String::new(),
+                hub_pid: None,
+                run: pg.run,
+            },
+            connections,
+            workload: Workload::CeilingIngest {
+                batch,
+                pg_url: pg.pg_url,
+            },
+        };
+        let plan = match self {
+            Self::IngestBatch {
+                pg,
+                batch,
+                connections,
+            } => pg_plan("ceiling-ingest-batch", pg, connections, batch as usize),
+            Self::IngestSingle { pg, connections } => {
+                pg_plan("ceiling-ingest-single", pg, connections, 1)
+            }
+            Self::Fanout { run, load, server } => Plan {
+                scenario: "ceiling-fanout",
+                common: Common {
+                    url: String::new(),
+                    secret: String::new(),
+                    hub_pid: None,
+                    run,
+                },
+                connections: load.connections,
+                workload: Workload::CeilingFanout {
+                    sessions: load.sessions,
+                    rate: load.rate,
+                    connect_timeout: load.connect_timeout,
+                    server,
+                },
+            },
+            Self::Serve { bind, server } => return Command::Serve { bind, server },
+        };
+        Command::Run(plan)
     }
 }
 
@@ -332,16 +493,18 @@ mod tests {
 
     #[test]
     fn defaults_per_scenario() {
-        let plan = |args: &[&str]| {
-            Cli::try_parse_from(args.iter().copied())
-                .unwrap()
-                .scenario
-                .into_plan()
+        let plan = |args: &[&str]| match Cli::try_parse_from(args.iter().copied())
+            .unwrap()
+            .scenario
+            .into_command()
+        {
+            Command::Run(plan) => plan,
+            Command::Serve { .. } => panic!("not a run: {args:?}"),
         };
         let p = plan(&["loadtest", "ingest-batch", "--secret", "x"]);
         assert_eq!(p.connections, 4);
         assert!(matches!(p.workload, Workload::Ingest { batch: 1000 }));
-        assert_eq!(p.common.duration, Duration::from_secs(30));
+        assert_eq!(p.common.run.duration, Duration::from_secs(30));
         assert_eq!(p.common.url, "http://127.0.0.1:8080");
         let p = plan(&[
             "loadtest",
@@ -353,7 +516,7 @@ mod tests {
         ]);
         assert_eq!(p.connections, 64);
         assert!(matches!(p.workload, Workload::Ingest { batch: 1 }));
-        assert_eq!(p.common.duration, Duration::from_millis(250));
+        assert_eq!(p.common.run.duration, Duration::from_millis(250));
         let p = plan(&["loadtest", "query", "--secret", "x", "--hub-pid", "42"]);
         assert_eq!(p.connections, 16);
         assert_eq!(p.common.hub_pid, Some(42));
@@ -396,8 +559,8 @@ mod tests {
         let p = plan(&["loadtest", "alert", "--secret", "x"]);
         assert_eq!(p.scenario, "alert");
         assert_eq!(p.connections, 16);
-        assert_eq!(p.common.warmup, Duration::from_secs(2));
-        assert_eq!(p.common.timeout, Duration::from_secs(10));
+        assert_eq!(p.common.run.warmup, Duration::from_secs(2));
+        assert_eq!(p.common.run.timeout, Duration::from_secs(10));
         assert!(matches!(
             &p.workload,
             Workload::Alert {

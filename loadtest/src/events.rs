@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 /// How stale a body's `completed_at` may be when built.
 pub const STAMP_REFRESH: Duration = Duration::from_millis(100);
@@ -72,92 +72,158 @@ pub fn random_seed() -> u64 {
 /// The per-event parts that do not depend on the event's identity or time.
 #[derive(Debug)]
 pub struct Fragments {
-    /// `"agent_id":"agent-N",`
-    agents: Vec<String>,
-    /// `"status":…,"runtime_ms":…,…,"model":"…"}` (closes the event object).
-    tails: Vec<String>,
+    /// `agent-N`, and the same as `"agent_id":"agent-N",`.
+    agents: Vec<(String, String)>,
+    /// Status and measurements, each with its JSON `"status":…,"model":"…"}` (closes the
+    /// event object).
+    tails: Vec<Tail>,
 }
 
 impl Fragments {
     pub fn new(seed: u64) -> Arc<Self> {
         let mut rng = Rng::new(seed);
         let agents = (0..AGENTS)
-            .map(|i| format!("\"agent_id\":\"agent-{i}\","))
+            .map(|i| (format!("agent-{i}"), format!("\"agent_id\":\"agent-{i}\",")))
             .collect();
-        let tails = (0..FRAGMENTS).map(|_| tail(&mut rng)).collect();
+        let tails = (0..FRAGMENTS).map(|_| Tail::new(&mut rng)).collect();
         Arc::new(Self { agents, tails })
     }
 }
 
-/// One event's status and measurements: ~94% succeeded, 5% failed, 0.5% timeout, 0.5%
-/// cancelled; runtime log-normal (median ~400ms) clamped to 50..5000ms.
-fn tail(rng: &mut Rng) -> String {
-    let p = rng.unit();
-    let (status, error) = if p < 0.94 {
-        ("succeeded", None)
-    } else if p < 0.99 {
-        (
-            "failed",
-            Some(
-                r#"{"type":"ToolError","category":"tool","severity":"medium","message":"upstream tool returned 502"}"#,
-            ),
-        )
-    } else if p < 0.995 {
-        (
-            "timeout",
-            Some(
-                r#"{"type":"Timeout","category":"timeout","severity":"high","message":"run exceeded its deadline"}"#,
-            ),
-        )
-    } else {
-        ("cancelled", None)
-    };
-    let runtime_ms = (400f64.ln() + 0.9 * rng.normal()).exp().clamp(50.0, 5000.0);
-    let (model, in_price, out_price) = match rng.below(10) {
-        0..=4 => ("gpt-4o", 2.5, 10.0),
-        5..=7 => ("gpt-4o-mini", 0.15, 0.6),
-        _ => ("claude-sonnet-4", 3.0, 15.0),
-    };
-    let tokens_in = 200 + rng.below(3800);
-    let tokens_out = 50 + rng.below(1450);
-    let credits = (tokens_in as f64 * in_price + tokens_out as f64 * out_price) / 10_000.0;
-    let mut s = format!(
-        "\"status\":\"{status}\",\"runtime_ms\":{runtime_ms:.1},\"credits\":{credits:.4},\
-         \"tokens_in\":{tokens_in},\"tokens_out\":{tokens_out},\"model\":\"{model}\""
-    );
-    if let Some(error) = error {
-        s.push_str(",\"error\":");
-        s.push_str(error);
-    }
-    s.push('}');
-    s
+/// One event's status and measurements, with the values exactly as its JSON carries them.
+#[derive(Debug)]
+struct Tail {
+    status: &'static str,
+    runtime_ms: f64,
+    credits: f64,
+    tokens_in: i64,
+    tokens_out: i64,
+    model: &'static str,
+    json: String,
 }
 
-/// `completed_at` text, refreshed at most every [`STAMP_REFRESH`].
+impl Tail {
+    /// ~94% succeeded, 5% failed, 0.5% timeout, 0.5% cancelled; runtime log-normal (median
+    /// ~400ms) clamped to 50..5000ms.
+    fn new(rng: &mut Rng) -> Self {
+        let p = rng.unit();
+        let (status, error) = if p < 0.94 {
+            ("succeeded", None)
+        } else if p < 0.99 {
+            (
+                "failed",
+                Some(
+                    r#"{"type":"ToolError","category":"tool","severity":"medium","message":"upstream tool returned 502"}"#,
+                ),
+            )
+        } else if p < 0.995 {
+            (
+                "timeout",
+                Some(
+                    r#"{"type":"Timeout","category":"timeout","severity":"high","message":"run exceeded its deadline"}"#,
+                ),
+            )
+        } else {
+            ("cancelled", None)
+        };
+        let runtime_ms = format!(
+            "{:.1}",
+            (400f64.ln() + 0.9 * rng.normal()).exp().clamp(50.0, 5000.0)
+        );
+        let (model, in_price, out_price) = match rng.below(10) {
+            0..=4 => ("gpt-4o", 2.5, 10.0),
+            5..=7 => ("gpt-4o-mini", 0.15, 0.6),
+            _ => ("claude-sonnet-4", 3.0, 15.0),
+        };
+        let tokens_in = 200 + rng.below(3800) as i64;
+        let tokens_out = 50 + rng.below(1450) as i64;
+        let credits = format!(
+            "{:.4}",
+            (tokens_in as f64 * in_price + tokens_out as f64 * out_price) / 10_000.0
+        );
+        let mut json = format!(
+            "\"status\":\"{status}\",\"runtime_ms\":{runtime_ms},\"credits\":{credits},\
+             \"tokens_in\":{tokens_in},\"tokens_out\":{tokens_out},\"model\":\"{model}\""
+        );
+        if let Some(error) = error {
+            json.push_str(",\"error\":");
+            json.push_str(error);
+        }
+        json.push('}');
+        Self {
+            status,
+            // The numbers as the hub parses them from the JSON.
+            runtime_ms: runtime_ms.parse().expect("a formatted number"),
+            credits: credits.parse().expect("a formatted number"),
+            tokens_in,
+            tokens_out,
+            model,
+            json,
+        }
+    }
+}
+
+/// `completed_at`, refreshed at most every [`STAMP_REFRESH`].
 struct Stamp {
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-24T10:00:00.123Z`.
     text: String,
+    /// The same instant (whole milliseconds).
+    time: DateTime<Utc>,
     at: Instant,
 }
 
 impl Stamp {
     fn new() -> Self {
+        let time = now_millis();
         Self {
-            text: now_rfc3339(),
+            text: time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            time,
             at: Instant::now(),
         }
     }
 
     fn refresh(&mut self) {
         if self.at.elapsed() >= STAMP_REFRESH {
-            self.text = now_rfc3339();
-            self.at = Instant::now();
+            *self = Self::new();
         }
     }
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2026-11-24T10:00:00.123Z`.
-fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+/// Now, truncated to whole milliseconds (what the JSON carries).
+fn now_millis() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+/// Run events as columns: what `ceiling ingest-*` binds to its `unnest` insert, the same
+/// events a body of [`EventGen::body`] carries.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub event_id: Vec<String>,
+    pub agent_id: Vec<String>,
+    pub run_id: Vec<String>,
+    pub status: Vec<&'static str>,
+    pub completed_at: Vec<DateTime<Utc>>,
+    pub runtime_ms: Vec<f64>,
+    pub credits: Vec<f64>,
+    pub tokens_in: Vec<i64>,
+    pub tokens_out: Vec<i64>,
+    pub model: Vec<&'static str>,
+}
+
+impl Rows {
+    fn clear(&mut self) {
+        self.event_id.clear();
+        self.agent_id.clear();
+        self.run_id.clear();
+        self.status.clear();
+        self.completed_at.clear();
+        self.runtime_ms.clear();
+        self.credits.clear();
+        self.tokens_in.clear();
+        self.tokens_out.clear();
+        self.model.clear();
+    }
 }
 
 /// Builds the bodies of one connection. Event ids are `<prefix>-<request>-<index>`, so
@@ -205,13 +271,42 @@ impl EventGen {
             s.push_str("\",\"completed_at\":\"");
             s.push_str(&self.stamp.text);
             s.push_str("\",");
-            let f = &*self.fragments;
-            s.push_str(&f.agents[self.rng.below(f.agents.len())]);
-            s.push_str(&f.tails[self.rng.below(f.tails.len())]);
+            let (agent, tail) = self.pick();
+            s.push_str(&agent.1);
+            s.push_str(&tail.json);
         }
         s.push_str("]}");
         self.capacity = self.capacity.max(s.len());
         s.into_bytes()
+    }
+
+    /// The `n` events [`EventGen::body`] would have put in its next body, as columns (into
+    /// `rows`, replacing what it held).
+    pub fn rows(&mut self, n: usize, rows: &mut Rows) {
+        self.stamp.refresh();
+        self.request += 1;
+        rows.clear();
+        for i in 0..n {
+            let id = format!("{}-{}-{}", self.prefix, self.request, i);
+            rows.run_id.push(format!("r-{id}"));
+            rows.event_id.push(id);
+            rows.completed_at.push(self.stamp.time);
+            let (agent, tail) = self.pick();
+            rows.agent_id.push(agent.0.clone());
+            rows.status.push(tail.status);
+            rows.runtime_ms.push(tail.runtime_ms);
+            rows.credits.push(tail.credits);
+            rows.tokens_in.push(tail.tokens_in);
+            rows.tokens_out.push(tail.tokens_out);
+            rows.model.push(tail.model);
+        }
+    }
+
+    /// The next event's agent and tail.
+    fn pick(&mut self) -> (&(String, String), &Tail) {
+        let f = &*self.fragments;
+        let agent = &f.agents[self.rng.below(f.agents.len())];
+        (agent, &f.tails[self.rng.below(f.tails.len())])
     }
 }
 
@@ -257,6 +352,38 @@ mod tests {
         let share = |s: &str| statuses.get(s).copied().unwrap_or(0) as f64 / 10_000.0;
         assert!((0.90..0.97).contains(&share("succeeded")), "{statuses:?}");
         assert!((0.03..0.08).contains(&share("failed")), "{statuses:?}");
+    }
+
+    #[test]
+    fn rows_are_the_events_of_a_body() {
+        let fragments = Fragments::new(5);
+        let mut json = EventGen::new("c1".into(), 9, fragments.clone());
+        let mut columns = EventGen::new("c1".into(), 9, fragments);
+        let mut rows = Rows::default();
+        for n in [300, 1, 40] {
+            let body: Value = serde_json::from_slice(&json.body(n)).unwrap();
+            let events = body["events"].as_array().unwrap();
+            columns.rows(n, &mut rows);
+            assert_eq!(rows.event_id.len(), n);
+            for (i, e) in events.iter().enumerate() {
+                assert_eq!(e["event_id"], rows.event_id[i]);
+                assert_eq!(e["run_id"], rows.run_id[i]);
+                assert_eq!(e["agent_id"], rows.agent_id[i]);
+                assert_eq!(e["status"], rows.status[i]);
+                assert_eq!(e["model"], rows.model[i]);
+                assert_eq!(e["runtime_ms"].as_f64(), Some(rows.runtime_ms[i]));
+                assert_eq!(e["credits"].as_f64(), Some(rows.credits[i]));
+                assert_eq!(e["tokens_in"].as_i64(), Some(rows.tokens_in[i]));
+                assert_eq!(e["tokens_out"].as_i64(), Some(rows.tokens_out[i]));
+                // Each generator reads the clock itself: the same instant unless a refresh
+                // fell between the two calls.
+                let at = chrono::DateTime::parse_from_rfc3339(e["completed_at"].as_str().unwrap())
+                    .unwrap();
+                let apart = at.with_timezone(&Utc) - rows.completed_at[i];
+                assert!(apart.num_seconds().abs() < 5, "{apart}");
+                assert_eq!(rows.completed_at[i].timestamp_subsec_micros() % 1000, 0);
+            }
+        }
     }
 
     #[test]

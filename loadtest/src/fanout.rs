@@ -187,8 +187,12 @@ pub async fn run(
     };
     let c = &plan.common;
     // Idle sessions have nothing to warm up.
-    let warmup = if rate == 0 { Duration::ZERO } else { c.warmup };
-    let span = warmup + c.duration + TAIL;
+    let warmup = if rate == 0 {
+        Duration::ZERO
+    } else {
+        c.run.warmup
+    };
+    let span = warmup + c.run.duration + TAIL;
     let window = if span <= M1_LIMIT {
         CountWindow::M1
     } else if span <= H1_LIMIT {
@@ -215,14 +219,14 @@ pub async fn run(
     // Room in the send log for every event of the schedule.
     let events = match rate {
         0 => 0,
-        _ => (f64::from(rate) * (warmup + c.duration).as_secs_f64()).ceil() as usize + 1,
+        _ => (f64::from(rate) * (warmup + c.run.duration).as_secs_f64()).ceil() as usize + 1,
     };
-    let max_latency_us = (span + c.timeout).as_micros() as u64;
+    let max_latency_us = (span + c.run.timeout).as_micros() as u64;
     let shared = Arc::new(Shared {
         hub,
         ws_uri,
         window,
-        timeout: c.timeout,
+        timeout: c.run.timeout,
         connect_timeout,
         connects: Semaphore::new(CONNECTS_IN_FLIGHT),
         refusals: AtomicU64::new(0),
@@ -284,7 +288,7 @@ pub async fn run(
 
     let start = Instant::now();
     let measure_start = start + warmup;
-    let end = measure_start + c.duration;
+    let end = measure_start + c.run.duration;
     let timing = Timing {
         start,
         measure_start,
@@ -296,12 +300,12 @@ pub async fn run(
             "loadtest fanout: posting {rate} events/s from {} connections, warmup {}, measuring {}…",
             plan.connections,
             show_duration(warmup),
-            show_duration(c.duration)
+            show_duration(c.run.duration)
         );
     } else {
         eprintln!(
             "loadtest fanout: holding the sessions idle for {}…",
-            show_duration(c.duration)
+            show_duration(c.run.duration)
         );
     }
     let cpu = tokio::spawn(crate::sample_cpu(measure_start, end, c.hub_pid));
@@ -401,7 +405,7 @@ pub async fn run(
         scenario: plan.scenario,
         settings,
         ingest: rate > 0,
-        measured: c.duration,
+        measured: c.run.duration,
         finished,
         stats,
         hub_runs,
@@ -410,6 +414,7 @@ pub async fn run(
         seeded: None,
         fanout: Some(figures),
         alert: None,
+        ceiling: None,
     })
 }
 

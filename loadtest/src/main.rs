@@ -11,12 +11,18 @@
 //! (see [`fanout`]); `alert` posts failed runs at a fixed rate and times the signed webhooks
 //! they make the hub send to a receiver in this process (see [`alert`]).
 //!
+//! `ceiling …` runs measure the same loads without the hub, to compare with (see
+//! [`ceiling`]): rows inserted straight into PostgreSQL, and `fanout` against a bare
+//! broadcast server ([`bare`]).
+//!
 //! The client is meant to stay out of the way on small machines: one shared
 //! `reqwest::Client`, a 2-thread runtime (`--threads`), hand-formatted bodies built from
 //! pre-formatted parts, and per-connection histograms merged at the end. Its own CPU use
 //! is printed in the summary.
 
 mod alert;
+mod bare;
+mod ceiling;
 mod cli;
 mod events;
 mod fanout;
@@ -33,21 +39,24 @@ use clap::Parser;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 
-use cli::{show_duration, Cli, Plan, Workload};
+use cli::{show_duration, Cli, Command, Plan, Workload};
 use events::{random_seed, EventGen, Fragments, Rng};
 use hub::Hub;
 use report::{CpuUse, Outcome};
 use run::{LoadKind, Shared, Stats};
 
 fn main() -> ExitCode {
-    let plan = Cli::parse().scenario.into_plan();
+    let plan = match Cli::parse().scenario.into_command() {
+        Command::Run(plan) => plan,
+        Command::Serve { bind, server } => return bare::serve(bind, server),
+    };
     // Hundreds of connections (and WebSocket sessions, later) need more than 1 024 files.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => eprintln!("loadtest: open-file limit {n}"),
         Err(e) => eprintln!("loadtest: could not raise the open-file limit: {e}"),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(plan.common.threads))
+        .worker_threads(usize::from(plan.common.run.threads))
         .enable_all()
         .build()
     {
@@ -57,7 +66,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(plan)) {
+    let outcome = runtime.block_on(async {
+        match plan.workload {
+            Workload::CeilingIngest { .. } => ceiling::ingest(&plan).await,
+            Workload::CeilingFanout { .. } => ceiling::fanout(plan).await,
+            _ => run(plan).await,
+        }
+    });
+    match outcome {
         Ok(outcome) => {
             eprint!("{}", outcome.summary());
             println!("{}", outcome.json());
@@ -74,14 +90,14 @@ async fn run(plan: Plan) -> Result<Outcome> {
     let c = &plan.common;
     let mut rng = Rng::new(random_seed());
     let workspace = format!("lt-{:016x}", rng.next_u64());
-    let token_ttl = c.warmup + c.duration + c.timeout + Duration::from_secs(3600);
+    let token_ttl = c.run.warmup + c.run.duration + c.run.timeout + Duration::from_secs(3600);
     let hub = Hub::new(
         &c.url,
         &c.secret,
         &workspace,
         token_ttl,
         plan.connections,
-        c.timeout,
+        c.run.timeout,
     )?;
     let fragments = Fragments::new(rng.next_u64());
 
@@ -126,6 +142,9 @@ async fn run(plan: Plan) -> Result<Outcome> {
         }
         Workload::Fanout { .. } => unreachable!("fanout has its own runner"),
         Workload::Alert { .. } => unreachable!("alert has its own runner"),
+        Workload::CeilingIngest { .. } | Workload::CeilingFanout { .. } => {
+            unreachable!("ceilings have their own runners")
+        }
     };
 
     let settings = settings_line(&plan, &workspace);
@@ -134,19 +153,19 @@ async fn run(plan: Plan) -> Result<Outcome> {
         plan.scenario,
         plan.connections,
         c.url,
-        show_duration(c.warmup),
-        show_duration(c.duration)
+        show_duration(c.run.warmup),
+        show_duration(c.run.duration)
     );
 
     let start = Instant::now();
-    let measure_start = start + c.warmup;
-    let end = measure_start + c.duration;
+    let measure_start = start + c.run.warmup;
+    let end = measure_start + c.run.duration;
     let shared = Arc::new(Shared {
         hub: hub.clone(),
         measure_start,
         end,
         load,
-        max_latency_us: (c.timeout + Duration::from_secs(1)).as_micros() as u64,
+        max_latency_us: (c.run.timeout + Duration::from_secs(1)).as_micros() as u64,
     });
     let cpu = tokio::spawn(sample_cpu(measure_start, end, c.hub_pid));
     let connections: Vec<_> = (0..plan.connections)
@@ -161,7 +180,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
 
     let hub_runs = match &plan.workload {
         Workload::Ingest { .. } => Some(hub.runs_24h().await.map_err(|e| format!("{e:#}"))),
-        Workload::Query { .. } | Workload::Fanout { .. } | Workload::Alert { .. } => None,
+        _ => None,
     };
     let hub_rss = c
         .hub_pid
@@ -171,7 +190,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
         scenario: plan.scenario,
         settings,
         ingest: matches!(plan.workload, Workload::Ingest { .. }),
-        measured: c.duration,
+        measured: c.run.duration,
         finished,
         stats,
         hub_runs,
@@ -180,6 +199,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
         seeded,
         fanout: None,
         alert: None,
+        ceiling: None,
     })
 }
 
@@ -251,8 +271,8 @@ fn settings_line(plan: &Plan, workspace: &str) -> String {
         "loadtest {}: url={} workspace={workspace} duration={} warmup={} connections={}",
         plan.scenario,
         c.url,
-        show_duration(c.duration),
-        show_duration(c.warmup),
+        show_duration(c.run.duration),
+        show_duration(c.run.warmup),
         plan.connections
     );
     match &plan.workload {
@@ -280,11 +300,24 @@ fn settings_line(plan: &Plan, workspace: &str) -> String {
                 receiver_url.as_deref().unwrap_or("-")
             ));
         }
+        Workload::CeilingIngest { batch, .. } => s.push_str(&format!(" batch={batch}")),
+        Workload::CeilingFanout {
+            sessions,
+            rate,
+            server,
+            ..
+        } => {
+            s.push_str(&format!(
+                " sessions={sessions} rate={rate} frame-bytes={} coalesce={}",
+                server.frame_bytes,
+                show_duration(server.coalesce)
+            ));
+        }
     }
     s.push_str(&format!(
         " timeout={} threads={} hub-pid={}",
-        show_duration(c.timeout),
-        c.threads,
+        show_duration(c.run.timeout),
+        c.run.threads,
         c.hub_pid.map_or("-".to_string(), |p| p.to_string())
     ));
     s

@@ -10,6 +10,7 @@ use crate::cli::show_duration;
 use crate::run::Stats;
 
 /// The last line of stdout. Field order is the contract's; `null` where it does not apply.
+/// Fields after `hub_rss_mb` extend the contract: each is left out where it does not apply.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
@@ -23,6 +24,29 @@ pub struct Report {
     pub lost: Option<u64>,
     pub sessions: Option<u64>,
     pub hub_rss_mb: Option<f64>,
+    /// A ceiling run: the scenario it is the ceiling of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_of: Option<&'static str>,
+    /// An ingest ceiling: `synchronous_commit` of its scratch database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synchronous_commit: Option<String>,
+    /// Fan-out: average bytes of the frames after the snapshots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_bytes: Option<u64>,
+    /// Fan-out: p99 of frame built (its `ts`) → received, over the measured frames.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transit_p99_ms: Option<f64>,
+    /// Fan-out: seconds until the last session had its snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_s: Option<f64>,
+    /// Fan-out: growth of the hub's (or server's) RSS per idle session, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_per_session_kib: Option<f64>,
+    /// CPU over the measured time, % of one core: this client, and the hub (`--hub-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_cpu_pct: Option<f64>,
 }
 
 /// CPU use over the measured time, in % of one core.
@@ -141,6 +165,16 @@ impl Alert {
     }
 }
 
+/// What a ceiling run (`loadtest ceiling …`) adds.
+pub struct Ceiling {
+    /// The scenario it is the ceiling of.
+    pub of: &'static str,
+    /// What served the load, for the summary.
+    pub server: String,
+    /// `synchronous_commit` of the scratch database (ingest ceilings).
+    pub synchronous_commit: Option<String>,
+}
+
 /// Everything a finished run knows.
 pub struct Outcome {
     pub scenario: &'static str,
@@ -162,6 +196,9 @@ pub struct Outcome {
     pub fanout: Option<Fanout>,
     /// The `alert` scenario's webhooks.
     pub alert: Option<Alert>,
+    /// Set for a ceiling run; then `hub_runs` is the scratch table's row count (ingest), and
+    /// `hub_rss` and `cpu` are the bare server's (fan-out).
+    pub ceiling: Option<Ceiling>,
 }
 
 fn round(x: f64, decimals: i32) -> f64 {
@@ -227,6 +264,39 @@ impl Outcome {
                 Some(Ok((rss, _))) => Some(round(*rss, 1)),
                 _ => None,
             },
+            ceiling_of: self.ceiling.as_ref().map(|c| c.of),
+            synchronous_commit: self
+                .ceiling
+                .as_ref()
+                .and_then(|c| c.synchronous_commit.clone()),
+            frame_bytes: self
+                .fanout
+                .as_ref()
+                .and_then(|f| f.frame_bytes.checked_div(f.frames_total)),
+            transit_p99_ms: self
+                .fanout
+                .as_ref()
+                .and_then(|f| quantile_ms(&f.transit, 0.99)),
+            connect_s: self
+                .fanout
+                .as_ref()
+                .map(|f| round(f.connect_time.as_secs_f64(), 3)),
+            rss_per_session_kib: self
+                .fanout
+                .as_ref()
+                .and_then(|f| f.rss_per_session_kib())
+                .map(|k| round(k, 1)),
+            client_cpu_pct: self.cpu.map(|c| round(c.client_pct, 1)),
+            hub_cpu_pct: self.cpu.and_then(|c| c.hub_pct).map(|h| round(h, 1)),
+        }
+    }
+
+    /// What the summary calls the process that served the load.
+    fn server(&self) -> &'static str {
+        match &self.ceiling {
+            Some(c) if c.synchronous_commit.is_some() => "PostgreSQL",
+            Some(_) => "bare server",
+            None => "hub",
         }
     }
 
@@ -242,6 +312,9 @@ impl Outcome {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v}ms"));
         let mut out = String::new();
         let _ = writeln!(out, "{}", self.settings);
+        if let Some(c) = &self.ceiling {
+            let _ = writeln!(out, "  ceiling of {}: {}", c.of, c.server);
+        }
         if let Some(n) = self.seeded {
             let _ = writeln!(out, "  seeded {n} run events before the warmup");
         }
@@ -284,27 +357,44 @@ impl Outcome {
                 self.finished.as_secs_f64()
             );
         }
-        let _ = writeln!(
-            out,
-            "  errors {}: 503 {}, 429 {}, other status {}, timeout {}, transport {}, bad answer {}; \
-             {} more during the warmup",
-            e.total(),
-            e.overloaded,
-            e.throttled,
-            e.status,
-            e.timeout,
-            e.transport,
-            e.bad_response,
-            s.warmup_errors
-        );
+        if self.server() == "PostgreSQL" {
+            let _ = writeln!(
+                out,
+                "  errors {}: database {}, connection {}, timeout {}; {} more during the warmup",
+                e.total(),
+                e.status,
+                e.transport,
+                e.timeout,
+                s.warmup_errors
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  errors {}: 503 {}, 429 {}, other status {}, timeout {}, transport {}, bad \
+                 answer {}; {} more during the warmup",
+                e.total(),
+                e.overloaded,
+                e.throttled,
+                e.status,
+                e.timeout,
+                e.transport,
+                e.bad_response,
+                s.warmup_errors
+            );
+        }
         if let Some(sample) = &s.sample_error {
             let _ = writeln!(out, "  first error: {sample}");
         }
         match &self.hub_runs {
             Some(Ok(runs)) => {
+                let counted = match self.server() {
+                    "PostgreSQL" => "scratch table rows",
+                    "bare server" => "bare server's event count",
+                    _ => "hub 24h runs",
+                };
                 let _ = write!(
                     out,
-                    "  hub 24h runs {runs}, acked events {} (warmup included): lost {}",
+                    "  {counted} {runs}, acked events {} (warmup included): lost {}",
                     s.acked_total,
                     s.acked_total.saturating_sub(*runs)
                 );
@@ -324,7 +414,7 @@ impl Outcome {
         }
         match &self.hub_rss {
             Some(Ok((rss, hwm))) => {
-                let _ = write!(out, "  hub RSS {rss:.1} MiB");
+                let _ = write!(out, "  {} RSS {rss:.1} MiB", self.server());
                 if let Some(hwm) = hwm {
                     let _ = write!(out, " (peak {hwm:.1} MiB)");
                 }
@@ -342,7 +432,7 @@ impl Outcome {
                 cpu.client_pct
             );
             if let Some(hub) = cpu.hub_pct {
-                let _ = write!(out, ", hub {hub:.0}%");
+                let _ = write!(out, ", {} {hub:.0}%", self.server());
             }
             out.push('\n');
         }
@@ -437,7 +527,7 @@ impl Outcome {
         if let Some(cpu) = f.connect_cpu {
             let _ = write!(out, ", CPU loadtest {:.0}%", cpu.client_pct);
             if let Some(hub) = cpu.hub_pct {
-                let _ = write!(out, " hub {hub:.0}%");
+                let _ = write!(out, " {} {hub:.0}%", self.server());
             }
         }
         let _ = writeln!(
@@ -516,7 +606,8 @@ impl Outcome {
         }
         let _ = write!(
             out,
-            "  hub RSS: {} before the sessions, {} with them connected and idle, {} at the end",
+            "  {} RSS: {} before the sessions, {} with them connected and idle, {} at the end",
+            self.server(),
             mib(f.rss_before),
             mib(f.rss_idle),
             mib(match &self.hub_rss {
@@ -558,6 +649,7 @@ mod tests {
             seeded: None,
             fanout: None,
             alert: None,
+            ceiling: None,
         }
     }
 
@@ -620,8 +712,11 @@ mod tests {
             line.starts_with(r#"{"scenario":"fanout","duration_s":2.0,"events_per_s":2000.0,"requests_per_s":250.0,"p50_ms":5.0"#),
             "{line}"
         );
+        // The contract's fields, then the fan-out's own (600 000 bytes over 600 frames).
         assert!(
-            line.ends_with(r#""errors":3,"lost":7,"sessions":10,"hub_rss_mb":12.0}"#),
+            line.ends_with(
+                r#""errors":3,"lost":7,"sessions":10,"hub_rss_mb":12.0,"frame_bytes":1000,"transit_p99_ms":90.047,"connect_s":0.3,"rss_per_session_kib":102.4}"#
+            ),
             "{line}"
         );
         let f = o.fanout.as_ref().unwrap();
@@ -641,6 +736,51 @@ mod tests {
                 && idle.contains(r#""lost":null"#),
             "{idle}"
         );
+    }
+
+    #[test]
+    fn ceiling_json_line() {
+        let mut o = outcome(true);
+        o.scenario = "ceiling-ingest-batch";
+        o.cpu = Some(CpuUse {
+            client_pct: 12.34,
+            hub_pct: None,
+        });
+        o.ceiling = Some(Ceiling {
+            of: "ingest-batch",
+            server: "PostgreSQL 15.8, …".into(),
+            synchronous_commit: Some("on".into()),
+        });
+        let line = o.json();
+        assert!(
+            line.starts_with(
+                r#"{"scenario":"ceiling-ingest-batch","duration_s":2.0,"events_per_s":2000.0,"#
+            ),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                r#""lost":10,"sessions":null,"hub_rss_mb":null,"ceiling_of":"ingest-batch","synchronous_commit":"on","client_cpu_pct":12.3}"#
+            ),
+            "{line}"
+        );
+        let summary = o.summary();
+        assert!(
+            summary.contains("ceiling of ingest-batch: PostgreSQL"),
+            "{summary}"
+        );
+        assert!(summary.contains("scratch table rows 4990"), "{summary}");
+        assert!(summary.contains("errors 0: database 0"), "{summary}");
+        // A fan-out ceiling names its server as such.
+        o.ceiling = Some(Ceiling {
+            of: "fanout",
+            server: "bare broadcast server".into(),
+            synchronous_commit: None,
+        });
+        o.hub_rss = Some(Ok((9.5, None)));
+        let summary = o.summary();
+        assert!(summary.contains("bare server RSS 9.5 MiB"), "{summary}");
+        assert!(!o.json().contains("synchronous_commit"));
     }
 
     #[test]

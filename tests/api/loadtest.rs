@@ -28,14 +28,11 @@ fn loadtest_bin() -> PathBuf {
     bin
 }
 
-/// Runs `loadtest <scenario>` against `app` for 2 s without warmup and checks its outcome;
-/// returns the JSON line.
-async fn smoke(app: &TestApp, scenario: &str, args: &[&str]) -> Value {
+/// Runs the `loadtest` binary with `args` and checks it succeeded; returns its JSON line and
+/// its stderr.
+async fn run_loadtest(args: &[&str]) -> (Value, String) {
     // tokio's process support: waiting does not block the thread the hub runs on.
     let out = tokio::process::Command::new(loadtest_bin())
-        .arg(scenario)
-        .args(["--url", &app.base, "--secret", SECRET])
-        .args(["--duration", "2s", "--warmup", "0s"])
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -43,16 +40,21 @@ async fn smoke(app: &TestApp, scenario: &str, args: &[&str]) -> Value {
         .await
         .expect("start the loadtest binary");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "loadtest {scenario} failed ({}):\n--- stderr\n{stderr}--- stdout\n{stdout}",
+        "loadtest {args:?} failed ({}):\n--- stderr\n{stderr}--- stdout\n{stdout}",
         out.status
     );
     let last = stdout.lines().last().unwrap_or_default();
     let report: Value = serde_json::from_str(last).unwrap_or_else(|e| {
         panic!("the last stdout line is not JSON ({e}): {last:?}\n--- stderr\n{stderr}")
     });
+    (report, stderr)
+}
+
+/// Checks a run's JSON line: `scenario`, no errors, nothing lost, latency measured.
+fn check_report(report: &Value, scenario: &str, stderr: &str) {
     let context = format!("{report}\n--- stderr\n{stderr}");
     assert_eq!(report["scenario"], scenario, "{context}");
     assert_eq!(report["errors"], 0, "{context}");
@@ -66,6 +68,16 @@ async fn smoke(app: &TestApp, scenario: &str, args: &[&str]) -> Value {
         report["p50_ms"].is_number(),
         "no latency samples: {context}"
     );
+}
+
+/// Runs `loadtest <scenario>` against `app` for 2 s without warmup and checks its outcome;
+/// returns the JSON line.
+async fn smoke(app: &TestApp, scenario: &str, args: &[&str]) -> Value {
+    let mut all = vec![scenario, "--url", &app.base, "--secret", SECRET];
+    all.extend(["--duration", "2s", "--warmup", "0s"]);
+    all.extend(args);
+    let (report, stderr) = run_loadtest(&all).await;
+    check_report(&report, scenario, &stderr);
     report
 }
 
@@ -118,4 +130,40 @@ async fn loadtest_alert() {
     let app = spawn_app().await;
     let r = smoke(&app, "alert", &["--rate", "10", "--connections", "2"]).await;
     assert_eq!(r["lost"], 0, "{r}");
+}
+
+/// The ingest ceilings need no hub, only PostgreSQL: each inserts into a scratch database it
+/// creates, counts the rows against what was acknowledged, and drops the database.
+#[actix_web::test]
+async fn loadtest_ingest_ceilings() {
+    let admin = admin_url();
+    for (of, args) in [
+        ("ingest-batch", &["--batch", "50", "--connections", "2"][..]),
+        ("ingest-single", &["--connections", "4"][..]),
+    ] {
+        let mut all = vec!["ceiling", of, "--pg-url", &admin];
+        all.extend(["--duration", "2s", "--warmup", "0s"]);
+        all.extend(args);
+        let (r, stderr) = run_loadtest(&all).await;
+        check_report(&r, &format!("ceiling-{of}"), &stderr);
+        assert_eq!(r["ceiling_of"], of, "{r}");
+        assert_eq!(r["lost"], 0, "the table holds every acked row: {r}");
+        assert!(r["events_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["synchronous_commit"].is_string(), "{r}");
+        let database = stderr
+            .split("database=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no database= in the settings line:\n{stderr}"));
+        assert!(database.starts_with("loadtest_ceiling_"), "{database}");
+        let left = pg(&admin)
+            .await
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+            .await
+            .unwrap();
+        assert!(
+            left.is_none(),
+            "the scratch database {database} was not dropped"
+        );
+    }
 }
