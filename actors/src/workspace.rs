@@ -208,34 +208,25 @@ impl WorkspaceActor {
         })
     }
 
-    /// A tracker warmed with stored history, then the recent events from the first bucket
-    /// the history does not cover; buckets closed up to now (their verdicts are history).
+    /// The detectors warmed with the stored history, then the recent events.
     fn rebuilt_anomalies(&self, recent: &store::Recent, history_to: i64) -> Tracker {
-        let mut tracker = Tracker::new(self.deps.anomaly);
-        for ((agent, start), inputs) in &recent.history {
-            let agent = match agent {
-                None => None,
-                Some(a) => match AgentId::parse(a) {
-                    Ok(a) => Some(a),
-                    Err(_) => continue,
-                },
-            };
-            tracker.replay(agent.as_ref(), *start, inputs);
-        }
-        let mut events: Vec<_> = recent
-            .events
+        let history = recent
+            .history
             .iter()
-            .map(|e| (e.time().timestamp_millis(), e))
-            .filter(|(t, _)| *t >= history_to)
-            .collect();
-        events.sort_by_key(|(t, _)| *t);
-        for (t, e) in events {
-            tracker.close(t);
-            tracker.apply(e);
-        }
-        tracker.close(Utc::now().timestamp_millis());
-        tracker.late_events = 0;
-        tracker
+            .filter_map(|((agent, start), inputs)| {
+                let agent = match agent {
+                    None => None,
+                    Some(a) => Some(AgentId::parse(a).ok()?),
+                };
+                Some((agent, *start, inputs))
+            });
+        Tracker::rebuild(
+            self.deps.anomaly,
+            history,
+            &recent.events,
+            history_to,
+            Utc::now().timestamp_millis(),
+        )
     }
 
     /// Evaluates the alert rules `scope` may have changed and notifies what transitioned.

@@ -184,10 +184,15 @@ pub async fn detect(
         sensitivity,
     };
     let align = |t: DateTime<Utc>| t.timestamp_millis().div_euclid(bucket_ms) * bucket_ms;
-    let (first, end) = (
-        align(from),
-        align(to - Duration::milliseconds(1)) + bucket_ms,
-    );
+    // Complete buckets only: the one holding `now` is still filling.
+    let first = align(from);
+    let end = (align(to - Duration::milliseconds(1)) + bucket_ms).min(align(Utc::now()));
+    if first >= end {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "the range holds no complete bucket yet",
+        ));
+    }
     let lead_start = align(from - DETECT_LEAD);
     let client = state.pool.get().await.map_err(|e| store_error(e.into()))?;
     let history = store::history(

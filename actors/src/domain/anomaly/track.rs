@@ -384,6 +384,36 @@ impl Tracker {
         series.next = start + bucket;
     }
 
+    /// A tracker rebuilt at start: `history` (buckets before `history_to`, in increasing
+    /// order per series) is replayed, then the `events` from `history_to` on (the history
+    /// covers the earlier ones), in event-time order; buckets are closed up to `now_ms`.
+    /// Nothing is announced: the verdicts of replayed buckets are history.
+    pub fn rebuild<'a>(
+        config: TrackerConfig,
+        history: impl IntoIterator<Item = (Option<AgentId>, i64, &'a BucketInputs)>,
+        events: &[Event],
+        history_to: i64,
+        now_ms: i64,
+    ) -> Self {
+        let mut tracker = Self::new(config);
+        for (agent, start, inputs) in history {
+            tracker.replay(agent.as_ref(), start, inputs);
+        }
+        let mut recent: Vec<_> = events
+            .iter()
+            .map(|e| (e.time().timestamp_millis(), e))
+            .filter(|(t, _)| *t >= history_to)
+            .collect();
+        recent.sort_by_key(|(t, _)| *t);
+        for (t, e) in recent {
+            tracker.close(t);
+            tracker.apply(e);
+        }
+        tracker.close(now_ms);
+        tracker.late_events = 0;
+        tracker
+    }
+
     /// Scores every bucket closed by `now_ms`, in order per series. Forgets agent series
     /// silent for [`FORGET_AFTER_MS`].
     pub fn close(&mut self, now_ms: i64) -> Vec<Scored> {
@@ -627,6 +657,37 @@ mod tests {
         };
         assert!(!a.is_empty());
         assert_eq!(key(&a), key(&b));
+    }
+
+    #[test]
+    fn a_rebuild_counts_each_event_once_across_the_history_boundary() {
+        // History covers [T0, T0 + 3 min); the recent events overlap it by a minute.
+        let inputs = BucketInputs {
+            runs: 5,
+            decided: 5,
+            runtime_p95: Some(100.0),
+            credits: 2.5,
+            ..Default::default()
+        };
+        let history: Vec<_> = (0..3).map(|b| (None, T0 + b * MIN, &inputs)).collect();
+        let events: Vec<Event> = (2..5)
+            .flat_map(|b| (0..7).map(move |i| run("a", RunStatus::Succeeded, T0 + b * MIN + i)))
+            .collect();
+        let now = T0 + 4 * MIN + 10_000;
+        let t = Tracker::rebuild(config(10), history, &events, T0 + 3 * MIN, now);
+        let ws = t.workspace.as_ref().unwrap();
+        // Minute 2 came from the history only; minute 3 was scored from the events; minute 4
+        // is still open with its 7 runs.
+        assert_eq!(ws.next, T0 + 4 * MIN);
+        assert_eq!(ws.open.len(), 1);
+        assert_eq!(ws.open[&(T0 + 4 * MIN)].runs, 7);
+        assert_eq!(t.late_events, 0);
+        let agent = &t.agents[&AgentId::parse("a").unwrap()];
+        assert_eq!(
+            agent.next,
+            T0 + 4 * MIN,
+            "the agent series starts at minute 3"
+        );
     }
 
     #[test]
