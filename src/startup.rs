@@ -160,6 +160,7 @@ impl Application {
             ws_caps: Default::default(),
             limiter,
             anomaly_max_buckets: settings.anomaly.max_detect_buckets,
+            redis_prefix: settings.redis.key_prefix.clone(),
             alerts: settings.alerts.clone(),
             notifications: NotificationSettings {
                 allow_private_targets: settings.notifications.allow_private_targets,

@@ -12,8 +12,10 @@
 pub mod alerts;
 pub mod anomalies;
 pub mod auth;
+pub mod cache;
 pub mod channels;
 pub mod error;
+pub mod forecast;
 pub mod health;
 pub mod ingest;
 pub mod live;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub notifier: actix::Recipient<shadower_actors::notifier::Wake>,
     /// `anomaly.max_detect_buckets`.
     pub anomaly_max_buckets: usize,
+    /// `redis.key_prefix`, for cache keys.
+    pub redis_prefix: String,
 }
 
 /// What the channel handlers need of `[notifications]`.
@@ -175,6 +179,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(channels::deliveries)),
                 )
                 .service(resource("/anomalies").route(web::get().to(anomalies::list)))
+                .service(resource("/predictions/forecasts").route(web::get().to(forecast::get)))
+                .service(resource("/resources/forecast").route(web::post().to(forecast::post)))
                 .service(resource("/anomalies/detect").route(web::post().to(anomalies::detect))),
         );
 }

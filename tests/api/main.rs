@@ -5,6 +5,7 @@ mod anomalies;
 mod auth;
 mod chaos;
 mod faults;
+mod forecast;
 mod health;
 mod helpers;
 mod ingest;

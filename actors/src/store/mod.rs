@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod anomalies;
 pub mod channels;
+pub mod forecast;
 mod migrate;
 mod snapshot;
 

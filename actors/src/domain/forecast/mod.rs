@@ -186,6 +186,13 @@ pub struct Forecast {
 /// `NaN` for a missing step). `season` is steps per day (see [`season_for_step`]), 0 for
 /// none. Never panics; infinite values are treated as missing.
 pub fn forecast(history: &[f64], season: usize, horizon: usize, kind: SeriesKind) -> Forecast {
+    // The series starts at its first value: steps before it (an agent that did not exist
+    // yet) say nothing, and must not pass for a season of gaps.
+    let first = history
+        .iter()
+        .position(|x| x.is_finite())
+        .unwrap_or(history.len());
+    let history = &history[first..];
     let season = if season >= 2 { season } else { 0 };
     let scale = scale::Scale::choose(kind, history, season);
     let y: Vec<f64> = history
@@ -206,7 +213,19 @@ pub fn forecast(history: &[f64], season: usize, horizon: usize, kind: SeriesKind
             history_points,
         };
     }
-    let plan = fit::plan(&y, season, horizon, kind);
+    let mut plan = fit::plan(&y, season, horizon, kind);
+    let finite = |p: &fit::Plan| {
+        p.centre.iter().all(|c| c.is_finite())
+            && p.bands.iter().all(|b| {
+                [b.lo80, b.hi80, b.lo95, b.hi95]
+                    .iter()
+                    .all(|x| x.is_finite())
+            })
+    };
+    if season > 0 && !finite(&plan) {
+        // Gaps where the seasonal model needs values: without the season.
+        plan = fit::plan(&y, 0, horizon, kind);
+    }
     let points = (0..horizon)
         .map(|i| {
             let c = plan.centre[i];

@@ -263,3 +263,27 @@ fn metrics_and_steps_map_to_kinds_and_seasons() {
     assert_eq!(season_for_step(7_000_000), 0);
     assert_eq!(season_for_step(0), 0);
 }
+
+#[test]
+fn leading_gaps_are_not_history_and_gaps_never_leak_into_the_answer() {
+    // A week of 5-minute steps with values only in the last 30: too short for a season.
+    let mut h = vec![f64::NAN; 2_016];
+    for (i, v) in h.iter_mut().rev().take(30).enumerate() {
+        *v = 90.0 + (i % 3) as f64 * 4.0;
+    }
+    let f = forecast(&h, 288, 24, SeriesKind::Percent);
+    assert_eq!(f.history_points, 30);
+    assert!(["holt_linear", "naive"].contains(&f.method), "{}", f.method);
+    // Two days of hourly values with the whole second morning missing.
+    let mut h: Vec<f64> = (0..48).map(|i| 10.0 + (i % 24) as f64).collect();
+    h[30..40].iter_mut().for_each(|v| *v = f64::NAN);
+    for (series, season, kind) in [(&h, 24, SeriesKind::Count), (&h, 24, SeriesKind::Gauge)] {
+        let f = forecast(series, season, 24, kind);
+        assert_eq!(f.points.len(), 24);
+        for p in &f.points {
+            for x in [p.value, p.lower_80, p.upper_80, p.lower_95, p.upper_95] {
+                assert!(x.is_finite(), "{} {p:?}", f.method);
+            }
+        }
+    }
+}
