@@ -21,7 +21,7 @@ use crate::domain::alert::{AlertEngine, Scope, Transition};
 use crate::domain::anomaly::track::Tracker;
 use crate::domain::event::EventKind;
 use crate::domain::ids::{AgentId, WorkspaceId};
-use crate::domain::live::{ExecView, LiveState, ResourceView};
+use crate::domain::live::{ExecView, LiveState, ResourceView, ViewCache};
 use crate::domain::subscription::Channel;
 use crate::domain::window::Window;
 use crate::fanout::{FanOut, Joined, CLOSE_GOING_AWAY};
@@ -86,6 +86,8 @@ pub struct WorkspaceActor {
     recording_anomalies: bool,
     /// Detector series and late events last added to the metrics.
     reported_anomalies: (i64, u64),
+    /// Execution views computed since the live state last changed.
+    views: ViewCache,
 }
 
 impl WorkspaceActor {
@@ -111,6 +113,7 @@ impl WorkspaceActor {
             anomaly_outbox: Vec::new(),
             recording_anomalies: false,
             reported_anomalies: (0, 0),
+            views: ViewCache::default(),
         }
     }
 
@@ -365,6 +368,7 @@ impl WorkspaceActor {
                             }
                         }
                         act.live = live;
+                        act.views.reset();
                         act.snapshot = recent.snapshot;
                         tracing::info!(workspace = %act.id, "Windows resynced from storage.");
                         if std::mem::take(&mut act.resync_again) {
@@ -434,6 +438,7 @@ impl Actor for WorkspaceActor {
                 .map(move |result, act, ctx| match result {
                     Ok((recent, (rules, states))) => {
                         act.live = act.rebuilt(&recent);
+                        act.views.reset();
                         act.anomalies = act.rebuilt_anomalies(&recent, history_to);
                         act.report_anomalies();
                         act.snapshot = recent.snapshot;
@@ -542,9 +547,9 @@ impl Handler<GetExecution> for WorkspaceActor {
 
     fn handle(&mut self, msg: GetExecution, _: &mut Context<Self>) -> Self::Result {
         self.touch();
-        let view: ExecView = self
-            .live
-            .execution(msg.agent.as_ref(), msg.window, Utc::now());
+        let view: ExecView =
+            self.views
+                .execution(&self.live, msg.agent.as_ref(), msg.window, Utc::now());
         MessageResult(view)
     }
 }

@@ -295,6 +295,52 @@ struct AgentLive {
     latest: Option<Heartbeat>,
 }
 
+/// Execution views by (agent, window), each with the sub-bucket it was computed in, valid
+/// for one version of the live state: dashboards polling the same window between two
+/// applies share one computation (the workspace view walks every agent).
+#[derive(Default)]
+pub struct ViewCache {
+    /// `None` until filled, and after the live state was replaced.
+    version: Option<u64>,
+    entries: HashMap<(Option<AgentId>, Window), (i64, ExecView)>,
+}
+
+/// Views kept at most; past it the cache starts over.
+const MAX_CACHED_VIEWS: usize = 1_024;
+
+impl ViewCache {
+    pub fn execution(
+        &mut self,
+        live: &LiveState,
+        agent: Option<&AgentId>,
+        window: Window,
+        now: DateTime<Utc>,
+    ) -> ExecView {
+        if self.version != Some(live.version()) || self.entries.len() >= MAX_CACHED_VIEWS {
+            self.entries.clear();
+            self.version = Some(live.version());
+        }
+        let slot = now.timestamp_millis().div_euclid(window.bucket_ms());
+        let key = (agent.cloned(), window);
+        if let Some((s, view)) = self.entries.get(&key) {
+            if *s == slot {
+                let mut view = view.clone();
+                view.to = ts_json(now);
+                return view;
+            }
+        }
+        let view = live.execution(agent, window, now);
+        self.entries.insert(key, (slot, view.clone()));
+        view
+    }
+
+    /// Forgets everything (the live state was replaced by a rebuild).
+    pub fn reset(&mut self) {
+        self.version = None;
+        self.entries.clear();
+    }
+}
+
 /// Everything the hub knows live about one workspace.
 #[derive(Debug, Clone)]
 pub struct LiveState {
@@ -307,9 +353,17 @@ pub struct LiveState {
     pub overflow_agent_events: u64,
     /// Runs counted under `_other` because of the model limit.
     pub overflow_model_runs: u64,
+    /// Moves on every change (apply, expire): views computed at the same version and in
+    /// the same sub-bucket are equal but for their `to`.
+    version: u64,
 }
 
 impl LiveState {
+    /// See the field: a change counter for caching views.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub fn new(rules: LiveRules) -> Self {
         Self {
             rules,
@@ -319,11 +373,13 @@ impl LiveState {
             other_model: Arc::from(OTHER),
             overflow_agent_events: 0,
             overflow_model_runs: 0,
+            version: 0,
         }
     }
 
     /// Applies one event that the store reported as newly inserted.
     pub fn apply(&mut self, event: &Event, now: DateTime<Utc>) {
+        self.version += 1;
         let now_ms = now.timestamp_millis();
         let ts_ms = event.time().timestamp_millis();
         let agent = if self.agents.contains_key(&event.agent_id)
@@ -567,6 +623,7 @@ impl LiveState {
     /// Drops expired sub-buckets, and agents with nothing left in any window and no
     /// heartbeat within `stale_after`.
     pub fn expire(&mut self, now: DateTime<Utc>) {
+        self.version += 1;
         let now_ms = now.timestamp_millis();
         self.workspace.expire(now_ms);
         let stale_after = self.rules.stale_after;

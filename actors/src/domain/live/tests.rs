@@ -167,3 +167,41 @@ fn expiry_forgets_silent_agents() {
         0
     );
 }
+
+#[test]
+fn cached_views_are_shared_until_the_state_or_the_sub_bucket_changes() {
+    let mut live = LiveState::new(rules());
+    let mut cache = ViewCache::default();
+    live.apply(&run("a", RunStatus::Succeeded, 100.0, 1, None), now());
+    let first = cache.execution(&live, None, Window::M5, now());
+    assert_eq!(first.runs, 1);
+    // Same version, same sub-bucket: the cached view, with a fresh `to`.
+    let later = now() + Duration::milliseconds(1_500);
+    let again = cache.execution(&live, None, Window::M5, later);
+    assert_eq!(again.to, ts_json(later));
+    assert_eq!(
+        ExecView {
+            to: first.to.clone(),
+            ..again
+        },
+        first
+    );
+    // An apply moves the version: recomputed.
+    live.apply(&run("b", RunStatus::Failed, 100.0, 1, None), now());
+    let after = cache.execution(&live, None, Window::M5, later);
+    assert_eq!((after.runs, after.failed, after.active_agents), (2, 1, 2));
+    // A minute on, the 1m window no longer holds the runs: a new sub-bucket is recomputed.
+    assert_eq!(cache.execution(&live, None, Window::M1, later).runs, 2);
+    let next_minute = now() + Duration::seconds(65);
+    assert_eq!(
+        cache.execution(&live, None, Window::M1, next_minute).runs,
+        0
+    );
+    // A replaced state (same version number) is not mistaken for the old one.
+    let mut fresh = LiveState::new(rules());
+    for _ in 0..2 {
+        fresh.apply(&run("c", RunStatus::Succeeded, 100.0, 1, None), now());
+    }
+    cache.reset();
+    assert_eq!(cache.execution(&fresh, None, Window::M5, later).runs, 2);
+}
