@@ -2,6 +2,14 @@
 //! script, so each request costs one round trip (`EVALSHA`, loaded on first use). Ingest is
 //! limited in events per second (a batch of 1 000 costs 1 000), reads in requests per second.
 //!
+//! A node claims a little ahead: when its lease for a (workspace, budget) is used up, it asks
+//! Redis for the request's cost plus [`LEASE_SHARE`] of a second of the rate (at most
+//! [`LEASE_BURST_SHARE`] of the burst), and spends that lease locally for up to [`LEASE_TTL`].
+//! Every unit is still counted in Redis before it is spent, so the nodes together never admit
+//! more than the budget; a lease left unused expires (a node may refuse a little early, never
+//! late). Busy workspaces then cost one round trip per lease instead of one per request; at
+//! low rates (a lease under one unit) every request asks Redis as before.
+//!
 //! When Redis does not answer within `rate_limit.redis_timeout`, the same algorithm runs in
 //! this node's memory: limits stay on (never unlimited, never refusing everything), counted
 //! in `hub_rate_limit_local_total`. For [`REDIS_RETRY`] after a failure, requests go straight
@@ -82,6 +90,34 @@ impl Decision {
 
 /// After Redis failed, how long this node decides alone before trying Redis again.
 pub const REDIS_RETRY: Duration = Duration::from_secs(1);
+/// A lease is this share of one second of the budget's rate…
+pub const LEASE_SHARE: f64 = 0.05;
+/// …and at most this share of its burst.
+pub const LEASE_BURST_SHARE: f64 = 0.1;
+/// Claim gates kept before the idle ones are dropped.
+const MAX_IDLE_GATES: usize = 10_000;
+/// An unused lease is dropped after this.
+pub const LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// A (workspace, budget).
+type Slot = (WorkspaceId, Budget);
+/// Held while a claim for a slot is in flight.
+type Gate = std::sync::Arc<tokio::sync::Mutex<()>>;
+
+/// Units claimed from Redis and not yet spent by this node.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    units: u64,
+    /// What Redis said was left beside the lease when it was claimed, and its reset.
+    remaining: u64,
+    reset_s: u64,
+    expires: Instant,
+}
+
+/// The lease size for a budget: 0 (no lease) when it would be under one unit.
+fn lease_units(rate: f64, burst: f64) -> u64 {
+    (rate * LEASE_SHARE).min(burst * LEASE_BURST_SHARE).max(0.0) as u64
+}
 
 /// GCRA over Redis's clock. KEYS[1]: the budget's key. ARGV: emission interval (µs per unit),
 /// burst tolerance (µs), cost. Returns {allowed, retry_after_us, remaining, reset_us}.
@@ -106,6 +142,11 @@ pub struct RateLimiter {
     cfg: RateLimitConfig,
     /// Node-local theoretical arrival times, used while Redis is away.
     local: Mutex<HashMap<(WorkspaceId, Budget), Instant>>,
+    /// Units claimed ahead from Redis (see the module docs).
+    leases: Mutex<HashMap<(WorkspaceId, Budget), Lease>>,
+    /// One claim in flight per (workspace, budget): requests arriving meanwhile wait for its
+    /// lease instead of each claiming one (which would spend the burst on leases).
+    claims: Mutex<HashMap<Slot, Gate>>,
     on_local: prometheus_client::metrics::counter::Counter,
     /// Until when Redis is skipped after a failure.
     skip_redis_until: Mutex<Option<Instant>>,
@@ -126,6 +167,8 @@ impl RateLimiter {
             prefix: prefix.to_owned(),
             cfg,
             local: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashMap::new()),
             on_local,
             skip_redis_until: Mutex::new(None),
             degraded: AtomicBool::new(false),
@@ -141,6 +184,76 @@ impl RateLimiter {
 
     /// Spends `cost` units of `ws`'s `budget`, or says how long to wait.
     pub async fn check(&self, ws: &WorkspaceId, budget: Budget, cost: u64) -> Decision {
+        let (rate, burst) = self.rate(budget);
+        let limit = burst.round() as u64;
+        let chunk = lease_units(rate, burst);
+        let slot = (ws.clone(), budget);
+        if chunk == 0 {
+            return self.claim(ws, budget, cost).await;
+        }
+        // From this node's lease first; what it lacks comes from Redis with a new lease.
+        if let Some(d) = self.spend_lease(&slot, cost, limit) {
+            return d;
+        }
+        let gate = {
+            let mut claims = self.claims.lock();
+            if claims.len() > MAX_IDLE_GATES {
+                claims.retain(|_, g| std::sync::Arc::strong_count(g) > 1);
+            }
+            claims.entry(slot.clone()).or_default().clone()
+        };
+        let _claiming = gate.lock().await;
+        // Another request may have claimed a lease while this one waited.
+        if let Some(d) = self.spend_lease(&slot, cost, limit) {
+            return d;
+        }
+        let need = {
+            let leases = self.leases.lock();
+            cost - leases.get(&slot).map_or(0, |l| l.units.min(cost))
+        };
+        let mut decision = self.claim(ws, budget, need + chunk).await;
+        let mut leased = chunk;
+        if !decision.allowed {
+            decision = self.claim(ws, budget, need).await;
+            leased = 0;
+        }
+        if decision.allowed {
+            // The old lease's units went into this request's cost.
+            let lease = Lease {
+                units: leased,
+                remaining: decision.remaining,
+                reset_s: decision.reset_s,
+                expires: Instant::now() + LEASE_TTL,
+            };
+            self.leases.lock().insert(slot, lease);
+            decision.remaining += leased;
+        }
+        decision
+    }
+
+    /// Spends `cost` from this node's unexpired lease, if it holds that much.
+    fn spend_lease(&self, slot: &Slot, cost: u64, limit: u64) -> Option<Decision> {
+        let mut leases = self.leases.lock();
+        let l = leases.get_mut(slot)?;
+        if l.expires <= Instant::now() {
+            leases.remove(slot);
+            return None;
+        }
+        if l.units < cost {
+            return None;
+        }
+        l.units -= cost;
+        Some(Decision {
+            allowed: true,
+            limit,
+            remaining: l.remaining + l.units,
+            reset_s: l.reset_s,
+            retry_after_s: 0,
+        })
+    }
+
+    /// Spends `cost` units in Redis (or, while it is away, in this node's limiter).
+    async fn claim(&self, ws: &WorkspaceId, budget: Budget, cost: u64) -> Decision {
         let (rate, burst) = self.rate(budget);
         let interval_us = 1e6 / rate.max(f64::MIN_POSITIVE);
         let tolerance_us = interval_us * burst;
@@ -231,5 +344,20 @@ impl RateLimiter {
             reset_s: (ahead(new_tat) as u64).div_ceil(1_000_000),
             retry_after_s: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_units;
+
+    #[test]
+    fn leases_are_a_twentieth_of_a_second_capped_by_a_tenth_of_the_burst() {
+        assert_eq!(lease_units(40.0, 100.0), 2);
+        assert_eq!(lease_units(20_000.0, 40_000.0), 1_000);
+        assert_eq!(lease_units(200.0, 40.0), 4);
+        // Slow budgets ask Redis on every request.
+        assert_eq!(lease_units(1.0, 100.0), 0);
+        assert_eq!(lease_units(10.0, 5.0), 0);
     }
 }

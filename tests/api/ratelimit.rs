@@ -102,3 +102,39 @@ async fn without_redis_each_node_still_limits() {
     assert!(local >= 3, "{local}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn leases_claimed_ahead_never_admit_more_than_the_shared_budget() {
+    // 40 reads/s with a burst of 100: each node claims 2 reads ahead (5 % of a second).
+    let overrides = [
+        ("rate_limit.read_requests_per_sec", json!(40)),
+        ("rate_limit.read_burst", json!(100)),
+    ];
+    let a = spawn_app_with(&overrides).await;
+    let b = spawn_on(a.db.clone(), &overrides).await;
+    let started = std::time::Instant::now();
+    let (mut admitted, mut refused) = (0u64, 0u64);
+    for i in 0..200 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let res = node
+            .get("/api/v1/metrics/execution/realtime?workspace_id=wsl", "wsl")
+            .await;
+        match res.status().as_u16() {
+            200 => admitted += 1,
+            429 => refused += 1,
+            other => panic!("{other}"),
+        }
+    }
+    let refill = (40.0 * started.elapsed().as_secs_f64()).ceil() as u64;
+    assert!(
+        admitted <= 100 + refill,
+        "admitted {admitted}, refill {refill}"
+    );
+    // At most one unused lease of 2 per node is lost.
+    assert!(admitted >= 96, "admitted {admitted}");
+    if refill < 100 {
+        assert!(refused > 0);
+    }
+    b.stop().await;
+    a.stop().await;
+}
