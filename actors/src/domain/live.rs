@@ -30,6 +30,7 @@ pub struct ModelUsage {
     pub runs: u64,
     pub tokens_in: u64,
     pub tokens_out: u64,
+    #[serde(serialize_with = "micro")]
     pub credits: f64,
 }
 
@@ -173,13 +174,39 @@ fn ratio(n: f64, d: f64) -> Option<f64> {
     (d > 0.0).then(|| n / d)
 }
 
+/// Runtime statistics of a window. Quantiles and the mean are written with 6 significant
+/// digits (the sketch is accurate to 0.9 %; more digits would be noise on every frame); the
+/// maximum is exact.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuntimeView {
+    #[serde(serialize_with = "significant")]
     pub p50: Option<f64>,
+    #[serde(serialize_with = "significant")]
     pub p95: Option<f64>,
+    #[serde(serialize_with = "significant")]
     pub p99: Option<f64>,
+    #[serde(serialize_with = "significant")]
     pub avg: Option<f64>,
     pub max: Option<f64>,
+}
+
+/// `x` with 6 significant digits.
+pub fn round_significant(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(5 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+fn significant<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    v.map(round_significant).serialize(s)
+}
+
+/// Credits are written to the millionth (sums of floats would otherwise carry binary noise
+/// such as `0.30000000000000004`).
+fn micro<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    ((v * 1e6).round() / 1e6).serialize(s)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -203,6 +230,7 @@ pub struct ExecView {
     pub error_rate: Option<f64>,
     pub throughput_per_min: f64,
     pub runtime_ms: RuntimeView,
+    #[serde(serialize_with = "micro")]
     pub credits: f64,
     pub tokens_in: u64,
     pub tokens_out: u64,

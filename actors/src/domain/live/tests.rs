@@ -205,3 +205,28 @@ fn cached_views_are_shared_until_the_state_or_the_sub_bucket_changes() {
     cache.reset();
     assert_eq!(cache.execution(&fresh, None, Window::M5, later).runs, 2);
 }
+
+#[test]
+fn views_carry_honest_precision_not_binary_noise() {
+    assert_eq!(round_significant(1303.9497138865556), 1303.95);
+    assert_eq!(round_significant(0.000123456789), 0.000123457);
+    assert_eq!(round_significant(0.0), 0.0);
+    let mut live = LiveState::new(rules());
+    for ago in [1, 2, 3] {
+        let mut e = run("a", RunStatus::Succeeded, 812.123456789, ago, Some("m"));
+        if let EventKind::Run(r) = &mut e.kind {
+            r.credits = 0.1;
+        }
+        live.apply(&e, now());
+    }
+    let v = serde_json::to_value(live.execution(None, Window::M5, now())).unwrap();
+    assert_eq!(v["credits"], 0.3, "not 0.30000000000000004");
+    assert_eq!(v["models"]["m"]["credits"], 0.3);
+    assert_eq!(
+        v["runtime_ms"]["max"], 812.123456789,
+        "the maximum is exact"
+    );
+    let p50 = v["runtime_ms"]["p50"].as_f64().unwrap();
+    assert_eq!(p50, round_significant(p50));
+    assert!((p50 - 812.123456789).abs() / 812.123456789 < 0.01);
+}
