@@ -91,6 +91,19 @@ pub(crate) async fn api_body(
     .await
 }
 
+/// A page size: `limit` (default 100) within 1 ..= `max`, or a 400 saying so.
+pub(crate) fn page_limit(limit: Option<i64>, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {max}"),
+        ))
+    }
+}
+
 /// 204, with the rate-limit headers.
 pub(crate) fn no_content(d: Decision) -> HttpResponse {
     let mut res = HttpResponse::NoContent().finish();
@@ -274,13 +287,7 @@ pub async fn events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Read).await?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(q.limit, MAX_PAGE)?;
     let rows = store::list_events(&state.pool, &ws, q.before, limit)
         .await
         .map_err(store_error)?;

@@ -12,7 +12,7 @@ use shadower_actors::domain::ids::AgentId;
 use shadower_actors::domain::live::ts_json;
 use shadower_actors::store::anomalies::{self as store, ListFilter};
 
-use crate::alerts::{api_body, authorize, json_response, parse_body, store_error};
+use crate::alerts::{api_body, authorize, json_response, page_limit, parse_body, store_error};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::AppState;
@@ -69,13 +69,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Read).await?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(q.limit, MAX_PAGE)?;
     let filter = ListFilter {
         metric: q.metric.as_deref().map(metric).transpose()?,
         agent: q.agent_id.as_deref().map(agent).transpose()?.map(Some),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::StoreError;
@@ -74,25 +75,53 @@ fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// The contract's anomaly object (SPEC §5), plus `bucket`, and `detected_at` when listed.
+#[derive(Serialize)]
+struct Object<'a> {
+    id: &'a str,
+    workspace_id: &'a str,
+    agent_id: Option<&'a str>,
+    metric: &'a str,
+    bucket_start: String,
+    bucket: String,
+    value: Option<f64>,
+    expected: f64,
+    lower: f64,
+    upper: f64,
+    score: f64,
+    severity: Option<&'a str>,
+    direction: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detected_at: Option<String>,
+}
+
+impl Object<'_> {
+    fn json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 impl Found {
     /// The contract's anomaly object.
     pub fn to_json(&self, ws: &WorkspaceId) -> Value {
         let v = &self.verdict;
-        json!({
-            "id": self.id,
-            "workspace_id": ws.as_str(),
-            "agent_id": self.agent.as_ref().map(AgentId::as_str),
-            "metric": self.metric.as_str(),
-            "bucket_start": ts_json(time(self.bucket_start_ms)),
-            "bucket": format!("{}s", self.bucket_ms / 1000),
-            "value": v.value,
-            "expected": v.expected,
-            "lower": v.lower,
-            "upper": v.upper,
-            "score": v.score,
-            "severity": v.severity.map(|s| s.as_str()),
-            "direction": v.direction.map(|d| d.as_str()),
-        })
+        Object {
+            id: &self.id,
+            workspace_id: ws.as_str(),
+            agent_id: self.agent.as_ref().map(AgentId::as_str),
+            metric: self.metric.as_str(),
+            bucket_start: ts_json(time(self.bucket_start_ms)),
+            bucket: format!("{}s", self.bucket_ms / 1000),
+            value: v.value,
+            expected: v.expected,
+            lower: v.lower,
+            upper: v.upper,
+            score: v.score,
+            severity: v.severity.map(|s| s.as_str()),
+            direction: v.direction.map(|d| d.as_str()),
+            detected_at: None,
+        }
+        .json()
     }
 }
 
@@ -170,25 +199,27 @@ pub async fn list(
     Ok(rows
         .iter()
         .map(|r| {
-            let agent: String = r.get("agent_id");
-            let bucket_start: DateTime<Utc> = r.get("bucket_start");
-            let bucket_ms: i64 = r.get("bucket_ms");
-            json!({
-                "id": r.get::<_, String>("id"),
-                "workspace_id": ws.as_str(),
-                "agent_id": (!agent.is_empty()).then_some(agent),
-                "metric": r.get::<_, String>("metric"),
-                "bucket_start": ts_json(bucket_start),
-                "bucket": format!("{}s", bucket_ms / 1000),
-                "value": r.get::<_, Option<f64>>("value"),
-                "expected": r.get::<_, f64>("expected"),
-                "lower": r.get::<_, f64>("lower"),
-                "upper": r.get::<_, f64>("upper"),
-                "score": r.get::<_, f64>("score"),
-                "severity": r.get::<_, String>("severity"),
-                "direction": r.get::<_, Option<String>>("direction"),
-                "detected_at": ts_json(r.get("detected_at")),
-            })
+            let (id, agent, metric): (String, String, String) =
+                (r.get("id"), r.get("agent_id"), r.get("metric"));
+            let (severity, direction): (String, Option<String>) =
+                (r.get("severity"), r.get("direction"));
+            Object {
+                id: &id,
+                workspace_id: ws.as_str(),
+                agent_id: Some(agent.as_str()).filter(|a| !a.is_empty()),
+                metric: &metric,
+                bucket_start: ts_json(r.get("bucket_start")),
+                bucket: format!("{}s", r.get::<_, i64>("bucket_ms") / 1000),
+                value: r.get("value"),
+                expected: r.get("expected"),
+                lower: r.get("lower"),
+                upper: r.get("upper"),
+                score: r.get("score"),
+                severity: Some(&severity),
+                direction: direction.as_deref(),
+                detected_at: Some(ts_json(r.get("detected_at"))),
+            }
+            .json()
         })
         .collect())
 }
