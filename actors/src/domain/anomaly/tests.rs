@@ -192,6 +192,45 @@ fn a_level_shift_is_flagged_at_onset_then_becomes_normal() {
     }
 }
 
+/// Credits: a deploy changes what a run costs (×0.55 or ×1.9) while the run count stays
+/// the same. The mean credits per run is scored apart from the count, so the change is
+/// flagged at its onset (on the sum alone it is ~2σ); the new cost is normal a few buckets
+/// later, and its expected value follows.
+#[test]
+fn a_change_of_credits_per_run_is_flagged_at_onset() {
+    for (seed, factor) in [(60, 0.55), (61, 1.9)] {
+        let onset = 2 * DAY + 11 * 60;
+        let mut rng = Rng::new(seed);
+        let inputs: Vec<Input> = (0..3 * DAY)
+            .map(|i| {
+                let cost = if i >= onset { factor * 0.2 } else { 0.2 };
+                let runs = rng.poisson(traffic_mean(i, 40.0));
+                let sum = (0..runs).map(|_| cost * (0.5 * rng.normal()).exp()).sum();
+                Input::Sum { sum, runs }
+            })
+            .collect();
+        let v = run(&mut detector(Metric::CreditsPerMin), &inputs);
+        assert!(
+            v[onset..onset + 3].iter().any(flagged),
+            "×{factor} not flagged at onset"
+        );
+        let settle = onset + SHIFT_LABEL_BUCKETS;
+        let late: Vec<usize> = (settle..inputs.len()).filter(|&i| flagged(&v[i])).collect();
+        assert!(
+            late.is_empty(),
+            "×{factor}: flagged after adapting at {late:?}"
+        );
+        let before: Vec<usize> = (DAY..onset).filter(|&i| flagged(&v[i])).collect();
+        assert!(before.len() <= 1, "×{factor}: flagged before at {before:?}");
+        let after = v[onset + 60].unwrap();
+        let mean = factor * 0.2 * 0.125f64.exp() * traffic_mean(onset + 60, 40.0);
+        assert!(
+            (after.expected - mean).abs() < 0.25 * mean,
+            "{after:?} vs {mean}"
+        );
+    }
+}
+
 /// An agent goes silent for an hour: flagged at once (empty buckets count), and its return
 /// to the old level is recovery, not a second anomaly.
 #[test]
@@ -284,7 +323,7 @@ fn an_empty_p95_bucket_has_no_value() {
 #[test]
 fn memory_per_series_is_bounded() {
     assert_eq!(std::mem::size_of::<Detector>(), detector::STATE_BYTES);
-    const { assert!(detector::STATE_BYTES <= 640) };
+    const { assert!(detector::STATE_BYTES <= 672) };
     assert_eq!(std::mem::size_of::<ZScore>(), zscore::STATE_BYTES);
 }
 
