@@ -4,9 +4,7 @@
 
 use std::f64::consts::FRAC_PI_2;
 
-use super::stats::{
-    beta_binomial_lower, beta_binomial_upper, normal_quantile, normal_sf, normal_two_sided,
-};
+use super::stats::{beta_binomial_upper, normal_quantile, normal_sf};
 use super::{score_of, severity_of, Config, Direction, Error, Input, Metric, Scorer, Verdict};
 
 /// Knots of the daily profile: one per hour of day (UTC), interpolated linearly between
@@ -85,7 +83,7 @@ const RATE_WARM_RUNS: f64 = 50.0;
 struct Tempo {
     bucket_ms: i64,
     threshold: f64,
-    /// |z| at which a single bucket reaches the threshold.
+    /// z at which a one-sided (upward) test reaches the threshold: error rates' band.
     z_cut: f64,
     level_rate: f32,
     profile_rate: f32,
@@ -109,7 +107,7 @@ impl Tempo {
         Self {
             bucket_ms: config.bucket_ms,
             threshold,
-            z_cut: -normal_quantile(p_cut / 2.0),
+            z_cut: -normal_quantile(p_cut),
             level_rate: per_bucket(LEVEL_RATE),
             profile_rate: per_bucket(PROFILE_RATE),
             spread_rate: per_bucket(SPREAD_RATE),
@@ -1117,6 +1115,9 @@ struct Rate {
     /// (failed, decided) of the last two buckets, flagged or not.
     recent_all: [(u32, u32); 2],
     seen: u32,
+    /// Warmed up once: a rebase to a few buckets' runs does not silence the detector again
+    /// (the baseline's uncertainty is in its test).
+    ready: bool,
 }
 
 /// What the beta-binomial test needs at a given state.
@@ -1146,30 +1147,26 @@ impl RateBase {
         ((k - nf * p) / var.sqrt(), p)
     }
 
-    /// Two-sided p of `k` of `n` pooled over `w` buckets: the normal tail when unremarkable
-    /// (|z| < 2: the decision is "no" either way), the exact beta-binomial tail otherwise.
+    /// One-sided (upward) p of `k` of `n` pooled over `w` buckets: the normal tail when
+    /// unremarkable (z < 2: the decision is "no" either way), the exact beta-binomial tail
+    /// otherwise. Fewer failures than usual are good news, not an incident: they are never
+    /// flagged (they still move the CUSUM, so a lasting drop becomes the new baseline).
     fn p_value(&self, k: u64, n: u64, w: u32) -> (f64, f64) {
         let (z, p) = self.z(k, n, w);
-        if z.abs() < 2.0 {
-            return (normal_two_sided(z), z);
+        if z < 2.0 {
+            return (normal_sf(z), z);
         }
         let kappa_w = w as f64 * (self.kappa + 1.0) - 1.0;
         let (a, b) = (p * kappa_w, (1.0 - p) * kappa_w);
-        let tail = if z > 0.0 {
-            beta_binomial_upper(k, n, a, b)
-        } else {
-            beta_binomial_lower(k, n, a, b)
-        };
-        ((2.0 * tail).min(1.0), z)
+        (beta_binomial_upper(k, n, a, b), z)
     }
 
+    /// The band of a bucket of `n` runs: from 0 (fewer failures are never flagged) to where
+    /// the upward test reaches the threshold (normal approximation).
     fn band(&self, n: u64, z_cut: f64) -> (f64, f64) {
         let nf = n.max(1) as f64;
         let sd = |p: f64| (p * (1.0 - p) * (1.0 + (nf - 1.0) / (self.kappa + 1.0)) / nf).sqrt();
-        (
-            (self.p - z_cut * sd(self.p)).max(0.0),
-            (self.p_up + z_cut * sd(self.p_up)).min(1.0),
-        )
+        (0.0, (self.p_up + z_cut * sd(self.p_up)).min(1.0))
     }
 }
 
@@ -1187,11 +1184,12 @@ impl Rate {
             recent: [None; 2],
             recent_all: [(0, 0); 2],
             seen: 0,
+            ready: false,
         }
     }
 
     fn warming(&self, tempo: &Tempo) -> bool {
-        self.seen < tempo.rate_warm_buckets || self.runs < RATE_WARM_RUNS
+        !self.ready && (self.seen < tempo.rate_warm_buckets || self.runs < RATE_WARM_RUNS)
     }
 
     fn base_of(&self, fails: f64, runs: f64) -> RateBase {
@@ -1218,6 +1216,7 @@ impl Rate {
         if self.warming(tempo) {
             self.seen = self.seen.saturating_add(1);
             self.learn(k, n, tempo);
+            self.ready = !self.warming(tempo);
             return None;
         }
         let mut base = self.base_of(self.fails, self.runs);
@@ -1231,6 +1230,24 @@ impl Rate {
             return Some(empty_verdict(base.p, (0.0, 1.0)));
         }
 
+        if self.prev.1.is_finite() {
+            // Fewer failures than the rebased rate are never flagged, so the way back is
+            // seen on the pooled last three buckets: well below the rebased rate and in line
+            // with the one before (the end of a burst) restores it at once.
+            let [(k1, n1), (k2, n2)] = self.recent_all;
+            let kw = k + k1 as u64 + k2 as u64;
+            let nw = n + n1 as u64 + n2 as u64;
+            let back = self.base_of(self.prev.0, self.prev.1);
+            if base.z(kw, nw, 3).0 <= -REVERT_Z && back.z(kw, nw, 3).0.abs() < REVERT_Z {
+                self.fails = self.prev.0;
+                self.runs = self.prev.1;
+                self.prev = (f64::NAN, f64::NAN);
+                self.up = 0.0;
+                self.down = 0.0;
+                self.recent = [None; 2];
+                base = back;
+            }
+        }
         let p_cut = (1.0 - tempo.threshold).powi(2);
         let (mut best, mut z1) = self.p_value(&base, k, n);
         if self.prev.1.is_finite() && best <= p_cut {

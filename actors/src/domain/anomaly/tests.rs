@@ -137,6 +137,54 @@ fn three_failures_of_four_is_not_an_anomaly_three_hundred_of_four_hundred_is() {
     assert!(v.score < 0.99 && v.score > 0.9, "{v:?}");
 }
 
+/// Fewer failures than usual are good news: an error rate is tested upwards only.
+#[test]
+fn a_drop_in_failures_is_not_an_anomaly() {
+    let none = Input::Failures {
+        failed: 0,
+        decided: 400,
+    };
+    let v = error_history(400, 0.2, none);
+    assert!(!v.is_anomaly, "{v:?}");
+    assert_eq!(v.direction, Some(Direction::Down));
+    assert_eq!(v.lower, 0.0);
+}
+
+/// A 10-minute burst at a sparse volume (5 runs a minute at 3 %): caught at its onset;
+/// the CUSUM rebases to the burst, yet the detector keeps giving verdicts (it used to fall
+/// back into its warm-up, silent), the end of the burst restores the old rate within a few
+/// buckets, and a second burst half an hour later is caught too.
+#[test]
+fn error_bursts_are_caught_and_the_rate_comes_back_after_them() {
+    let mut rng = Rng::new(70);
+    let bursts = [2 * DAY + 600, 2 * DAY + 640];
+    let inputs: Vec<Input> = (0..2 * DAY + 720)
+        .map(|i| {
+            let rate = if bursts.iter().any(|&b| (b..b + 10).contains(&i)) {
+                0.7
+            } else {
+                0.03
+            };
+            let runs = 5;
+            Input::Failures {
+                failed: rng.binomial(runs, rate),
+                decided: runs,
+            }
+        })
+        .collect();
+    let v = run(&mut detector(Metric::ErrorRate), &inputs);
+    for b in bursts {
+        assert!(v[b..b + 3].iter().any(flagged), "burst at {b} missed");
+        assert!(v[b..b + 30].iter().all(Option::is_some), "silent after {b}");
+        let after = v[b + 20].unwrap();
+        assert!(after.expected < 0.1, "not back after {b}: {after:?}");
+    }
+    let quiet: Vec<usize> = (DAY..inputs.len())
+        .filter(|&i| flagged(&v[i]) && !bursts.iter().any(|&b| (b..b + 10).contains(&i)))
+        .collect();
+    assert!(quiet.is_empty(), "flagged outside the bursts at {quiet:?}");
+}
+
 #[test]
 fn an_error_rate_without_runs_has_no_value() {
     let v = error_history(
