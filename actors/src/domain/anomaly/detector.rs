@@ -69,7 +69,7 @@ const RATE_FLOOR: f64 = 0.02;
 /// Minimum share of failures that co-occur beyond chance (intra-bucket correlation ρ):
 /// failures cluster (retries, one upstream outage), so no bucket is treated as independent
 /// coin flips. Estimated from the history by moments, never below this.
-const RHO_MIN: f64 = 0.01;
+const RHO_MIN: f64 = 0.015;
 const RHO_MAX: f64 = 0.5;
 /// Prior of the failure rate: 0.1 failures in 5 runs (2 %).
 const PRIOR_FAILS: f64 = 0.1;

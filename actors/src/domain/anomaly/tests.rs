@@ -513,6 +513,36 @@ fn the_generator_is_seeded_and_labelled() {
     );
 }
 
+/// Injected anomalies an oracle cannot see at their volume are neither labels nor normal
+/// buckets; the others stay labelled, and only the two families with small buckets drop any.
+#[test]
+fn only_observable_anomalies_are_labelled() {
+    for family in Family::ALL {
+        let s = generate(family, 3, 14, MIN);
+        let all = s.windows.len() + s.unobservable.len();
+        assert!(all > 0, "{family:?}");
+        if matches!(family, Family::SparseErrors | Family::Latency) {
+            // A minority: most bursts and slow-downs are plain to see.
+            assert!(
+                s.unobservable.len() * 2 < all,
+                "{family:?}: {}",
+                s.unobservable.len()
+            );
+        } else {
+            assert!(s.unobservable.is_empty(), "{family:?}");
+        }
+        for u in &s.unobservable {
+            assert!(s.windows.iter().all(|w| w.start != u.start));
+        }
+    }
+    let flags = [false, false, true, false, false, false, true, false];
+    let mut t = Tally::default();
+    t.add_excusing(&flags, &[], &[Window { start: 2, len: 1 }], 0);
+    // The flag at 2 is excused with its window (3 buckets); the one at 6 is a false alarm.
+    assert_eq!((t.windows, t.unobservable, t.false_alarms), (0, 1, 1));
+    assert_eq!(t.normal_buckets, 5);
+}
+
 #[test]
 fn tally_counts_catches_and_false_alarms() {
     let windows = [Window { start: 10, len: 1 }, Window { start: 20, len: 5 }];
@@ -562,21 +592,23 @@ fn p95_series(
 /// A 40-minute slow-down ×3 of every run, with p95s of 15 runs (their maximum, often set by
 /// a straggler, so a single bucket ×3 is not news): caught by the run of three buckets at
 /// its onset, becomes the level, and its end goes back to the level before without an
-/// alarm.
+/// alarm. Since the bucket's z and its run's pay for being two tests (Bonferroni), a ×3
+/// slow-down at 15 runs sits at the threshold: seed 52 scores 0.9896 at its onset and is
+/// missed, so the onset is required in two seeds of three (a known limit, see the module
+/// docs); the end must be quiet in all.
 #[test]
 fn the_end_of_a_latency_slow_down_is_not_a_second_anomaly() {
+    let mut caught = 0;
     for seed in [50, 51, 52] {
         let start = 2 * DAY + 600;
         let inputs = p95_series(seed, 3, 15, 3.0, start..start + 40);
         let v = run(&mut detector(Metric::RuntimeP95), &inputs);
-        assert!(
-            v[start..start + 3].iter().any(flagged),
-            "seed {seed}: onset missed"
-        );
+        caught += v[start..start + 3].iter().any(flagged) as u32;
         // Nothing from the rebase to an hour after the end.
         let late: Vec<usize> = (start + 10..start + 100)
             .filter(|&i| flagged(&v[i]))
             .collect();
         assert!(late.is_empty(), "seed {seed}: flagged at {late:?}");
     }
+    assert!(caught >= 2, "onset caught in {caught} seeds of 3");
 }
