@@ -4,9 +4,7 @@
 
 use std::f64::consts::FRAC_PI_2;
 
-use super::stats::{
-    beta_binomial_lower, beta_binomial_upper, normal_quantile, normal_sf, normal_two_sided,
-};
+use super::stats::{beta_binomial_upper, normal_quantile, normal_sf};
 use super::{score_of, severity_of, Config, Direction, Error, Input, Metric, Scorer, Verdict};
 
 /// Knots of the daily profile: one per hour of day (UTC), interpolated linearly between
@@ -15,7 +13,7 @@ pub const SLOTS: usize = 24;
 
 /// `size_of::<Detector>()`, checked by a test: the whole per-series state, whatever the
 /// metric and however long the history.
-pub const STATE_BYTES: usize = 600;
+pub const STATE_BYTES: usize = 664;
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -49,13 +47,14 @@ const SPREAD_CLIP_SIGMA: f64 = 3.0;
 const LEVEL_RATE: f64 = 0.1; // level: ~10 min
 const PROFILE_RATE: f64 = 0.01; // a knot: ~25 % per day
 const SPREAD_RATE: f64 = 0.01;
-const PER_RUN_RATE: f64 = 0.05;
 /// Tail estimates: memory of ~3 days.
 const TAIL_RATE: f64 = 1.0 / 4_000.0;
 /// Weight of the normal prior of the tails, in buckets.
 const TAIL_PRIOR: f32 = 300.0;
 /// Mean |median of three independent N(0, 1)| (σ ≈ 0.67): the run spread's prior.
 const RUN_SPREAD_PRIOR: f32 = 0.535;
+/// Multiple-test factor of a bucket judged by its own z and its run's (Bonferroni).
+const RUN_TESTS: f64 = 2.0;
 /// The run's σ is never read below this.
 const RUN_SIGMA_MIN: f64 = 0.4;
 /// One-sided normal tails at 2σ and 3σ: the thinnest tails the detector will believe.
@@ -70,7 +69,7 @@ const RATE_FLOOR: f64 = 0.02;
 /// Minimum share of failures that co-occur beyond chance (intra-bucket correlation ρ):
 /// failures cluster (retries, one upstream outage), so no bucket is treated as independent
 /// coin flips. Estimated from the history by moments, never below this.
-const RHO_MIN: f64 = 0.01;
+const RHO_MIN: f64 = 0.015;
 const RHO_MAX: f64 = 0.5;
 /// Prior of the failure rate: 0.1 failures in 5 runs (2 %).
 const PRIOR_FAILS: f64 = 0.1;
@@ -84,12 +83,11 @@ const RATE_WARM_RUNS: f64 = 50.0;
 struct Tempo {
     bucket_ms: i64,
     threshold: f64,
-    /// |z| at which a single bucket reaches the threshold.
+    /// z at which a one-sided (upward) test reaches the threshold: error rates' band.
     z_cut: f64,
     level_rate: f32,
     profile_rate: f32,
     spread_rate: f32,
-    per_run_rate: f32,
     tail_rate: f32,
     rate_decay: f32,
     dispersion_decay: f32,
@@ -109,11 +107,10 @@ impl Tempo {
         Self {
             bucket_ms: config.bucket_ms,
             threshold,
-            z_cut: -normal_quantile(p_cut / 2.0),
+            z_cut: -normal_quantile(p_cut),
             level_rate: per_bucket(LEVEL_RATE),
             profile_rate: per_bucket(PROFILE_RATE),
             spread_rate: per_bucket(SPREAD_RATE),
-            per_run_rate: per_bucket(PER_RUN_RATE),
             tail_rate: per_bucket(TAIL_RATE),
             rate_decay: half(RATE_HALF_LIFE_MS),
             dispersion_decay: half(DISPERSION_HALF_LIFE_MS),
@@ -144,6 +141,8 @@ pub struct Detector {
 enum Model {
     Seasonal(Seasonal),
     Rate(Rate),
+    /// Credits: the run count (a seasonal count) and the mean credits per run, apart.
+    Credits(Seasonal, Cost),
 }
 
 impl Detector {
@@ -162,7 +161,9 @@ impl Detector {
         let shape = match metric {
             Metric::ErrorRate => return Model::Rate(Rate::new()),
             Metric::ThroughputPerMin => Shape::Count,
-            Metric::CreditsPerMin => Shape::Credits,
+            Metric::CreditsPerMin => {
+                return Model::Credits(Seasonal::new(Shape::Count, tempo.warm_buckets), Cost::new())
+            }
             Metric::RuntimeP95 => Shape::Quantile,
             Metric::CpuPctAvg => Shape::Gauge,
         };
@@ -176,7 +177,7 @@ impl Detector {
     /// True while no verdict is given yet.
     pub fn warming_up(&self) -> bool {
         match &self.model {
-            Model::Seasonal(s) => s.warm_left > 0,
+            Model::Seasonal(s) | Model::Credits(s, _) => s.warm_left > 0,
             Model::Rate(r) => r.warming(&self.tempo),
         }
     }
@@ -188,14 +189,14 @@ impl Detector {
                 r.step(idx, failed.min(decided), decided, &self.tempo)
             }
             (Model::Seasonal(s), Input::Count(c)) => {
-                s.step(idx, start_ms, Some(c as f64), 1, 0, &self.tempo)
+                s.step(idx, start_ms, Some(c as f64), 1, 1.0, &self.tempo)
             }
-            (Model::Seasonal(s), Input::Sum { sum, runs }) => {
-                s.step(idx, start_ms, Some(sum.max(0.0)), 1, runs, &self.tempo)
+            (Model::Credits(s, c), Input::Sum { sum, runs }) => {
+                credits(s, c, idx, start_ms, sum.max(0.0), runs, &self.tempo)
             }
             (Model::Seasonal(s), Input::Value { value, samples }) => {
                 let value = value.filter(|v| v.is_finite() && samples > 0);
-                s.step(idx, start_ms, value, samples, 0, &self.tempo)
+                s.step(idx, start_ms, value, samples, 1.0, &self.tempo)
             }
             _ => None,
         }
@@ -270,6 +271,51 @@ fn empty_verdict(expected: f64, band: (f64, f64)) -> Verdict {
     }
 }
 
+/// Shares of a statistic beyond 2, 3, −2, −3 (EWMA), read never below the normal tails.
+type Tail = [f32; 4];
+
+const NORMAL_TAIL: Tail = [NORMAL_TAIL_2, NORMAL_TAIL_3, NORMAL_TAIL_2, NORMAL_TAIL_3];
+
+/// (share beyond 2, tail ratio per unit) on one side, never thinner than normal.
+fn tail_fit(t: &Tail, up: bool) -> (f64, f64) {
+    let (f2, f3) = if up { (t[0], t[1]) } else { (t[2], t[3]) };
+    let f2 = f2.max(NORMAL_TAIL_2) as f64;
+    let f3 = f3.max(NORMAL_TAIL_3) as f64;
+    let ratio = (f3 / f2).clamp((NORMAL_TAIL_3 / NORMAL_TAIL_2) as f64, 0.5);
+    (f2, ratio)
+}
+
+/// One-sided tail probability at z, on z's side, under the statistic's own observed tails.
+/// Each side is taken as exponential beyond 2, through the observed shares beyond 2 and 3,
+/// so a heavy-tailed metric (a p95 of a dozen runs) calibrates itself; the shares never go
+/// below the normal ones, so a thin tail is never assumed.
+fn tail_one(t: &Tail, z: f64) -> f64 {
+    let (f2, ratio) = tail_fit(t, z >= 0.0);
+    let a = z.abs();
+    if a >= 2.0 {
+        f2 * ratio.powf(a - 2.0)
+    } else {
+        (normal_sf(a) * f2 / NORMAL_TAIL_2 as f64).min(0.5)
+    }
+}
+
+/// |z| at which one of `tests` tests of a bucket reaches the threshold on one side.
+fn tail_cut(t: &Tail, up: bool, tests: f64, tempo: &Tempo) -> f64 {
+    let (f2, ratio) = tail_fit(t, up);
+    let target = (1.0 - tempo.threshold).powi(2) / (2.0 * tests);
+    if target >= f2 {
+        return -normal_quantile(target);
+    }
+    2.0 + (target / f2).ln() / ratio.ln()
+}
+
+fn learn_tail(t: &mut Tail, q: f64, rate: f32) {
+    let hits = [q > 2.0, q > 3.0, q < -2.0, q < -3.0];
+    for (t, hit) in t.iter_mut().zip(hits) {
+        *t += rate * (hit as u8 as f32 - *t);
+    }
+}
+
 /// Updates the two CUSUMs with a bucket's z; true when one passes its bound.
 fn cusum(up: &mut f32, down: &mut f32, z: f64) -> bool {
     let z = z.clamp(-CUSUM_CLIP, CUSUM_CLIP);
@@ -285,8 +331,6 @@ fn cusum(up: &mut f32, down: &mut f32, z: f64) -> bool {
 enum Shape {
     /// Runs per bucket: √, multiplicative.
     Count,
-    /// Credits per bucket: √, multiplicative.
-    Credits,
     /// A bucket's p95: log, additive.
     Quantile,
     /// A bucket's average gauge: raw, additive.
@@ -295,7 +339,7 @@ enum Shape {
 
 impl Shape {
     fn multiplicative(self) -> bool {
-        matches!(self, Self::Count | Self::Credits)
+        self == Self::Count
     }
 
     fn per_minute(self) -> bool {
@@ -304,7 +348,7 @@ impl Shape {
 
     fn transform(self, x: f64) -> f64 {
         match self {
-            Self::Count | Self::Credits => x.max(0.0).sqrt(),
+            Self::Count => x.max(0.0).sqrt(),
             Self::Quantile => x.max(1e-3).ln(),
             Self::Gauge => x,
         }
@@ -312,7 +356,7 @@ impl Shape {
 
     fn invert(self, y: f64) -> f64 {
         match self {
-            Self::Count | Self::Credits => y.max(0.0).powi(2),
+            Self::Count => y.max(0.0).powi(2),
             Self::Quantile => y.exp(),
             Self::Gauge => y,
         }
@@ -351,7 +395,7 @@ impl Shape {
     fn noise_factor(self, samples: u64) -> f64 {
         let m = samples.max(1) as f64;
         match self {
-            Self::Count | Self::Credits => 1.0,
+            Self::Count => 1.0,
             Self::Quantile => (1.0 + 20.0 / m).sqrt(),
             Self::Gauge => (1.0 + 2.0 / m).sqrt(),
         }
@@ -362,10 +406,9 @@ impl Shape {
     /// average has σ(√sum) ≥ ½√c̄ (more when costs vary), whatever the volume, which also
     /// follows a change of cost per run at once; a p95 from a sketch with 1 % relative
     /// error ~0.02 in log; a CPU percentage ~0.5 points.
-    fn sigma_floor(self, per_run: f64) -> f64 {
+    fn sigma_floor(self) -> f64 {
         match self {
             Self::Count => 0.45,
-            Self::Credits => (0.45 * per_run.max(0.0).sqrt()).max(1e-6),
             Self::Quantile => 0.02,
             Self::Gauge => 0.5,
         }
@@ -405,8 +448,6 @@ struct Seasonal {
     /// The level before the last rebase (NaN when none), kept until `revert_until`.
     prev_level: f64,
     revert_until: i64,
-    /// Credits only: mean credits per run (EWMA).
-    per_run: f32,
     up: f32,
     down: f32,
     /// z of the last two buckets while unflagged and present (NaN otherwise), newest first.
@@ -415,7 +456,7 @@ struct Seasonal {
     recent_e: [f32; 2],
     /// For the bucket's z and the run's: share of scored buckets beyond 2, 3, −2, −3
     /// (EWMA; read never below the normal tails), see [`Seasonal::tail_one`].
-    tail: [[f32; 4]; 3],
+    tail: [Tail; 3],
     /// Mean |median z of three consecutive buckets| (EWMA), see [`Seasonal::run_z`].
     run_spread: f32,
     /// Buckets that taught the tails so far.
@@ -440,12 +481,11 @@ impl Seasonal {
             level: 0.0,
             prev_level: f64::NAN,
             revert_until: i64::MIN,
-            per_run: f32::NAN,
             up: 0.0,
             down: 0.0,
             recent_z: [f32::NAN; 2],
             recent_e: [f32::NAN; 2],
-            tail: [[NORMAL_TAIL_2, NORMAL_TAIL_3, NORMAL_TAIL_2, NORMAL_TAIL_3]; 3],
+            tail: [NORMAL_TAIL; 3],
             run_spread: RUN_SPREAD_PRIOR,
             scored: 0,
             rank_slope: 0.0,
@@ -472,28 +512,18 @@ impl Seasonal {
     }
 
     /// `x`: the bucket's value in natural units per bucket (None: no value); `samples`: what
-    /// it rests on; `runs`: credits only.
+    /// it rests on; `tests`: how many tests the caller makes of the bucket (its p is
+    /// multiplied by it, Bonferroni).
     fn step(
         &mut self,
         idx: i64,
         start_ms: i64,
         x: Option<f64>,
         samples: u64,
-        runs: u64,
+        tests: f64,
         tempo: &Tempo,
     ) -> Option<Verdict> {
         let shape = self.shape;
-        let per_run_now = match x {
-            Some(x) if shape == Shape::Credits && runs > 0 => Some((x / runs as f64) as f32),
-            _ => None,
-        };
-        if let Some(r) = per_run_now {
-            if self.per_run.is_nan() {
-                self.per_run = r;
-            } else if self.warm_left > 0 {
-                self.per_run += tempo.per_run_rate * (r - self.per_run);
-            }
-        }
         let (i0, i1, w0, w1) = knots(start_ms, tempo.bucket_ms);
         let y = x.map(|x| shape.transform(x));
         let g = shape.noise_factor(samples);
@@ -513,12 +543,7 @@ impl Seasonal {
             + w1 * self.profile[i1] as f64
             + self.rank_slope as f64 * d;
         let u = w0 * self.spread[i0] as f64 + w1 * self.spread[i1] as f64;
-        let per_run = if self.per_run.is_nan() {
-            0.0
-        } else {
-            self.per_run as f64
-        };
-        let base_sigma = (u * shape.sigma_per_spread()).max(shape.sigma_floor(per_run));
+        let base_sigma = (u * shape.sigma_per_spread()).max(shape.sigma_floor());
         let sigma = base_sigma * g;
         if idx > self.revert_until {
             self.prev_level = f64::NAN;
@@ -530,8 +555,8 @@ impl Seasonal {
         };
         let class = shape.tail_class(samples);
         let (cut_down, cut_up) = (
-            self.z_cut(class, false, tempo),
-            self.z_cut(class, true, tempo),
+            self.z_cut(class, false, tests, tempo),
+            self.z_cut(class, true, tests, tempo),
         );
         let band_of = |yhat: f64| {
             (
@@ -554,7 +579,7 @@ impl Seasonal {
         let mut sigma = sigma;
         let mut z = z_now;
         let mut run = self.run_z(z);
-        let mut p = self.p_value(class, z, run);
+        let mut p = (tests * self.p_value(class, z, run)).min(1.0);
         let p_cut = (1.0 - tempo.threshold).powi(2);
         if self.prev_level.is_finite() && p <= p_cut {
             // Flagged against the rebased level (by the bucket or by its run): back to the
@@ -571,7 +596,7 @@ impl Seasonal {
                 sigma = wide;
                 z = z_back;
                 run = f64::NAN;
-                p = self.p_value(class, z, run);
+                p = (tests * self.p_value(class, z, run)).min(1.0);
             }
         }
         let value = x.unwrap_or_default() / unit;
@@ -613,9 +638,6 @@ impl Seasonal {
                 };
                 *sp = (*sp as f64 + tempo.spread_rate as f64 * w * step).max(0.0) as f32;
             }
-            if let Some(r) = per_run_now {
-                self.per_run += tempo.per_run_rate * (r - self.per_run);
-            }
             if d != 0.0 {
                 // Normalised LMS on the clipped residual: b follows cov(residual, d) / var(d).
                 let rate = tempo.spread_rate;
@@ -639,41 +661,15 @@ impl Seasonal {
         Some(v)
     }
 
-    /// (share beyond 2, tail ratio per unit) on one side of statistic `k` (0: the bucket's
-    /// z, 1: the run's), never thinner than normal.
-    fn tail_fit(&self, k: usize, up: bool) -> (f64, f64) {
-        let t = &self.tail[k];
-        let (f2, f3) = if up { (t[0], t[1]) } else { (t[2], t[3]) };
-        let f2 = f2.max(NORMAL_TAIL_2) as f64;
-        let f3 = f3.max(NORMAL_TAIL_3) as f64;
-        let ratio = (f3 / f2).clamp((NORMAL_TAIL_3 / NORMAL_TAIL_2) as f64, 0.5);
-        (f2, ratio)
-    }
-
-    /// One-sided tail probability of statistic `k` at z, on z's side, under its own
-    /// observed tails. Each side is taken as exponential beyond 2, through the observed
-    /// shares beyond 2 and 3, so a heavy-tailed metric (a p95 of a dozen runs, credits with
-    /// a few expensive runs) calibrates itself; the shares never go below the normal ones,
-    /// so a thin tail is never assumed: on normal residuals a single bucket reaches 0.99 at
-    /// |z| ≈ 4.2.
+    /// One-sided tail probability of statistic `k` (0 or 2: the bucket's z, 1: the run's)
+    /// at z, see [`tail_one`].
     fn tail_one(&self, k: usize, z: f64) -> f64 {
-        let (f2, ratio) = self.tail_fit(k, z >= 0.0);
-        let a = z.abs();
-        if a >= 2.0 {
-            f2 * ratio.powf(a - 2.0)
-        } else {
-            (normal_sf(a) * f2 / NORMAL_TAIL_2 as f64).min(0.5)
-        }
+        tail_one(&self.tail[k], z)
     }
 
     /// |z| at which a single bucket reaches the threshold on one side.
-    fn z_cut(&self, class: usize, up: bool, tempo: &Tempo) -> f64 {
-        let (f2, ratio) = self.tail_fit(class, up);
-        let target = (1.0 - tempo.threshold).powi(2) / 2.0;
-        if target >= f2 {
-            return tempo.z_cut;
-        }
-        2.0 + (target / f2).ln() / ratio.ln()
+    fn z_cut(&self, class: usize, up: bool, tests: f64, tempo: &Tempo) -> f64 {
+        tail_cut(&self.tail[class], up, tests, tempo)
     }
 
     /// The run statistic: the median z of the bucket and the two before it (all present and
@@ -699,7 +695,8 @@ impl Seasonal {
                 0.0
             }
         } else {
-            z.max(a.min(b)).min(a.max(b))
+            let c = |x: f64| x.clamp(-CUSUM_CLIP, CUSUM_CLIP);
+            (c(z) + c(a) + c(b)) / 3.0
         };
         central / self.run_sigma()
     }
@@ -712,10 +709,14 @@ impl Seasonal {
     /// points the same way), each against its own fitted tail.
     fn p_value(&self, class: usize, z: f64, run: f64) -> f64 {
         let mut best = self.tail_one(class, z);
-        if run.is_finite() && run * z > 0.0 {
-            best = best.min(self.tail_one(1, run));
+        let mut tests = 1.0;
+        if run.is_finite() {
+            tests = RUN_TESTS;
+            if run * z > 0.0 {
+                best = best.min(self.tail_one(1, run));
+            }
         }
-        (2.0 * best).min(1.0)
+        (2.0 * tests * best).min(1.0)
     }
 
     /// Learns the tails and the run's spread from an unflagged bucket.
@@ -728,10 +729,7 @@ impl Seasonal {
             if !q.is_finite() {
                 continue;
             }
-            let hits = [q > 2.0, q > 3.0, q < -2.0, q < -3.0];
-            for (t, hit) in self.tail[k].iter_mut().zip(hits) {
-                *t += rate * (hit as u8 as f32 - *t);
-            }
+            learn_tail(&mut self.tail[k], q, rate);
         }
         if run.is_finite() {
             let sigma = self.run_sigma();
@@ -773,10 +771,6 @@ impl Seasonal {
         {
             self.restore();
             return;
-        }
-        if self.shape == Shape::Credits && self.level > 1e-9 && self.per_run.is_finite() {
-            // σ(√sum) grows with √(credits per run); the level is in √ units.
-            self.per_run *= ((new / self.level).powi(2)) as f32;
         }
         // A second rebase within the horizon (a long excursion drifting against the daily
         // curve) keeps the level from before the first one: that is where "back" is.
@@ -858,9 +852,7 @@ impl Seasonal {
         let known = means.iter().filter(|m| m.is_finite()).count();
         if known < SLOTS / 2 {
             // Too few values in the first day (a mostly idle series): learn another day.
-            let per_run = self.per_run;
             *self = Self::new(self.shape, warm_buckets);
-            self.per_run = per_run;
             return;
         }
         let fill = means.iter().filter(|m| m.is_finite()).sum::<f64>() / known as f64;
@@ -898,6 +890,210 @@ impl Seasonal {
 }
 
 // ---------------------------------------------------------------------------------------
+// Credits: the run count and the mean credits per run, scored apart.
+
+/// Credits per run: the mean of a bucket's `n` runs has a log-σ of about σ_run ÷ √n, plus
+/// what the baseline cannot follow (drift, a change of mix); the latter is taken as that of
+/// this many runs, so a busy bucket is not held to a precision no baseline has.
+const COST_WANDER_RUNS: f64 = 400.0;
+/// Prior of the per-run log spread (mean |residual| × √n): a lognormal σ of ~0.6.
+const COST_SPREAD_PRIOR: f32 = 0.5;
+/// The per-run log σ of one bucket is never read below this (1 %).
+const COST_SIGMA_MIN: f64 = 0.01;
+
+/// The mean credits per run of a series: log level (EWMA), a robust spread per √run, its
+/// own tails, CUSUMs and rebase like the seasonal engine's. Not seasonal: what a run costs
+/// depends on what it does, not on the hour.
+#[derive(Debug, Clone)]
+struct Cost {
+    /// ln mean credits per run; NaN before the first run.
+    level: f64,
+    /// The level before the last rebase (NaN when none), kept until `revert_until`.
+    prev_level: f64,
+    revert_until: i64,
+    /// Mean |residual| ÷ √(1/n + 1/COST_WANDER_RUNS) (σ ≈ 1.25 × this).
+    spread: f32,
+    tail: Tail,
+    up: f32,
+    down: f32,
+    /// ln mean per run of the last two buckets with runs (NaN otherwise), newest first.
+    recent: [f32; 2],
+    seen: u32,
+}
+
+/// What the cost half says of a bucket.
+struct CostScore {
+    /// Two-sided p of the bucket's mean credits per run (before any multiple-test factor).
+    p: f64,
+    flagged: bool,
+}
+
+impl Cost {
+    fn new() -> Self {
+        Self {
+            level: f64::NAN,
+            prev_level: f64::NAN,
+            revert_until: i64::MIN,
+            spread: COST_SPREAD_PRIOR,
+            tail: NORMAL_TAIL,
+            up: 0.0,
+            down: 0.0,
+            recent: [f32::NAN; 2],
+            seen: 0,
+        }
+    }
+
+    /// Mean credits per run (the baseline), or None before the first run.
+    fn expected(&self) -> Option<f64> {
+        self.level.is_finite().then(|| self.level.exp())
+    }
+
+    fn sigma(&self, runs: u64) -> f64 {
+        let g = (1.0 / runs.max(1) as f64 + 1.0 / COST_WANDER_RUNS).sqrt();
+        (self.spread as f64 * FRAC_PI_2.sqrt() * g).max(COST_SIGMA_MIN)
+    }
+
+    /// Scores (unless `warm`) and learns a bucket of `runs` runs costing `sum` in all;
+    /// `tests`: the multiple-test factor of the caller. None without runs or while warming up.
+    fn step(
+        &mut self,
+        idx: i64,
+        sum: f64,
+        runs: u64,
+        warm: bool,
+        tests: f64,
+        tempo: &Tempo,
+    ) -> Option<CostScore> {
+        if idx > self.revert_until {
+            self.prev_level = f64::NAN;
+        }
+        if runs == 0 {
+            self.recent = [f32::NAN, self.recent[0]];
+            return None;
+        }
+        let x = (sum / runs as f64).max(1e-9).ln();
+        if !self.level.is_finite() {
+            self.level = x;
+            self.recent = [x as f32, self.recent[0]];
+            return None;
+        }
+        let mut sigma = self.sigma(runs);
+        let mut z = (x - self.level) / sigma;
+        if warm {
+            self.learn(x, z, sigma, runs, tempo);
+            self.recent = [x as f32, self.recent[0]];
+            return None;
+        }
+        let p_cut = (1.0 - tempo.threshold).powi(2);
+        let mut p = (2.0 * tail_one(&self.tail, z)).min(1.0);
+        if self.prev_level.is_finite() && tests * p <= p_cut {
+            // Flagged against the rebased level: back to the one before (σ widened for its
+            // age, at most twofold)?
+            let since = (idx - (self.revert_until - tempo.revert_buckets as i64)).max(0);
+            let wide = sigma * (1.0 + (since as f64 * tempo.level_rate as f64).min(3.0)).sqrt();
+            let z_back = (x - self.prev_level) / wide;
+            let p_back = (2.0 * tail_one(&self.tail, z_back)).min(1.0);
+            if tests * p_back > p_cut && 2.0 * z_back.abs() < z.abs() {
+                self.level = self.prev_level;
+                self.prev_level = f64::NAN;
+                self.up = 0.0;
+                self.down = 0.0;
+                (sigma, z, p) = (wide, z_back, p_back);
+            }
+        }
+        let flagged = tests * p <= p_cut;
+        if !flagged {
+            self.learn(x, z, sigma, runs, tempo);
+        }
+        if cusum(&mut self.up, &mut self.down, z) {
+            self.rebase(x, idx, sigma, tempo);
+        }
+        self.recent = [x as f32, self.recent[0]];
+        Some(CostScore { p, flagged })
+    }
+
+    fn learn(&mut self, x: f64, z: f64, sigma: f64, runs: u64, tempo: &Tempo) {
+        self.seen = self.seen.saturating_add(1);
+        let early = 1.0 / (TAIL_PRIOR + self.seen as f32);
+        let clip = CLIP_SIGMA * sigma;
+        self.level += tempo.level_rate as f64 * ((x - self.level).clamp(-clip, clip));
+        let g = (1.0 / runs.max(1) as f64 + 1.0 / COST_WANDER_RUNS).sqrt();
+        let unit = sigma / g / FRAC_PI_2.sqrt();
+        let a = (z.abs() * sigma / g).min(SPREAD_CLIP_SIGMA * unit * FRAC_PI_2.sqrt()) as f32;
+        let rate = tempo
+            .spread_rate
+            .max(early.max(1.0 / (20.0 + self.seen as f32)));
+        self.spread += rate * (a - self.spread);
+        learn_tail(&mut self.tail, z, tempo.tail_rate.max(early));
+    }
+
+    /// A sustained move: the level becomes the median of the last three buckets, or the
+    /// remembered one when that is where the series went back to.
+    fn rebase(&mut self, x: f64, idx: i64, sigma: f64, tempo: &Tempo) {
+        self.up = 0.0;
+        self.down = 0.0;
+        let (a, b) = (self.recent[0] as f64, self.recent[1] as f64);
+        let new = if a.is_finite() && b.is_finite() {
+            x.max(a.min(b)).min(a.max(b))
+        } else {
+            x
+        };
+        if self.prev_level.is_finite() && ((new - self.prev_level) / sigma).abs() < REVERT_Z {
+            self.level = self.prev_level;
+            self.prev_level = f64::NAN;
+            return;
+        }
+        if !self.prev_level.is_finite() {
+            self.prev_level = self.level;
+        }
+        self.level = new;
+        self.revert_until = idx + tempo.revert_buckets as i64;
+    }
+}
+
+/// Credits per bucket: the run count is judged by the seasonal count engine, the mean
+/// credits per run by [`Cost`], each at half the false-alarm budget (Bonferroni); the
+/// bucket's p is the smaller of the two corrected ones. The verdict is in credits per
+/// minute: expected and band are the count's times the expected credits per run.
+fn credits(
+    count: &mut Seasonal,
+    cost: &mut Cost,
+    idx: i64,
+    start_ms: i64,
+    sum: f64,
+    runs: u64,
+    tempo: &Tempo,
+) -> Option<Verdict> {
+    const TESTS: f64 = 2.0;
+    let warm = count.warm_left > 0;
+    let c = cost.step(idx, sum, runs, warm, TESTS, tempo);
+    let per_run = cost.expected();
+    let v = count.step(idx, start_ms, Some(runs as f64), 1, TESTS, tempo)?;
+    let per_run = per_run.unwrap_or(0.0);
+    let p_count = (1.0 - v.score).powi(2);
+    let p_cost = c.as_ref().map_or(1.0, |c| (TESTS * c.p).min(1.0));
+    let p = p_count.min(p_cost);
+    let value = sum / tempo.minutes();
+    let expected = v.expected * per_run;
+    let score = score_of(p);
+    let is_anomaly = v.is_anomaly || c.is_some_and(|c| c.flagged);
+    Some(Verdict {
+        value: Some(value),
+        expected,
+        lower: v.lower * per_run,
+        upper: v.upper * per_run,
+        score,
+        is_anomaly,
+        severity: is_anomaly.then(|| severity_of(score.max(tempo.threshold), tempo.threshold)),
+        direction: Some(if value >= expected {
+            Direction::Up
+        } else {
+            Direction::Down
+        }),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // Error rate: beta-binomial.
 
 #[derive(Debug, Clone)]
@@ -919,6 +1115,9 @@ struct Rate {
     /// (failed, decided) of the last two buckets, flagged or not.
     recent_all: [(u32, u32); 2],
     seen: u32,
+    /// Warmed up once: a rebase to a few buckets' runs does not silence the detector again
+    /// (the baseline's uncertainty is in its test).
+    ready: bool,
 }
 
 /// What the beta-binomial test needs at a given state.
@@ -948,30 +1147,26 @@ impl RateBase {
         ((k - nf * p) / var.sqrt(), p)
     }
 
-    /// Two-sided p of `k` of `n` pooled over `w` buckets: the normal tail when unremarkable
-    /// (|z| < 2: the decision is "no" either way), the exact beta-binomial tail otherwise.
+    /// One-sided (upward) p of `k` of `n` pooled over `w` buckets: the normal tail when
+    /// unremarkable (z < 2: the decision is "no" either way), the exact beta-binomial tail
+    /// otherwise. Fewer failures than usual are good news, not an incident: they are never
+    /// flagged (they still move the CUSUM, so a lasting drop becomes the new baseline).
     fn p_value(&self, k: u64, n: u64, w: u32) -> (f64, f64) {
         let (z, p) = self.z(k, n, w);
-        if z.abs() < 2.0 {
-            return (normal_two_sided(z), z);
+        if z < 2.0 {
+            return (normal_sf(z), z);
         }
         let kappa_w = w as f64 * (self.kappa + 1.0) - 1.0;
         let (a, b) = (p * kappa_w, (1.0 - p) * kappa_w);
-        let tail = if z > 0.0 {
-            beta_binomial_upper(k, n, a, b)
-        } else {
-            beta_binomial_lower(k, n, a, b)
-        };
-        ((2.0 * tail).min(1.0), z)
+        (beta_binomial_upper(k, n, a, b), z)
     }
 
+    /// The band of a bucket of `n` runs: from 0 (fewer failures are never flagged) to where
+    /// the upward test reaches the threshold (normal approximation).
     fn band(&self, n: u64, z_cut: f64) -> (f64, f64) {
         let nf = n.max(1) as f64;
         let sd = |p: f64| (p * (1.0 - p) * (1.0 + (nf - 1.0) / (self.kappa + 1.0)) / nf).sqrt();
-        (
-            (self.p - z_cut * sd(self.p)).max(0.0),
-            (self.p_up + z_cut * sd(self.p_up)).min(1.0),
-        )
+        (0.0, (self.p_up + z_cut * sd(self.p_up)).min(1.0))
     }
 }
 
@@ -989,11 +1184,12 @@ impl Rate {
             recent: [None; 2],
             recent_all: [(0, 0); 2],
             seen: 0,
+            ready: false,
         }
     }
 
     fn warming(&self, tempo: &Tempo) -> bool {
-        self.seen < tempo.rate_warm_buckets || self.runs < RATE_WARM_RUNS
+        !self.ready && (self.seen < tempo.rate_warm_buckets || self.runs < RATE_WARM_RUNS)
     }
 
     fn base_of(&self, fails: f64, runs: f64) -> RateBase {
@@ -1020,6 +1216,7 @@ impl Rate {
         if self.warming(tempo) {
             self.seen = self.seen.saturating_add(1);
             self.learn(k, n, tempo);
+            self.ready = !self.warming(tempo);
             return None;
         }
         let mut base = self.base_of(self.fails, self.runs);
@@ -1033,6 +1230,24 @@ impl Rate {
             return Some(empty_verdict(base.p, (0.0, 1.0)));
         }
 
+        if self.prev.1.is_finite() {
+            // Fewer failures than the rebased rate are never flagged, so the way back is
+            // seen on the pooled last three buckets: well below the rebased rate and in line
+            // with the one before (the end of a burst) restores it at once.
+            let [(k1, n1), (k2, n2)] = self.recent_all;
+            let kw = k + k1 as u64 + k2 as u64;
+            let nw = n + n1 as u64 + n2 as u64;
+            let back = self.base_of(self.prev.0, self.prev.1);
+            if base.z(kw, nw, 3).0 <= -REVERT_Z && back.z(kw, nw, 3).0.abs() < REVERT_Z {
+                self.fails = self.prev.0;
+                self.runs = self.prev.1;
+                self.prev = (f64::NAN, f64::NAN);
+                self.up = 0.0;
+                self.down = 0.0;
+                self.recent = [None; 2];
+                base = back;
+            }
+        }
         let p_cut = (1.0 - tempo.threshold).powi(2);
         let (mut best, mut z1) = self.p_value(&base, k, n);
         if self.prev.1.is_finite() && best <= p_cut {

@@ -18,14 +18,37 @@ pub struct Tally {
     pub false_alarms: u64,
     pub normal_buckets: u64,
     pub flags: u64,
+    /// Injected windows too faint to label (see [`Tally::add_excusing`]).
+    pub unobservable: u64,
 }
 
 impl Tally {
     /// Adds one series: `flags[i]` is whether bucket `i` was flagged; buckets before `from`
     /// are not scored (warm-up), nor are windows starting there.
     pub fn add(&mut self, flags: &[bool], windows: &[Window], from: usize) {
+        self.add_excusing(flags, windows, &[], from);
+    }
+
+    /// As [`Tally::add`], with `unobservable` windows (an anomaly too faint for its
+    /// buckets' volume, see [`super::synth::OBSERVABLE_P`]) neither labels nor normal
+    /// buckets: flags there count neither way.
+    pub fn add_excusing(
+        &mut self,
+        flags: &[bool],
+        windows: &[Window],
+        unobservable: &[Window],
+        from: usize,
+    ) {
         let n = flags.len();
         let mut excused = vec![false; n];
+        for w in unobservable
+            .iter()
+            .filter(|w| w.start >= from && w.start < n)
+        {
+            self.unobservable += 1;
+            let end = (w.start + w.len.max(CATCH_WITHIN + 1)).min(n);
+            excused[w.start..end].iter_mut().for_each(|e| *e = true);
+        }
         for w in windows.iter().filter(|w| w.start >= from && w.start < n) {
             let end = (w.start + w.len.max(CATCH_WITHIN + 1)).min(n);
             excused[w.start..end].iter_mut().for_each(|e| *e = true);
@@ -50,6 +73,7 @@ impl Tally {
         self.false_alarms += other.false_alarms;
         self.normal_buckets += other.normal_buckets;
         self.flags += other.flags;
+        self.unobservable += other.unobservable;
     }
 
     pub fn precision(&self) -> f64 {
