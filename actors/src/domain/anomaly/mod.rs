@@ -164,7 +164,7 @@ impl Metric {
         match self {
             Self::ErrorRate => "beta_binomial_ewma",
             Self::ThroughputPerMin => "seasonal_poisson_sqrt",
-            Self::CreditsPerMin => "seasonal_compound_poisson_sqrt",
+            Self::CreditsPerMin => "seasonal_runs_and_credits_per_run",
             Self::RuntimeP95 => "seasonal_robust_log",
             Self::CpuPctAvg => "seasonal_robust",
         }
