@@ -143,6 +143,8 @@ enum Model {
     Rate(Rate),
     /// Credits: the run count (a seasonal count) and the mean credits per run, apart.
     Credits(Seasonal, Cost),
+    /// Runtimes: the bucket's p95 (a seasonal quantile) and, when given, its median.
+    Latency(Seasonal, Cost),
 }
 
 impl Detector {
@@ -164,7 +166,12 @@ impl Detector {
             Metric::CreditsPerMin => {
                 return Model::Credits(Seasonal::new(Shape::Count, tempo.warm_buckets), Cost::new())
             }
-            Metric::RuntimeP95 => Shape::Quantile,
+            Metric::RuntimeP95 => {
+                return Model::Latency(
+                    Seasonal::new(Shape::Quantile, tempo.warm_buckets),
+                    Cost::with_run(),
+                )
+            }
             Metric::CpuPctAvg => Shape::Gauge,
         };
         Model::Seasonal(Seasonal::new(shape, tempo.warm_buckets))
@@ -177,7 +184,7 @@ impl Detector {
     /// True while no verdict is given yet.
     pub fn warming_up(&self) -> bool {
         match &self.model {
-            Model::Seasonal(s) | Model::Credits(s, _) => s.warm_left > 0,
+            Model::Seasonal(s) | Model::Credits(s, _) | Model::Latency(s, _) => s.warm_left > 0,
             Model::Rate(r) => r.warming(&self.tempo),
         }
     }
@@ -193,6 +200,12 @@ impl Detector {
             }
             (Model::Credits(s, c), Input::Sum { sum, runs }) => {
                 credits(s, c, idx, start_ms, sum.max(0.0), runs, &self.tempo)
+            }
+            (Model::Latency(s, m), Input::Value { value, samples }) => {
+                latency(s, m, idx, start_ms, value, None, samples, &self.tempo)
+            }
+            (Model::Latency(s, m), Input::Runtime { p95, p50, runs }) => {
+                latency(s, m, idx, start_ms, p95, p50, runs, &self.tempo)
             }
             (Model::Seasonal(s), Input::Value { value, samples }) => {
                 let value = value.filter(|v| v.is_finite() && samples > 0);
@@ -900,6 +913,8 @@ const COST_WANDER_RUNS: f64 = 400.0;
 const COST_SPREAD_PRIOR: f32 = 0.5;
 /// The per-run log σ of one bucket is never read below this (1 %).
 const COST_SIGMA_MIN: f64 = 0.01;
+/// Mean |mean of three independent N(0, 1)| (σ ≈ 0.58): the median runs' spread prior.
+const RUN_MEAN_SPREAD_PRIOR: f32 = 0.461;
 
 /// The mean credits per run of a series: log level (EWMA), a robust spread per √run, its
 /// own tails, CUSUMs and rebase like the seasonal engine's. Not seasonal: what a run costs
@@ -919,6 +934,13 @@ struct Cost {
     /// ln mean per run of the last two buckets with runs (NaN otherwise), newest first.
     recent: [f32; 2],
     seen: u32,
+    /// Whether runs of buckets are tested too (latency medians; not credits per run).
+    with_run: bool,
+    /// z of the last two buckets while unflagged and present (NaN otherwise), newest first.
+    recent_z: [f32; 2],
+    /// Mean |mean z of three consecutive buckets| (EWMA), see [`Cost::run_z`].
+    run_spread: f32,
+    run_tail: Tail,
 }
 
 /// What the cost half says of a bucket.
@@ -940,7 +962,48 @@ impl Cost {
             down: 0.0,
             recent: [f32::NAN; 2],
             seen: 0,
+            with_run: false,
+            recent_z: [f32::NAN; 2],
+            run_spread: RUN_MEAN_SPREAD_PRIOR,
+            run_tail: NORMAL_TAIL,
         }
+    }
+
+    /// A level that also tests runs of three buckets (a bucket's median runtime).
+    fn with_run() -> Self {
+        Self {
+            with_run: true,
+            ..Self::new()
+        }
+    }
+
+    /// Mean of the clipped z of the bucket and the two before it (all present and
+    /// unflagged; NaN otherwise, or when runs are not tested) over its measured spread.
+    fn run_z(&self, z: f64) -> f64 {
+        let (a, b) = (self.recent_z[0] as f64, self.recent_z[1] as f64);
+        if !(self.with_run && a.is_finite() && b.is_finite()) {
+            return f64::NAN;
+        }
+        let c = |x: f64| x.clamp(-CUSUM_CLIP, CUSUM_CLIP);
+        (c(z) + c(a) + c(b)) / 3.0 / self.run_sigma()
+    }
+
+    fn run_sigma(&self) -> f64 {
+        (self.run_spread as f64 * FRAC_PI_2.sqrt()).max(RUN_SIGMA_MIN)
+    }
+
+    /// Two-sided p of the bucket: the stronger of its own z and its run's (when the run
+    /// points the same way), Bonferroni-corrected for the two when there is a run.
+    fn p_value(&self, z: f64, run: f64) -> f64 {
+        let mut best = tail_one(&self.tail, z);
+        let mut tests = 1.0;
+        if run.is_finite() {
+            tests = RUN_TESTS;
+            if run * z > 0.0 {
+                best = best.min(tail_one(&self.run_tail, run));
+            }
+        }
+        (2.0 * tests * best).min(1.0)
     }
 
     /// Mean credits per run (the baseline), or None before the first run.
@@ -953,12 +1016,13 @@ impl Cost {
         (self.spread as f64 * FRAC_PI_2.sqrt() * g).max(COST_SIGMA_MIN)
     }
 
-    /// Scores (unless `warm`) and learns a bucket of `runs` runs costing `sum` in all;
-    /// `tests`: the multiple-test factor of the caller. None without runs or while warming up.
+    /// Scores (unless `warm`) and learns a bucket whose `runs` runs give the log value `x`
+    /// (ln mean credits per run, ln median runtime); `tests`: the multiple-test factor of
+    /// the caller. None without a value or while warming up.
     fn step(
         &mut self,
         idx: i64,
-        sum: f64,
+        x: Option<f64>,
         runs: u64,
         warm: bool,
         tests: f64,
@@ -967,11 +1031,11 @@ impl Cost {
         if idx > self.revert_until {
             self.prev_level = f64::NAN;
         }
-        if runs == 0 {
+        let Some(x) = x.filter(|x| x.is_finite() && runs > 0) else {
             self.recent = [f32::NAN, self.recent[0]];
+            self.recent_z = [f32::NAN, self.recent_z[0]];
             return None;
-        }
-        let x = (sum / runs as f64).max(1e-9).ln();
+        };
         if !self.level.is_finite() {
             self.level = x;
             self.recent = [x as f32, self.recent[0]];
@@ -982,10 +1046,12 @@ impl Cost {
         if warm {
             self.learn(x, z, sigma, runs, tempo);
             self.recent = [x as f32, self.recent[0]];
+            self.recent_z = [f32::NAN; 2];
             return None;
         }
         let p_cut = (1.0 - tempo.threshold).powi(2);
-        let mut p = (2.0 * tail_one(&self.tail, z)).min(1.0);
+        let mut run = self.run_z(z);
+        let mut p = self.p_value(z, run);
         if self.prev_level.is_finite() && tests * p <= p_cut {
             // Flagged against the rebased level: back to the one before (σ widened for its
             // age, at most twofold)?
@@ -998,17 +1064,23 @@ impl Cost {
                 self.prev_level = f64::NAN;
                 self.up = 0.0;
                 self.down = 0.0;
-                (sigma, z, p) = (wide, z_back, p_back);
+                self.recent_z = [f32::NAN; 2];
+                (sigma, z, p, run) = (wide, z_back, p_back, f64::NAN);
             }
         }
         let flagged = tests * p <= p_cut;
         if !flagged {
             self.learn(x, z, sigma, runs, tempo);
+            self.learn_run(run, tempo);
         }
+        let mut chain = if flagged { f32::NAN } else { z as f32 };
         if cusum(&mut self.up, &mut self.down, z) {
             self.rebase(x, idx, sigma, tempo);
+            chain = f32::NAN;
+            self.recent_z = [f32::NAN; 2];
         }
         self.recent = [x as f32, self.recent[0]];
+        self.recent_z = [chain, self.recent_z[0]];
         Some(CostScore { p, flagged })
     }
 
@@ -1025,6 +1097,18 @@ impl Cost {
             .max(early.max(1.0 / (20.0 + self.seen as f32)));
         self.spread += rate * (a - self.spread);
         learn_tail(&mut self.tail, z, tempo.tail_rate.max(early));
+    }
+
+    /// Learns the run's tails and spread from an unflagged bucket.
+    fn learn_run(&mut self, run: f64, tempo: &Tempo) {
+        if !run.is_finite() {
+            return;
+        }
+        let early = 1.0 / (TAIL_PRIOR + self.seen as f32);
+        learn_tail(&mut self.run_tail, run, tempo.tail_rate.max(early));
+        let sigma = self.run_sigma();
+        let m = (run * sigma).abs().min(SPREAD_CLIP_SIGMA * sigma) as f32;
+        self.run_spread += tempo.spread_rate.max(early) * (m - self.run_spread);
     }
 
     /// A sustained move: the level becomes the median of the last three buckets, or the
@@ -1051,6 +1135,45 @@ impl Cost {
     }
 }
 
+/// Runtimes per bucket: the p95 is judged by the seasonal quantile engine; when the bucket's
+/// median is given too, it is judged by a [`Cost`]-like log level with runs of three
+/// buckets, and each half gets half the false-alarm budget (Bonferroni); the bucket's p is
+/// the smaller of the two corrected ones. The verdict (value, expected, band) is the p95's.
+#[allow(clippy::too_many_arguments)]
+fn latency(
+    quantile: &mut Seasonal,
+    median: &mut Cost,
+    idx: i64,
+    start_ms: i64,
+    p95: Option<f64>,
+    p50: Option<f64>,
+    runs: u64,
+    tempo: &Tempo,
+) -> Option<Verdict> {
+    let p95 = p95.filter(|v| v.is_finite() && runs > 0);
+    let x50 = p50
+        .filter(|v| v.is_finite() && runs > 0 && p95.is_some())
+        .map(|v| v.max(1e-3).ln());
+    let tests = if x50.is_some() { LATENCY_TESTS } else { 1.0 };
+    let warm = quantile.warm_left > 0;
+    let m = median.step(idx, x50, runs, warm, tests, tempo);
+    let v = quantile.step(idx, start_ms, p95, runs, tests, tempo)?;
+    let Some(m) = m else { return Some(v) };
+    let p_q = (1.0 - v.score).powi(2);
+    let p_m = (tests * m.p).min(1.0);
+    let score = score_of(p_q.min(p_m));
+    let is_anomaly = v.is_anomaly || m.flagged;
+    Some(Verdict {
+        score,
+        is_anomaly,
+        severity: is_anomaly.then(|| severity_of(score.max(tempo.threshold), tempo.threshold)),
+        ..v
+    })
+}
+
+/// Multiple-test factor of a latency bucket judged by its p95 and its median.
+const LATENCY_TESTS: f64 = 2.0;
+
 /// Credits per bucket: the run count is judged by the seasonal count engine, the mean
 /// credits per run by [`Cost`], each at half the false-alarm budget (Bonferroni); the
 /// bucket's p is the smaller of the two corrected ones. The verdict is in credits per
@@ -1066,7 +1189,8 @@ fn credits(
 ) -> Option<Verdict> {
     const TESTS: f64 = 2.0;
     let warm = count.warm_left > 0;
-    let c = cost.step(idx, sum, runs, warm, TESTS, tempo);
+    let x = (runs > 0).then(|| (sum / runs as f64).max(1e-9).ln());
+    let c = cost.step(idx, x, runs, warm, TESTS, tempo);
     let per_run = cost.expected();
     let v = count.step(idx, start_ms, Some(runs as f64), 1, TESTS, tempo)?;
     let per_run = per_run.unwrap_or(0.0);

@@ -193,6 +193,7 @@ impl Metric {
                 | (Self::ThroughputPerMin, Input::Count(_))
                 | (Self::CreditsPerMin, Input::Sum { .. })
                 | (Self::RuntimeP95 | Self::CpuPctAvg, Input::Value { .. })
+                | (Self::RuntimeP95, Input::Runtime { .. })
         )
     }
 }
@@ -215,6 +216,15 @@ pub enum Input {
     /// `runtime_p95`, `cpu_pct_avg`: the bucket's value over `samples` samples (runs or
     /// heartbeats); `None` when the bucket is empty.
     Value { value: Option<f64>, samples: u64 },
+    /// `runtime_p95`: the bucket's nearest-rank p95 and p50 (median) of its `runs` runs'
+    /// runtimes; `None` when the bucket is empty. With the median the detector tells a
+    /// slow-down of every run (both move) from a straggler (only the p95 moves); a
+    /// [`Input::Value`] gives it the p95 alone.
+    Runtime {
+        p95: Option<f64>,
+        p50: Option<f64>,
+        runs: u64,
+    },
 }
 
 /// `anomaly.*` settings that shape a detector.
