@@ -196,7 +196,7 @@ impl Detector {
                 r.step(idx, failed.min(decided), decided, &self.tempo)
             }
             (Model::Seasonal(s), Input::Count(c)) => {
-                s.step(idx, start_ms, Some(c as f64), 1, 1.0, &self.tempo)
+                s.step(idx, start_ms, Some(c as f64), 1, 1.0, None, &self.tempo)
             }
             (Model::Credits(s, c), Input::Sum { sum, runs }) => {
                 credits(s, c, idx, start_ms, sum.max(0.0), runs, &self.tempo)
@@ -209,7 +209,7 @@ impl Detector {
             }
             (Model::Seasonal(s), Input::Value { value, samples }) => {
                 let value = value.filter(|v| v.is_finite() && samples > 0);
-                s.step(idx, start_ms, value, samples, 1.0, &self.tempo)
+                s.step(idx, start_ms, value, samples, 1.0, None, &self.tempo)
             }
             _ => None,
         }
@@ -526,7 +526,9 @@ impl Seasonal {
 
     /// `x`: the bucket's value in natural units per bucket (None: no value); `samples`: what
     /// it rests on; `tests`: how many tests the caller makes of the bucket (its p is
-    /// multiplied by it, Bonferroni).
+    /// multiplied by it, Bonferroni); `companion`: another statistic of the same bucket
+    /// whose one-sided tails are combined with the bucket's own (see [`Seasonal::p_value`]).
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         idx: i64,
@@ -534,6 +536,7 @@ impl Seasonal {
         x: Option<f64>,
         samples: u64,
         tests: f64,
+        companion: Option<Companion>,
         tempo: &Tempo,
     ) -> Option<Verdict> {
         let shape = self.shape;
@@ -592,7 +595,7 @@ impl Seasonal {
         let mut sigma = sigma;
         let mut z = z_now;
         let mut run = self.run_z(z);
-        let mut p = (tests * self.p_value(class, z, run)).min(1.0);
+        let mut p = (tests * self.p_value(class, z, run, companion)).min(1.0);
         let p_cut = (1.0 - tempo.threshold).powi(2);
         if self.prev_level.is_finite() && p <= p_cut {
             // Flagged against the rebased level (by the bucket or by its run): back to the
@@ -609,7 +612,7 @@ impl Seasonal {
                 sigma = wide;
                 z = z_back;
                 run = f64::NAN;
-                p = (tests * self.p_value(class, z, run)).min(1.0);
+                p = (tests * self.p_value(class, z, run, companion)).min(1.0);
             }
         }
         let value = x.unwrap_or_default() / unit;
@@ -719,11 +722,18 @@ impl Seasonal {
     }
 
     /// Two-sided p of the bucket: the stronger of its own z and its run's (when the run
-    /// points the same way), each against its own fitted tail.
-    fn p_value(&self, class: usize, z: f64, run: f64) -> f64 {
+    /// points the same way), each against its own fitted tail. With a companion (a
+    /// latency bucket's median), the bucket's own one-sided p is combined with the
+    /// companion's on the same side by Fisher's method: a p95 that one straggler set
+    /// comes with an ordinary median, a spike or a slow-down moves both. The p95's run is
+    /// then not tested: the median's own runs catch a slow-down better (see [`latency`]).
+    fn p_value(&self, class: usize, z: f64, run: f64, companion: Option<Companion>) -> f64 {
         let mut best = self.tail_one(class, z);
+        if let Some(c) = companion {
+            best = fisher2(best, if z >= 0.0 { c.up } else { c.down });
+        }
         let mut tests = 1.0;
-        if run.is_finite() {
+        if run.is_finite() && companion.is_none() {
             tests = RUN_TESTS;
             if run * z > 0.0 {
                 best = best.min(self.tail_one(1, run));
@@ -948,6 +958,8 @@ struct CostScore {
     /// Two-sided p of the bucket's mean credits per run (before any multiple-test factor).
     p: f64,
     flagged: bool,
+    /// The bucket's own one-sided tails (against the level it was judged by).
+    companion: Companion,
 }
 
 impl Cost {
@@ -975,6 +987,13 @@ impl Cost {
             with_run: true,
             ..Self::new()
         }
+    }
+
+    /// The bucket's one-sided tails at `z`: what the p95 engine combines with its own.
+    fn companion(&self, z: f64) -> Companion {
+        let t = tail_one(&self.tail, z);
+        let (up, down) = if z >= 0.0 { (t, 1.0 - t) } else { (1.0 - t, t) };
+        Companion { up, down }
     }
 
     /// Mean of the clipped z of the bucket and the two before it (all present and
@@ -1081,7 +1100,11 @@ impl Cost {
         }
         self.recent = [x as f32, self.recent[0]];
         self.recent_z = [chain, self.recent_z[0]];
-        Some(CostScore { p, flagged })
+        Some(CostScore {
+            p,
+            flagged,
+            companion: self.companion(z),
+        })
     }
 
     fn learn(&mut self, x: f64, z: f64, sigma: f64, runs: u64, tempo: &Tempo) {
@@ -1135,10 +1158,14 @@ impl Cost {
     }
 }
 
-/// Runtimes per bucket: the p95 is judged by the seasonal quantile engine; when the bucket's
-/// median is given too, it is judged by a [`Cost`]-like log level with runs of three
-/// buckets, and each half gets half the false-alarm budget (Bonferroni); the bucket's p is
-/// the smaller of the two corrected ones. The verdict (value, expected, band) is the p95's.
+/// Runtimes per bucket. With the p95 alone ([`Input::Value`]) the seasonal quantile engine
+/// judges it as before. With the median too ([`Input::Runtime`]), two halves share the
+/// false-alarm budget (Bonferroni, half each): the p95 engine tests the bucket's p95 tail
+/// combined with the median's on the same side (Fisher), without its run of three; the
+/// median, a non-seasonal log level ([`Cost`]: the daily curve moves slowly against its
+/// ~10 min EWMA), tests the bucket's median and the mean z of three (each at a quarter).
+/// The bucket's p is the smaller corrected one. The verdict (value, expected, band) is the
+/// p95's.
 #[allow(clippy::too_many_arguments)]
 fn latency(
     quantile: &mut Seasonal,
@@ -1157,7 +1184,8 @@ fn latency(
     let tests = if x50.is_some() { LATENCY_TESTS } else { 1.0 };
     let warm = quantile.warm_left > 0;
     let m = median.step(idx, x50, runs, warm, tests, tempo);
-    let v = quantile.step(idx, start_ms, p95, runs, tests, tempo)?;
+    let companion = m.as_ref().map(|m| m.companion);
+    let v = quantile.step(idx, start_ms, p95, runs, tests, companion, tempo)?;
     let Some(m) = m else { return Some(v) };
     let p_q = (1.0 - v.score).powi(2);
     let p_m = (tests * m.p).min(1.0);
@@ -1169,6 +1197,19 @@ fn latency(
         severity: is_anomaly.then(|| severity_of(score.max(tempo.threshold), tempo.threshold)),
         ..v
     })
+}
+
+/// One-sided tail probabilities of a companion statistic of a bucket: P(Z ≥ z), P(Z ≤ z).
+#[derive(Debug, Clone, Copy)]
+struct Companion {
+    up: f64,
+    down: f64,
+}
+
+/// Fisher's combination of two independent one-sided p-values: P(χ²(4) ≥ −2 ln(p₁p₂)).
+fn fisher2(a: f64, b: f64) -> f64 {
+    let prod = (a * b).max(1e-300);
+    (prod * (1.0 - prod.ln())).min(1.0)
 }
 
 /// Multiple-test factor of a latency bucket judged by its p95 and its median.
@@ -1192,7 +1233,7 @@ fn credits(
     let x = (runs > 0).then(|| (sum / runs as f64).max(1e-9).ln());
     let c = cost.step(idx, x, runs, warm, TESTS, tempo);
     let per_run = cost.expected();
-    let v = count.step(idx, start_ms, Some(runs as f64), 1, TESTS, tempo)?;
+    let v = count.step(idx, start_ms, Some(runs as f64), 1, TESTS, None, tempo)?;
     let per_run = per_run.unwrap_or(0.0);
     let p_count = (1.0 - v.score).powi(2);
     let p_cost = c.as_ref().map_or(1.0, |c| (TESTS * c.p).min(1.0));
