@@ -13,7 +13,7 @@ pub const SLOTS: usize = 24;
 
 /// `size_of::<Detector>()`, checked by a test: the whole per-series state, whatever the
 /// metric and however long the history.
-pub const STATE_BYTES: usize = 664;
+pub const STATE_BYTES: usize = 704;
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -619,7 +619,7 @@ impl Seasonal {
         let (v, flagged) = verdict(value, shape.invert(yhat) / unit, band_of(yhat), p, tempo);
         let e = self.deseason(y, s);
 
-        if !flagged {
+        if !flagged && !companion.is_some_and(|c| c.hold) {
             let clip = CLIP_SIGMA * sigma;
             let yc = y.clamp(yhat - clip, yhat + clip);
             let ec = self.deseason(yc, s);
@@ -990,10 +990,14 @@ impl Cost {
     }
 
     /// The bucket's one-sided tails at `z`: what the p95 engine combines with its own.
-    fn companion(&self, z: f64) -> Companion {
+    fn companion(&self, z: f64, flagged: bool) -> Companion {
         let t = tail_one(&self.tail, z);
         let (up, down) = if z >= 0.0 { (t, 1.0 - t) } else { (1.0 - t, t) };
-        Companion { up, down }
+        Companion {
+            up,
+            down,
+            hold: flagged || self.prev_level.is_finite(),
+        }
     }
 
     /// Mean of the clipped z of the bucket and the two before it (all present and
@@ -1103,7 +1107,7 @@ impl Cost {
         Some(CostScore {
             p,
             flagged,
-            companion: self.companion(z),
+            companion: self.companion(z, flagged),
         })
     }
 
@@ -1204,6 +1208,9 @@ fn latency(
 struct Companion {
     up: f64,
     down: f64,
+    /// The companion is away from its usual level (flagged, or rebased and not back yet):
+    /// the bucket must not teach the engine that a slow-down is normal.
+    hold: bool,
 }
 
 /// Fisher's combination of two independent one-sided p-values: P(χ²(4) ≥ −2 ln(p₁p₂)).
