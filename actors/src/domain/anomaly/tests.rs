@@ -741,3 +741,22 @@ fn runtime_inputs_are_for_runtime_p95_only() {
     assert_eq!(v[DAY + 5].unwrap().value, None);
     assert_eq!(v[DAY + 5].unwrap().score, 0.0);
 }
+
+/// A deploy that doubles every runtime for good, at 12 runs a bucket with the median: flagged
+/// at its onset, then the new normal (the median rebases, the p95 follows by its own CUSUM).
+#[test]
+fn a_lasting_latency_shift_with_the_median_becomes_the_new_normal() {
+    for seed in [80, 81] {
+        let start = 2 * DAY + 600;
+        let inputs = runtime_series(seed, 3, 12, 2.0, start..3 * DAY);
+        let v = run(&mut detector(Metric::RuntimeP95), &inputs);
+        assert!(v[start..start + 3].iter().any(flagged), "seed {seed}");
+        let late: Vec<usize> = (start + 30..3 * DAY).filter(|&i| flagged(&v[i])).collect();
+        assert!(late.len() <= 1, "seed {seed}: flagged at {late:?}");
+        let last = v[3 * DAY - 1].unwrap();
+        assert!(
+            last.expected > 1.6 * 400.0 * (1.645f64 * 0.5).exp(),
+            "{last:?}"
+        );
+    }
+}
