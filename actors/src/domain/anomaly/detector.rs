@@ -13,7 +13,7 @@ pub const SLOTS: usize = 24;
 
 /// `size_of::<Detector>()`, checked by a test: the whole per-series state, whatever the
 /// metric and however long the history.
-pub const STATE_BYTES: usize = 664;
+pub const STATE_BYTES: usize = 704;
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -143,6 +143,8 @@ enum Model {
     Rate(Rate),
     /// Credits: the run count (a seasonal count) and the mean credits per run, apart.
     Credits(Seasonal, Cost),
+    /// Runtimes: the bucket's p95 (a seasonal quantile) and, when given, its median.
+    Latency(Seasonal, Cost),
 }
 
 impl Detector {
@@ -164,7 +166,12 @@ impl Detector {
             Metric::CreditsPerMin => {
                 return Model::Credits(Seasonal::new(Shape::Count, tempo.warm_buckets), Cost::new())
             }
-            Metric::RuntimeP95 => Shape::Quantile,
+            Metric::RuntimeP95 => {
+                return Model::Latency(
+                    Seasonal::new(Shape::Quantile, tempo.warm_buckets),
+                    Cost::with_run(),
+                )
+            }
             Metric::CpuPctAvg => Shape::Gauge,
         };
         Model::Seasonal(Seasonal::new(shape, tempo.warm_buckets))
@@ -177,7 +184,7 @@ impl Detector {
     /// True while no verdict is given yet.
     pub fn warming_up(&self) -> bool {
         match &self.model {
-            Model::Seasonal(s) | Model::Credits(s, _) => s.warm_left > 0,
+            Model::Seasonal(s) | Model::Credits(s, _) | Model::Latency(s, _) => s.warm_left > 0,
             Model::Rate(r) => r.warming(&self.tempo),
         }
     }
@@ -189,14 +196,20 @@ impl Detector {
                 r.step(idx, failed.min(decided), decided, &self.tempo)
             }
             (Model::Seasonal(s), Input::Count(c)) => {
-                s.step(idx, start_ms, Some(c as f64), 1, 1.0, &self.tempo)
+                s.step(idx, start_ms, Some(c as f64), 1, 1.0, None, &self.tempo)
             }
             (Model::Credits(s, c), Input::Sum { sum, runs }) => {
                 credits(s, c, idx, start_ms, sum.max(0.0), runs, &self.tempo)
             }
+            (Model::Latency(s, m), Input::Value { value, samples }) => {
+                latency(s, m, idx, start_ms, value, None, samples, &self.tempo)
+            }
+            (Model::Latency(s, m), Input::Runtime { p95, p50, runs }) => {
+                latency(s, m, idx, start_ms, p95, p50, runs, &self.tempo)
+            }
             (Model::Seasonal(s), Input::Value { value, samples }) => {
                 let value = value.filter(|v| v.is_finite() && samples > 0);
-                s.step(idx, start_ms, value, samples, 1.0, &self.tempo)
+                s.step(idx, start_ms, value, samples, 1.0, None, &self.tempo)
             }
             _ => None,
         }
@@ -513,7 +526,9 @@ impl Seasonal {
 
     /// `x`: the bucket's value in natural units per bucket (None: no value); `samples`: what
     /// it rests on; `tests`: how many tests the caller makes of the bucket (its p is
-    /// multiplied by it, Bonferroni).
+    /// multiplied by it, Bonferroni); `companion`: another statistic of the same bucket
+    /// whose one-sided tails are combined with the bucket's own (see [`Seasonal::p_value`]).
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         idx: i64,
@@ -521,6 +536,7 @@ impl Seasonal {
         x: Option<f64>,
         samples: u64,
         tests: f64,
+        companion: Option<Companion>,
         tempo: &Tempo,
     ) -> Option<Verdict> {
         let shape = self.shape;
@@ -579,7 +595,7 @@ impl Seasonal {
         let mut sigma = sigma;
         let mut z = z_now;
         let mut run = self.run_z(z);
-        let mut p = (tests * self.p_value(class, z, run)).min(1.0);
+        let mut p = (tests * self.p_value(class, z, run, companion)).min(1.0);
         let p_cut = (1.0 - tempo.threshold).powi(2);
         if self.prev_level.is_finite() && p <= p_cut {
             // Flagged against the rebased level (by the bucket or by its run): back to the
@@ -596,14 +612,14 @@ impl Seasonal {
                 sigma = wide;
                 z = z_back;
                 run = f64::NAN;
-                p = (tests * self.p_value(class, z, run)).min(1.0);
+                p = (tests * self.p_value(class, z, run, companion)).min(1.0);
             }
         }
         let value = x.unwrap_or_default() / unit;
         let (v, flagged) = verdict(value, shape.invert(yhat) / unit, band_of(yhat), p, tempo);
         let e = self.deseason(y, s);
 
-        if !flagged {
+        if !flagged && !companion.is_some_and(|c| c.hold) {
             let clip = CLIP_SIGMA * sigma;
             let yc = y.clamp(yhat - clip, yhat + clip);
             let ec = self.deseason(yc, s);
@@ -706,11 +722,18 @@ impl Seasonal {
     }
 
     /// Two-sided p of the bucket: the stronger of its own z and its run's (when the run
-    /// points the same way), each against its own fitted tail.
-    fn p_value(&self, class: usize, z: f64, run: f64) -> f64 {
+    /// points the same way), each against its own fitted tail. With a companion (a
+    /// latency bucket's median), the bucket's own one-sided p is combined with the
+    /// companion's on the same side by Fisher's method: a p95 that one straggler set
+    /// comes with an ordinary median, a spike or a slow-down moves both. The p95's run is
+    /// then not tested: the median's own runs catch a slow-down better (see [`latency`]).
+    fn p_value(&self, class: usize, z: f64, run: f64, companion: Option<Companion>) -> f64 {
         let mut best = self.tail_one(class, z);
+        if let Some(c) = companion {
+            best = fisher2(best, if z >= 0.0 { c.up } else { c.down });
+        }
         let mut tests = 1.0;
-        if run.is_finite() {
+        if run.is_finite() && companion.is_none() {
             tests = RUN_TESTS;
             if run * z > 0.0 {
                 best = best.min(self.tail_one(1, run));
@@ -900,6 +923,8 @@ const COST_WANDER_RUNS: f64 = 400.0;
 const COST_SPREAD_PRIOR: f32 = 0.5;
 /// The per-run log σ of one bucket is never read below this (1 %).
 const COST_SIGMA_MIN: f64 = 0.01;
+/// Mean |mean of three independent N(0, 1)| (σ ≈ 0.58): the median runs' spread prior.
+const RUN_MEAN_SPREAD_PRIOR: f32 = 0.461;
 
 /// The mean credits per run of a series: log level (EWMA), a robust spread per √run, its
 /// own tails, CUSUMs and rebase like the seasonal engine's. Not seasonal: what a run costs
@@ -919,6 +944,13 @@ struct Cost {
     /// ln mean per run of the last two buckets with runs (NaN otherwise), newest first.
     recent: [f32; 2],
     seen: u32,
+    /// Whether runs of buckets are tested too (latency medians; not credits per run).
+    with_run: bool,
+    /// z of the last two buckets while unflagged and present (NaN otherwise), newest first.
+    recent_z: [f32; 2],
+    /// Mean |mean z of three consecutive buckets| (EWMA), see [`Cost::run_z`].
+    run_spread: f32,
+    run_tail: Tail,
 }
 
 /// What the cost half says of a bucket.
@@ -926,6 +958,8 @@ struct CostScore {
     /// Two-sided p of the bucket's mean credits per run (before any multiple-test factor).
     p: f64,
     flagged: bool,
+    /// The bucket's own one-sided tails (against the level it was judged by).
+    companion: Companion,
 }
 
 impl Cost {
@@ -940,7 +974,59 @@ impl Cost {
             down: 0.0,
             recent: [f32::NAN; 2],
             seen: 0,
+            with_run: false,
+            recent_z: [f32::NAN; 2],
+            run_spread: RUN_MEAN_SPREAD_PRIOR,
+            run_tail: NORMAL_TAIL,
         }
+    }
+
+    /// A level that also tests runs of three buckets (a bucket's median runtime).
+    fn with_run() -> Self {
+        Self {
+            with_run: true,
+            ..Self::new()
+        }
+    }
+
+    /// The bucket's one-sided tails at `z`: what the p95 engine combines with its own.
+    fn companion(&self, z: f64, flagged: bool) -> Companion {
+        let t = tail_one(&self.tail, z);
+        let (up, down) = if z >= 0.0 { (t, 1.0 - t) } else { (1.0 - t, t) };
+        Companion {
+            up,
+            down,
+            hold: flagged || self.prev_level.is_finite(),
+        }
+    }
+
+    /// Mean of the clipped z of the bucket and the two before it (all present and
+    /// unflagged; NaN otherwise, or when runs are not tested) over its measured spread.
+    fn run_z(&self, z: f64) -> f64 {
+        let (a, b) = (self.recent_z[0] as f64, self.recent_z[1] as f64);
+        if !(self.with_run && a.is_finite() && b.is_finite()) {
+            return f64::NAN;
+        }
+        let c = |x: f64| x.clamp(-CUSUM_CLIP, CUSUM_CLIP);
+        (c(z) + c(a) + c(b)) / 3.0 / self.run_sigma()
+    }
+
+    fn run_sigma(&self) -> f64 {
+        (self.run_spread as f64 * FRAC_PI_2.sqrt()).max(RUN_SIGMA_MIN)
+    }
+
+    /// Two-sided p of the bucket: the stronger of its own z and its run's (when the run
+    /// points the same way), Bonferroni-corrected for the two when there is a run.
+    fn p_value(&self, z: f64, run: f64) -> f64 {
+        let mut best = tail_one(&self.tail, z);
+        let mut tests = 1.0;
+        if run.is_finite() {
+            tests = RUN_TESTS;
+            if run * z > 0.0 {
+                best = best.min(tail_one(&self.run_tail, run));
+            }
+        }
+        (2.0 * tests * best).min(1.0)
     }
 
     /// Mean credits per run (the baseline), or None before the first run.
@@ -953,12 +1039,13 @@ impl Cost {
         (self.spread as f64 * FRAC_PI_2.sqrt() * g).max(COST_SIGMA_MIN)
     }
 
-    /// Scores (unless `warm`) and learns a bucket of `runs` runs costing `sum` in all;
-    /// `tests`: the multiple-test factor of the caller. None without runs or while warming up.
+    /// Scores (unless `warm`) and learns a bucket whose `runs` runs give the log value `x`
+    /// (ln mean credits per run, ln median runtime); `tests`: the multiple-test factor of
+    /// the caller. None without a value or while warming up.
     fn step(
         &mut self,
         idx: i64,
-        sum: f64,
+        x: Option<f64>,
         runs: u64,
         warm: bool,
         tests: f64,
@@ -967,11 +1054,11 @@ impl Cost {
         if idx > self.revert_until {
             self.prev_level = f64::NAN;
         }
-        if runs == 0 {
+        let Some(x) = x.filter(|x| x.is_finite() && runs > 0) else {
             self.recent = [f32::NAN, self.recent[0]];
+            self.recent_z = [f32::NAN, self.recent_z[0]];
             return None;
-        }
-        let x = (sum / runs as f64).max(1e-9).ln();
+        };
         if !self.level.is_finite() {
             self.level = x;
             self.recent = [x as f32, self.recent[0]];
@@ -982,10 +1069,12 @@ impl Cost {
         if warm {
             self.learn(x, z, sigma, runs, tempo);
             self.recent = [x as f32, self.recent[0]];
+            self.recent_z = [f32::NAN; 2];
             return None;
         }
         let p_cut = (1.0 - tempo.threshold).powi(2);
-        let mut p = (2.0 * tail_one(&self.tail, z)).min(1.0);
+        let mut run = self.run_z(z);
+        let mut p = self.p_value(z, run);
         if self.prev_level.is_finite() && tests * p <= p_cut {
             // Flagged against the rebased level: back to the one before (σ widened for its
             // age, at most twofold)?
@@ -998,18 +1087,28 @@ impl Cost {
                 self.prev_level = f64::NAN;
                 self.up = 0.0;
                 self.down = 0.0;
-                (sigma, z, p) = (wide, z_back, p_back);
+                self.recent_z = [f32::NAN; 2];
+                (sigma, z, p, run) = (wide, z_back, p_back, f64::NAN);
             }
         }
         let flagged = tests * p <= p_cut;
         if !flagged {
             self.learn(x, z, sigma, runs, tempo);
+            self.learn_run(run, tempo);
         }
+        let mut chain = if flagged { f32::NAN } else { z as f32 };
         if cusum(&mut self.up, &mut self.down, z) {
             self.rebase(x, idx, sigma, tempo);
+            chain = f32::NAN;
+            self.recent_z = [f32::NAN; 2];
         }
         self.recent = [x as f32, self.recent[0]];
-        Some(CostScore { p, flagged })
+        self.recent_z = [chain, self.recent_z[0]];
+        Some(CostScore {
+            p,
+            flagged,
+            companion: self.companion(z, flagged),
+        })
     }
 
     fn learn(&mut self, x: f64, z: f64, sigma: f64, runs: u64, tempo: &Tempo) {
@@ -1025,6 +1124,18 @@ impl Cost {
             .max(early.max(1.0 / (20.0 + self.seen as f32)));
         self.spread += rate * (a - self.spread);
         learn_tail(&mut self.tail, z, tempo.tail_rate.max(early));
+    }
+
+    /// Learns the run's tails and spread from an unflagged bucket.
+    fn learn_run(&mut self, run: f64, tempo: &Tempo) {
+        if !run.is_finite() {
+            return;
+        }
+        let early = 1.0 / (TAIL_PRIOR + self.seen as f32);
+        learn_tail(&mut self.run_tail, run, tempo.tail_rate.max(early));
+        let sigma = self.run_sigma();
+        let m = (run * sigma).abs().min(SPREAD_CLIP_SIGMA * sigma) as f32;
+        self.run_spread += tempo.spread_rate.max(early) * (m - self.run_spread);
     }
 
     /// A sustained move: the level becomes the median of the last three buckets, or the
@@ -1051,6 +1162,66 @@ impl Cost {
     }
 }
 
+/// Runtimes per bucket. With the p95 alone ([`Input::Value`]) the seasonal quantile engine
+/// judges it as before. With the median too ([`Input::Runtime`]), two halves share the
+/// false-alarm budget (Bonferroni, half each): the p95 engine tests the bucket's p95 tail
+/// combined with the median's on the same side (Fisher), without its run of three; the
+/// median, a non-seasonal log level ([`Cost`]: the daily curve moves slowly against its
+/// ~10 min EWMA), tests the bucket's median and the mean z of three (each at a quarter).
+/// The bucket's p is the smaller corrected one. The verdict (value, expected, band) is the
+/// p95's.
+#[allow(clippy::too_many_arguments)]
+fn latency(
+    quantile: &mut Seasonal,
+    median: &mut Cost,
+    idx: i64,
+    start_ms: i64,
+    p95: Option<f64>,
+    p50: Option<f64>,
+    runs: u64,
+    tempo: &Tempo,
+) -> Option<Verdict> {
+    let p95 = p95.filter(|v| v.is_finite() && runs > 0);
+    let x50 = p50
+        .filter(|v| v.is_finite() && runs > 0 && p95.is_some())
+        .map(|v| v.max(1e-3).ln());
+    let tests = if x50.is_some() { LATENCY_TESTS } else { 1.0 };
+    let warm = quantile.warm_left > 0;
+    let m = median.step(idx, x50, runs, warm, tests, tempo);
+    let companion = m.as_ref().map(|m| m.companion);
+    let v = quantile.step(idx, start_ms, p95, runs, tests, companion, tempo)?;
+    let Some(m) = m else { return Some(v) };
+    let p_q = (1.0 - v.score).powi(2);
+    let p_m = (tests * m.p).min(1.0);
+    let score = score_of(p_q.min(p_m));
+    let is_anomaly = v.is_anomaly || m.flagged;
+    Some(Verdict {
+        score,
+        is_anomaly,
+        severity: is_anomaly.then(|| severity_of(score.max(tempo.threshold), tempo.threshold)),
+        ..v
+    })
+}
+
+/// One-sided tail probabilities of a companion statistic of a bucket: P(Z ≥ z), P(Z ≤ z).
+#[derive(Debug, Clone, Copy)]
+struct Companion {
+    up: f64,
+    down: f64,
+    /// The companion is away from its usual level (flagged, or rebased and not back yet):
+    /// the bucket must not teach the engine that a slow-down is normal.
+    hold: bool,
+}
+
+/// Fisher's combination of two independent one-sided p-values: P(χ²(4) ≥ −2 ln(p₁p₂)).
+fn fisher2(a: f64, b: f64) -> f64 {
+    let prod = (a * b).max(1e-300);
+    (prod * (1.0 - prod.ln())).min(1.0)
+}
+
+/// Multiple-test factor of a latency bucket judged by its p95 and its median.
+const LATENCY_TESTS: f64 = 2.0;
+
 /// Credits per bucket: the run count is judged by the seasonal count engine, the mean
 /// credits per run by [`Cost`], each at half the false-alarm budget (Bonferroni); the
 /// bucket's p is the smaller of the two corrected ones. The verdict is in credits per
@@ -1066,9 +1237,10 @@ fn credits(
 ) -> Option<Verdict> {
     const TESTS: f64 = 2.0;
     let warm = count.warm_left > 0;
-    let c = cost.step(idx, sum, runs, warm, TESTS, tempo);
+    let x = (runs > 0).then(|| (sum / runs as f64).max(1e-9).ln());
+    let c = cost.step(idx, x, runs, warm, TESTS, tempo);
     let per_run = cost.expected();
-    let v = count.step(idx, start_ms, Some(runs as f64), 1, TESTS, tempo)?;
+    let v = count.step(idx, start_ms, Some(runs as f64), 1, TESTS, None, tempo)?;
     let per_run = per_run.unwrap_or(0.0);
     let p_count = (1.0 - v.score).powi(2);
     let p_cost = c.as_ref().map_or(1.0, |c| (TESTS * c.p).min(1.0));

@@ -10,7 +10,7 @@
 //! |--------|--------|------------------|--------------------|
 //! | `seasonal_traffic` | throughput_per_min | Poisson runs, base 20–400/min, daily curve ±40–80 %, trend −2..+4 %/day, slow ±5 % wander | spikes ×3–8 for 1–15 min, dips ×0.1–0.4 for 5–30 min, silence for 10–120 min |
 //! | `sparse_errors` | error_rate | 2–8 runs/min (many empty minutes at night), failure rate 1–6 % drawn per bucket from a Beta (κ 100–400: failures cluster) | bursts to 35–80 % failures for 3–20 min; labelled only when observable (below) |
-//! | `latency` | runtime_p95 | 10–60 runs/min, lognormal runtimes (median 200–2000 ms, σ 0.4–0.8) slower by up to 25 % at peak, 1 % of runs 3–8× slower; p95 nearest-rank of the bucket's runs | slow-downs ×2–4 for 5–60 min, spikes (20–50 % of runs 5–10× slower) for 1–2 min; labelled only when observable (below) |
+//! | `latency` | runtime_p95 | 10–60 runs/min, lognormal runtimes (median 200–2000 ms, σ 0.4–0.8) slower by up to 25 % at peak, 1 % of runs 3–8× slower; p95 and p50 nearest-rank of the bucket's runs ([`Input::Runtime`]) | slow-downs ×2–4 for 5–60 min, spikes (20–50 % of runs 5–10× slower) for 1–2 min; labelled only when observable (below) |
 //! | `level_shift` | credits_per_min | 10–100 runs/min, lognormal credits per run | 2–3 deploys that change credits per run or run volume ×0.35–0.6 or ×1.8–3 for good; the label is the onset ([`SHIFT_LABEL_BUCKETS`] buckets); after it the new level is normal |
 //! | `cpu` | cpu_pct_avg | 6 heartbeats/min (3 % of minutes miss some), base 15–45 % + daily ±5–20 % + slow wander, per-heartbeat noise σ 2–6 | saturation at 93–100 % for 5–60 min, drops to ~0–3 % (a hung agent) for 5–30 min |
 //!
@@ -541,9 +541,11 @@ fn latency(rng: &mut Rng, buckets: usize, bucket_ms: i64) -> Generated {
                 }
                 runtimes.push(r);
             }
-            Input::Value {
-                value: (!runtimes.is_empty()).then(|| nearest_rank(&mut runtimes, 0.95)),
-                samples: runs,
+            let empty = runtimes.is_empty();
+            Input::Runtime {
+                p95: (!empty).then(|| nearest_rank(&mut runtimes, 0.95)),
+                p50: (!empty).then(|| nearest_rank(&mut runtimes, 0.5)),
+                runs,
             }
         })
         .collect::<Vec<_>>();
@@ -562,9 +564,10 @@ fn latency(rng: &mut Rng, buckets: usize, bucket_ms: i64) -> Generated {
         .iter()
         .zip(&medians)
         .map(|(x, &med)| match *x {
-            Input::Value {
-                value: Some(v),
-                samples,
+            Input::Runtime {
+                p95: Some(v),
+                runs: samples,
+                ..
             } => {
                 let rank = ((0.95 * samples as f64).ceil() as u64).clamp(1, samples);
                 binomial_upper(samples - rank + 1, samples, tail(v, med))

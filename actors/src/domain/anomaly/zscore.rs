@@ -45,6 +45,7 @@ impl ZScore {
             Input::Count(c) => Some(c as f64 / minutes),
             Input::Sum { sum, .. } => Some(sum / minutes),
             Input::Value { value, samples } => value.filter(|v| v.is_finite() && samples > 0),
+            Input::Runtime { p95, runs, .. } => p95.filter(|v| v.is_finite() && runs > 0),
         }
     }
 
