@@ -329,3 +329,65 @@ async fn bad_anomaly_requests_get_clear_errors() {
     }
     assert_eq!(app.count("SELECT count(*) FROM anomalies").await, 0);
 }
+
+#[actix_web::test]
+async fn detect_finds_a_latency_slow_down_from_stored_runtimes() {
+    let app = spawn_app().await;
+    let ws = "anom4";
+    let end = Utc::now().duration_trunc(Duration::hours(1)).unwrap() - Duration::hours(1);
+    let start = end - Duration::days(3);
+    let slow = (
+        end - Duration::hours(3),
+        end - Duration::hours(3) + Duration::minutes(30),
+    );
+    // A run every 30 s; runtimes cycle through 150–450 ms (one in 50 is a 5× straggler),
+    // four times slower during the slow-down.
+    let mut events = Vec::new();
+    let (mut t, mut n) = (start, 0u64);
+    while t < end {
+        n += 1;
+        let mut runtime = 150.0 + (n % 7) as f64 * 50.0;
+        if n.is_multiple_of(50) {
+            runtime *= 5.0;
+        }
+        if t >= slow.0 && t < slow.1 {
+            runtime *= 4.0;
+        }
+        events.push(run_event(&format!("l{n}"), "a", "succeeded", runtime, t));
+        t += Duration::seconds(30);
+    }
+    post_all(&app, ws, &events).await;
+    let res = post_json(
+        &app,
+        "/api/v1/anomalies/detect",
+        ws,
+        "read",
+        &json!({"workspace_id": ws, "metric": "runtime_p95",
+                "from": ts(end - Duration::hours(12)), "to": ts(end), "bucket": "5m"}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["method"], "seasonal_robust_log_p95_p50");
+    let buckets = body["buckets"].as_array().unwrap();
+    let flagged: Vec<&str> = buckets
+        .iter()
+        .filter(|b| b["is_anomaly"] == true)
+        .map(|b| b["bucket_start"].as_str().unwrap())
+        .collect();
+    let (from, to) = (ts(slow.0), ts(slow.1 + Duration::minutes(10)));
+    assert!(
+        flagged
+            .iter()
+            .any(|f| *f >= from.as_str() && *f < ts(slow.0 + Duration::minutes(15)).as_str()),
+        "the slow-down is flagged near its onset: {flagged:?}"
+    );
+    assert!(
+        flagged
+            .iter()
+            .all(|f| *f >= from.as_str() && *f < to.as_str()),
+        "flags outside the slow-down: {flagged:?}"
+    );
+    let first = buckets.iter().find(|b| b["bucket_start"] == from).unwrap();
+    assert_eq!(first["direction"], "up", "{first}");
+}

@@ -45,6 +45,7 @@ pub async fn history<C: GenericClient>(
         b.failed = r.get::<_, i64>(4) as u64;
         b.runtime_p95 = r.get(5);
         b.credits = r.get::<_, Option<f64>>(6).unwrap_or(0.0);
+        b.runtime_p50 = r.get(7);
     }
     let heartbeats = client
         .query(

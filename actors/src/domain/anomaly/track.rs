@@ -51,8 +51,9 @@ pub struct BucketInputs {
     pub decided: u64,
     /// Failed + timeout.
     pub failed: u64,
-    /// Nearest-rank p95 of runtime_ms; `None` without runs.
+    /// Nearest-rank p95 and p50 of runtime_ms; `None` without runs.
     pub runtime_p95: Option<f64>,
+    pub runtime_p50: Option<f64>,
     pub credits: f64,
     /// Heartbeats with a `cpu_pct`, and their mean.
     pub cpu_samples: u64,
@@ -88,9 +89,10 @@ impl BucketInputs {
                 sum: self.credits,
                 runs: self.runs,
             },
-            Metric::RuntimeP95 => Input::Value {
-                value: self.runtime_p95,
-                samples: self.runs,
+            Metric::RuntimeP95 => Input::Runtime {
+                p95: self.runtime_p95,
+                p50: self.runtime_p50,
+                runs: self.runs,
             },
             Metric::CpuPctAvg => Input::Value {
                 value: self.cpu_avg,
@@ -144,6 +146,7 @@ impl Acc {
             decided: self.decided,
             failed: self.failed,
             runtime_p95: self.runtime.quantile(0.95),
+            runtime_p50: self.runtime.quantile(0.50),
             credits: self.credits,
             cpu_samples: self.cpu_n,
             cpu_avg: (self.cpu_n > 0).then(|| self.cpu_sum / self.cpu_n as f64),
@@ -656,6 +659,7 @@ mod tests {
                 runs: 20,
                 decided: 20,
                 runtime_p95: Some(100.0),
+                runtime_p50: Some(100.0),
                 credits: 10.0,
                 ..Default::default()
             };
@@ -699,6 +703,7 @@ mod tests {
             runs: 5,
             decided: 5,
             runtime_p95: Some(100.0),
+            runtime_p50: Some(100.0),
             credits: 2.5,
             ..Default::default()
         };
@@ -738,6 +743,7 @@ mod tests {
             decided: 8,
             failed: 2,
             runtime_p95: Some(250.0),
+            runtime_p50: Some(120.0),
             credits: 5.0,
             cpu_samples: 0,
             cpu_avg: None,
@@ -746,5 +752,14 @@ mod tests {
         assert_eq!(b.value(Metric::ThroughputPerMin, 5 * MIN), Some(2.0));
         assert_eq!(b.value(Metric::CreditsPerMin, MIN / 2), Some(10.0));
         assert_eq!(b.value(Metric::CpuPctAvg, MIN), None);
+        // The detector sees the median beside the p95 (a straggler moves only the p95).
+        assert_eq!(
+            b.input(Metric::RuntimeP95),
+            Input::Runtime {
+                p95: Some(250.0),
+                p50: Some(120.0),
+                runs: 10
+            }
+        );
     }
 }

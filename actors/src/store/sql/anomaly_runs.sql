@@ -15,7 +15,8 @@ SELECT CASE WHEN grouping(agent_id) = 1 THEN NULL ELSE agent_id END AS agent_id,
        count(*) FILTER (WHERE status <> 'cancelled')::bigint AS decided,
        count(*) FILTER (WHERE status IN ('failed', 'timeout'))::bigint AS failed,
        percentile_disc(0.95) WITHIN GROUP (ORDER BY runtime_ms) AS runtime_p95,
-       sum(credits) AS credits
+       sum(credits) AS credits,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY runtime_ms) AS runtime_p50
 FROM b
 GROUP BY GROUPING SETS ((agent_id, bucket_ms), (bucket_ms))
 ORDER BY bucket_ms
