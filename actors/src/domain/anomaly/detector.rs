@@ -1380,6 +1380,16 @@ impl Rate {
         }
     }
 
+    /// Goes back to the rate remembered from before the last rebase.
+    fn revert(&mut self) {
+        self.fails = self.prev.0;
+        self.runs = self.prev.1;
+        self.prev = (f64::NAN, f64::NAN);
+        self.up = 0.0;
+        self.down = 0.0;
+        self.recent = [None; 2];
+    }
+
     fn step(&mut self, idx: i64, k: u64, n: u64, tempo: &Tempo) -> Option<Verdict> {
         let decay = tempo.rate_decay as f64;
         if idx > self.revert_until {
@@ -1411,12 +1421,7 @@ impl Rate {
             let nw = n + n1 as u64 + n2 as u64;
             let back = self.base_of(self.prev.0, self.prev.1);
             if base.z(kw, nw, 3).0 <= -REVERT_Z && back.z(kw, nw, 3).0.abs() < REVERT_Z {
-                self.fails = self.prev.0;
-                self.runs = self.prev.1;
-                self.prev = (f64::NAN, f64::NAN);
-                self.up = 0.0;
-                self.down = 0.0;
-                self.recent = [None; 2];
+                self.revert();
                 base = back;
             }
         }
@@ -1427,12 +1432,7 @@ impl Rate {
             let back = self.base_of(self.prev.0, self.prev.1);
             let (p_back, z_back) = self.p_value(&back, k, n);
             if p_back > p_cut && z_back.abs() < z1.abs() {
-                self.fails = self.prev.0;
-                self.runs = self.prev.1;
-                self.prev = (f64::NAN, f64::NAN);
-                self.up = 0.0;
-                self.down = 0.0;
-                self.recent = [None; 2];
+                self.revert();
                 base = back;
                 (best, z1) = (p_back, z_back);
             }
