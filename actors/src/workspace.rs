@@ -21,7 +21,7 @@ use crate::domain::alert::{AlertEngine, Scope, Transition};
 use crate::domain::anomaly::track::Tracker;
 use crate::domain::event::EventKind;
 use crate::domain::ids::{AgentId, WorkspaceId};
-use crate::domain::live::{ExecView, LiveState, ResourceView, ViewCache};
+use crate::domain::live::{ms_to_time, ExecView, LiveState, ResourceView, ViewCache};
 use crate::domain::subscription::Channel;
 use crate::domain::window::Window;
 use crate::fanout::{FanOut, Joined, CLOSE_GOING_AWAY};
@@ -198,17 +198,17 @@ impl WorkspaceActor {
 
     /// The detector history to read at start: `anomaly_history` back from now, up to the
     /// first whole bucket at or after `since` (the recent events cover the rest).
-    fn history_range(&self, since: chrono::DateTime<Utc>) -> Option<store::HistoryRange> {
+    fn history_range(&self, since: chrono::DateTime<Utc>) -> store::HistoryRange {
         let bucket_ms = self.anomalies.bucket_ms();
         let from_ms = (since - self.deps.anomaly_history).timestamp_millis();
         let to_ms = since.timestamp_millis();
         let from = from_ms.div_euclid(bucket_ms) * bucket_ms;
         let to = (to_ms + bucket_ms - 1).div_euclid(bucket_ms) * bucket_ms;
-        Some(store::HistoryRange {
-            from: ms_time(from),
-            to: ms_time(to),
+        store::HistoryRange {
+            from: ms_to_time(from),
+            to: ms_to_time(to),
             bucket_ms,
-        })
+        }
     }
 
     /// The detectors warmed with the stored history, then the recent events.
@@ -424,11 +424,11 @@ impl Actor for WorkspaceActor {
         let started = Instant::now();
         let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
         let history = self.history_range(since);
-        let history_to = history.map_or(i64::MIN, |h| h.to.timestamp_millis());
+        let history_to = history.to.timestamp_millis();
         ctx.wait(
             async move {
                 let (recent, alerts) = futures_util::future::join(
-                    store::load_recent(&pool, &id, since, history),
+                    store::load_recent(&pool, &id, since, Some(history)),
                     store::alerts::load_alerts(&pool, &id),
                 )
                 .await;
@@ -663,9 +663,4 @@ impl Handler<ReloadRules> for WorkspaceActor {
                 }),
         )
     }
-}
-
-fn ms_time(ms: i64) -> chrono::DateTime<Utc> {
-    use chrono::TimeZone;
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }

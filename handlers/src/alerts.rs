@@ -76,7 +76,8 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(code, format!("invalid body: {e}")))
 }
 
-/// The JSON body of an alert or channel write, at most `alerts.max_body_bytes`.
+/// The JSON body of a request to the API beside ingest (rules, channels, detection,
+/// forecasts), at most `alerts.max_body_bytes`.
 pub(crate) async fn api_body(
     req: &HttpRequest,
     payload: web::Payload,

@@ -3,18 +3,19 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shadower_actors::domain::anomaly::track::BucketInputs;
 use shadower_actors::domain::anomaly::{Config, Detector, Metric, Scorer};
 use shadower_actors::domain::ids::AgentId;
-use shadower_actors::domain::live::ts_json;
+use shadower_actors::domain::live::{ms_to_time, ts_json};
 use shadower_actors::store::anomalies::{self as store, ListFilter};
 
 use crate::alerts::{api_body, authorize, json_response, page_limit, parse_body, store_error};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
+use crate::live::agent;
 use crate::AppState;
 
 /// Most anomalies per page.
@@ -43,11 +44,6 @@ fn metric(s: &str) -> Result<Metric, ApiError> {
             ),
         )
     })
-}
-
-fn agent(s: &str) -> Result<AgentId, ApiError> {
-    AgentId::parse(s)
-        .map_err(|e| ApiError::bad_request("invalid_agent_id", format!("agent_id {e}")))
 }
 
 fn time(field: &'static str, s: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -135,10 +131,6 @@ fn detect_bucket(name: Option<&str>, span_ms: i64, max: usize) -> Result<i64, Ap
     Ok(ms)
 }
 
-fn ms_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
 /// `POST /api/v1/anomalies/detect`: the live detector's method over stored events, every
 /// bucket of `[from, to)` with its band and verdict. Buckets are aggregated from the raw
 /// tables in SQL; the two days before `from` are scored first to give the detector its
@@ -192,8 +184,8 @@ pub async fn detect(
     let history = store::history(
         &client,
         &ws,
-        ms_time(lead_start),
-        ms_time(end),
+        ms_to_time(lead_start),
+        ms_to_time(end),
         bucket_ms,
         agent.as_ref(),
     )
@@ -219,7 +211,7 @@ pub async fn detect(
                 Some(v) => {
                     flagged += usize::from(v.is_anomaly);
                     json!({
-                        "bucket_start": ts_json(ms_time(start)),
+                        "bucket_start": ts_json(ms_to_time(start)),
                         "value": v.value,
                         "expected": v.expected,
                         "lower": v.lower,
@@ -231,7 +223,7 @@ pub async fn detect(
                     })
                 }
                 None => json!({
-                    "bucket_start": ts_json(ms_time(start)),
+                    "bucket_start": ts_json(ms_to_time(start)),
                     "value": inputs.value(metric, bucket_ms),
                     "expected": null,
                     "lower": null,
@@ -250,8 +242,8 @@ pub async fn detect(
         "metric": metric.as_str(),
         "method": metric.method(),
         "bucket": match bucket_ms { 60_000 => "1m", 300_000 => "5m", _ => "1h" },
-        "from": ts_json(ms_time(first)),
-        "to": ts_json(ms_time(end)),
+        "from": ts_json(ms_to_time(first)),
+        "to": ts_json(ms_to_time(end)),
         "threshold": config.effective_threshold(),
         "anomalies": flagged,
         "buckets": buckets,

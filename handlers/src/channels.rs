@@ -13,7 +13,7 @@ use shadower_actors::notifier::{target, Wake};
 use shadower_actors::store::channels::{self as store, NewChannel};
 
 use crate::alerts::{
-    authorize, json_response, no_content, parse_body, store_error, WorkspaceQuery,
+    api_body, authorize, json_response, no_content, parse_body, store_error, WorkspaceQuery,
 };
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
@@ -71,7 +71,7 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
-    let body = crate::alerts::api_body(&req, payload, &state).await?;
+    let body = api_body(&req, payload, &state).await?;
     let body: NewChannelBody = parse_body(&body, "invalid_channel")?;
     if body.kind != "webhook" {
         return Err(ApiError::bad_request(

@@ -84,12 +84,7 @@ async fn answer(
             format!("metric must be one of {}", METRICS.join(", ")),
         ));
     };
-    let agent = p
-        .agent_id
-        .as_deref()
-        .map(AgentId::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_agent_id", format!("agent_id {e}")))?;
+    let agent = p.agent_id.as_deref().map(crate::live::agent).transpose()?;
     let step_ms = duration("step", p.step.as_deref(), "1h")?;
     let horizon_ms = duration("horizon", p.horizon.as_deref(), "24h")?;
     if !(300_000..=86_400_000).contains(&step_ms) || 86_400_000 % step_ms != 0 {

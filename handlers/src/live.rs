@@ -35,7 +35,8 @@ fn workspace(s: &str) -> Result<WorkspaceId, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_workspace_id", format!("workspace_id {e}")))
 }
 
-fn agent(s: &str) -> Result<AgentId, ApiError> {
+/// An agent id from the query or body, or a 400 saying what is wrong with it.
+pub(crate) fn agent(s: &str) -> Result<AgentId, ApiError> {
     AgentId::parse(s)
         .map_err(|e| ApiError::bad_request("invalid_agent_id", format!("agent_id {e}")))
 }

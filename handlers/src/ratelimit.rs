@@ -141,9 +141,9 @@ pub struct RateLimiter {
     prefix: String,
     cfg: RateLimitConfig,
     /// Node-local theoretical arrival times, used while Redis is away.
-    local: Mutex<HashMap<(WorkspaceId, Budget), Instant>>,
+    local: Mutex<HashMap<Slot, Instant>>,
     /// Units claimed ahead from Redis (see the module docs).
-    leases: Mutex<HashMap<(WorkspaceId, Budget), Lease>>,
+    leases: Mutex<HashMap<Slot, Lease>>,
     /// One claim in flight per (workspace, budget): requests arriving meanwhile wait for its
     /// lease instead of each claiming one (which would spend the burst on leases).
     claims: Mutex<HashMap<Slot, Gate>>,

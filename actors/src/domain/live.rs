@@ -166,7 +166,8 @@ pub fn ts_json(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn ms_to_time(ms: i64) -> DateTime<Utc> {
+/// Milliseconds since the epoch as a time (the epoch itself if out of range).
+pub fn ms_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 

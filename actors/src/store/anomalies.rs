@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use super::StoreError;
 use crate::domain::anomaly::track::BucketInputs;
 use crate::domain::anomaly::{Metric, Verdict};
 use crate::domain::ids::{AgentId, WorkspaceId};
-use crate::domain::live::ts_json;
+use crate::domain::live::{ms_to_time, ts_json};
 
 /// Buckets of stored events, keyed by (agent or `None` for the workspace, bucket start ms),
 /// in increasing bucket order per series.
@@ -72,10 +72,6 @@ pub struct Found {
     pub verdict: Verdict,
 }
 
-fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
 /// The contract's anomaly object (SPEC §5), plus `bucket`, and `detected_at` when listed.
 #[derive(Serialize)]
 struct Object<'a> {
@@ -111,7 +107,7 @@ impl Found {
             workspace_id: ws.as_str(),
             agent_id: self.agent.as_ref().map(AgentId::as_str),
             metric: self.metric.as_str(),
-            bucket_start: ts_json(time(self.bucket_start_ms)),
+            bucket_start: ts_json(ms_to_time(self.bucket_start_ms)),
             bucket: format!("{}s", self.bucket_ms / 1000),
             value: v.value,
             expected: v.expected,
@@ -139,7 +135,7 @@ pub async fn record(pool: &Pool, ws: &WorkspaceId, found: &[Found]) -> Result<()
                 "id": f.id,
                 "agent_id": f.agent.as_ref().map_or("", |a| a.as_str()),
                 "metric": f.metric.as_str(),
-                "bucket_start": ts_json(time(f.bucket_start_ms)),
+                "bucket_start": ts_json(ms_to_time(f.bucket_start_ms)),
                 "bucket_ms": f.bucket_ms,
                 "value": f.verdict.value,
                 "expected": f.verdict.expected,

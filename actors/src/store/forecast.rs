@@ -1,11 +1,12 @@
 //! Per-step history of the forecastable metrics (SPEC §8), aggregated in SQL from the raw
 //! tables.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 
 use super::StoreError;
 use crate::domain::ids::{AgentId, WorkspaceId};
+use crate::domain::live::ms_to_time;
 
 /// The metrics `/predictions/forecasts` knows.
 pub const METRICS: [&str; 6] = [
@@ -77,7 +78,5 @@ pub async fn history(
 
 /// The time of step `i` after `from_ms`.
 pub fn step_time(from_ms: i64, step_ms: i64, i: usize) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(from_ms + step_ms * i as i64)
-        .single()
-        .unwrap_or_default()
+    ms_to_time(from_ms + step_ms * i as i64)
 }

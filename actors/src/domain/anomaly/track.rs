@@ -231,13 +231,26 @@ impl SeriesState {
         }
     }
 
-    /// Creates the detectors `kind` feeds, if this is the first such event.
-    fn ensure(&mut self, kind: &EventKind, config: &Config) {
-        let metrics: &[Metric] = match kind {
-            EventKind::Run(_) => &RUN_METRICS,
-            EventKind::Heartbeat(hb) if hb.cpu_pct.is_some() => &[Metric::CpuPctAvg],
-            _ => &[],
-        };
+    /// Adds a live event to its open bucket, creating the detectors it feeds if this is the
+    /// first such event; `false` when the bucket was already scored (a late event).
+    fn add(&mut self, start: i64, ts: i64, kind: &EventKind, config: &Config) -> bool {
+        if start < self.next {
+            return false;
+        }
+        match kind {
+            EventKind::Run(_) => self.ensure(&RUN_METRICS, config),
+            EventKind::Heartbeat(hb) if hb.cpu_pct.is_some() => {
+                self.ensure(&[Metric::CpuPctAvg], config)
+            }
+            _ => {}
+        }
+        self.open.bucket(start).add(kind);
+        self.last_event_ms = self.last_event_ms.max(ts);
+        true
+    }
+
+    /// Creates the detectors of `metrics` this series does not have yet.
+    fn ensure(&mut self, metrics: &[Metric], config: &Config) {
         for &m in metrics {
             let d = &mut self.detectors[slot(m)];
             if d.is_none() {
@@ -350,25 +363,12 @@ impl Tracker {
         let ts = event.time().timestamp_millis();
         let start = self.align(ts);
         let config = self.config.detector;
-        let ws = self
+        let mut late = !self
             .workspace
-            .get_or_insert_with(|| SeriesState::new(start));
-        let mut late = false;
-        if start >= ws.next {
-            ws.ensure(&event.kind, &config);
-            ws.open.bucket(start).add(&event.kind);
-            ws.last_event_ms = ws.last_event_ms.max(ts);
-        } else {
-            late = true;
-        }
+            .get_or_insert_with(|| SeriesState::new(start))
+            .add(start, ts, &event.kind, &config);
         if let Some(agent) = self.agent_series(&event.agent_id, start) {
-            if start >= agent.next {
-                agent.ensure(&event.kind, &config);
-                agent.open.bucket(start).add(&event.kind);
-                agent.last_event_ms = agent.last_event_ms.max(ts);
-            } else {
-                late = true;
-            }
+            late |= !agent.add(start, ts, &event.kind, &config);
         }
         self.late_events += u64::from(late);
     }
@@ -402,16 +402,10 @@ impl Tracker {
             return;
         }
         if inputs.runs > 0 {
-            for m in RUN_METRICS {
-                let d = &mut series.detectors[slot(m)];
-                if d.is_none() {
-                    *d = Some(Detector::new(m, &config).expect("config validated at start"));
-                }
-            }
+            series.ensure(&RUN_METRICS, &config);
         }
-        if inputs.cpu_samples > 0 && series.detectors[slot(Metric::CpuPctAvg)].is_none() {
-            series.detectors[slot(Metric::CpuPctAvg)] =
-                Some(Detector::new(Metric::CpuPctAvg, &config).expect("config validated at start"));
+        if inputs.cpu_samples > 0 {
+            series.ensure(&[Metric::CpuPctAvg], &config);
         }
         series.last_event_ms = series.last_event_ms.max(start);
         // Replayed verdicts are history, not news: they are not returned.
