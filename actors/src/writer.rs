@@ -279,8 +279,14 @@ impl Flush {
                 )
                 .await;
                 drop(rows);
-                for s in batch {
-                    let _ = s.reply.send(Ok(()));
+                for Submit {
+                    reservation, reply, ..
+                } in batch
+                {
+                    // Room is given back before the answer, so a client that saw its 200
+                    // never sees its own rows still counted in the backlog.
+                    drop(reservation);
+                    let _ = reply.send(Ok(()));
                 }
             }
             Err(err) => {
@@ -299,8 +305,12 @@ impl Flush {
                     }
                 }
                 drop(rows);
-                for s in batch {
-                    let _ = s.reply.send(Err(WriteError::Unavailable(message.clone())));
+                for Submit {
+                    reservation, reply, ..
+                } in batch
+                {
+                    drop(reservation);
+                    let _ = reply.send(Err(WriteError::Unavailable(message.clone())));
                 }
             }
         }
