@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use actix::prelude::*;
 use deadpool_postgres::Pool;
@@ -79,7 +80,7 @@ impl Registry {
 
     /// Applies newly committed events. Retries once on an actor that stopped meanwhile (the
     /// fresh one rebuilds from PostgreSQL and skips what its snapshot already holds).
-    pub async fn apply(&self, ws: WorkspaceId, events: Vec<Event>, xid: u64) {
+    pub async fn apply(&self, ws: WorkspaceId, events: Vec<Event>, xid: u64, received: Instant) {
         for attempt in 0..2 {
             let addr = self.get(&ws);
             self.mailbox_sent();
@@ -87,6 +88,7 @@ impl Registry {
                 .send(Apply {
                     events: events.clone(),
                     xid,
+                    received,
                 })
                 .await;
             match sent {
