@@ -97,6 +97,23 @@ pub struct FanOut {
     rules: FanOutRules,
 }
 
+/// An `update` frame, serialized straight from the views (no intermediate JSON tree: this
+/// runs on every broadcast). Keys are declared in sorted order, as in the other frames.
+#[derive(Serialize)]
+struct Update<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agents: Option<BTreeMap<&'a AgentId, BTreeMap<&'static str, ExecView>>>,
+    epoch: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution: Option<BTreeMap<&'static str, ExecView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<BTreeMap<AgentId, ResourceView>>,
+    seq: u64,
+    ts: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
 /// What a joining session gets first.
 pub struct Joined {
     pub snapshot: ByteString,
@@ -270,10 +287,18 @@ impl FanOut {
         self.seq += 1;
         let (epoch, seq, ts) = (self.epoch, self.seq, ts_json(now));
         self.deliver(metrics, |sub| {
-            let mut update = json!({"type": "update", "epoch": epoch, "seq": seq, "ts": ts});
+            let mut update = Update {
+                agents: None,
+                epoch,
+                execution: None,
+                resources: None,
+                seq,
+                ts: &ts,
+                kind: "update",
+            };
             let mut any = false;
             if sub.wants(Channel::Execution) && dirty.execution {
-                update["execution"] = json!(windows(live, None, sub, now));
+                update.execution = Some(windows(live, None, sub, now));
                 let agents: BTreeMap<&AgentId, _> = dirty
                     .agents
                     .iter()
@@ -287,12 +312,12 @@ impl FanOut {
                     })
                     .collect();
                 any |= sub.agents.is_none() || !agents.is_empty();
-                update["agents"] = json!(agents);
+                update.agents = Some(agents);
             }
             if sub.wants(Channel::Resources) && !dirty.resources.is_empty() {
                 let res = resources(live, sub, Some(&dirty.resources), now);
                 any |= !res.is_empty();
-                update["resources"] = json!(res);
+                update.resources = Some(res);
             }
             any.then(|| frame(&update))
         });
@@ -333,6 +358,7 @@ impl FanOut {
         metrics: &HubMetrics,
         build: impl Fn(&Subscription) -> Option<ByteString>,
     ) {
+        let started = Instant::now();
         let mut built: HashMap<&Subscription, Option<ByteString>> = HashMap::new();
         let (mut sent, mut slow, mut gone) = (0u64, Vec::new(), Vec::new());
         for (id, s) in &self.sessions {
@@ -346,6 +372,9 @@ impl FanOut {
             }
         }
         metrics.ws_frames_sent.inc_by(sent);
+        metrics
+            .ws_broadcast_seconds
+            .observe(started.elapsed().as_secs_f64());
         for id in gone {
             self.sessions.remove(&id);
         }

@@ -51,6 +51,7 @@ pub struct HubMetrics {
     pub ws_sessions: Gauge,
     /// Frames handed to sessions.
     pub ws_frames_sent: Counter,
+    pub ws_broadcast_seconds: Histogram,
     /// Sessions closed by the hub, by `reason` (slow_consumer).
     pub ws_evictions: Family<ReasonLabel, Counter>,
     /// Upgrades refused, by `reason` (cap_total, cap_workspace, cap_token).
@@ -103,6 +104,7 @@ impl HubMetrics {
             live_overflow: Family::default(),
             ws_sessions: Gauge::default(),
             ws_frames_sent: Counter::default(),
+            ws_broadcast_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             ws_evictions: Family::default(),
             ws_refused: Family::default(),
             rate_limited: Family::default(),
@@ -187,6 +189,11 @@ impl HubMetrics {
             "hub_ws_frames_sent",
             "Frames handed to WebSocket sessions.",
             m.ws_frames_sent.clone(),
+        );
+        registry.register(
+            "hub_ws_broadcast_seconds",
+            "Time a workspace takes to build a broadcast frame and hand it to its sessions.",
+            m.ws_broadcast_seconds.clone(),
         );
         registry.register(
             "hub_ws_evictions",
