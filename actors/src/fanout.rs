@@ -34,8 +34,7 @@ const RESOURCE_WINDOW: Window = Window::M5;
 /// Fan-out settings (from `[ws]`).
 #[derive(Debug, Clone, Copy)]
 pub struct FanOutRules {
-    /// A change goes out at most this long after the hub received it; the changes that
-    /// arrive meanwhile merge into the same update.
+    /// Later changes after the first are merged for at most this long.
     pub coalesce: Duration,
     /// Alert and anomaly frames kept for `since=` resume.
     pub replay_frames: usize,
@@ -54,30 +53,6 @@ struct Dirty {
     execution: bool,
     agents: BTreeSet<AgentId>,
     resources: BTreeSet<AgentId>,
-    /// When the hub received the earliest of these changes.
-    since: Option<Instant>,
-}
-
-impl Dirty {
-    fn noted(&mut self, received: Instant) {
-        self.since = Some(self.since.map_or(received, |s| s.min(received)));
-    }
-}
-
-/// When an update carrying changes pending since `since` (the earliest change's arrival at the
-/// hub) goes out, given the last update sent.
-///
-/// At once after a quiet spell (no update in the last `coalesce`). Otherwise `coalesce` after
-/// the earliest pending change reached the hub, so the time spent committing it counts against
-/// the coalescing delay instead of adding to it, and never later than `coalesce` after the
-/// last update. Updates stay at least `coalesce / 4` apart, so a backlog of old changes
-/// committed all at once (after a database stall) cannot turn into a burst of frames.
-pub fn update_due(last_update: Option<Instant>, since: Instant, coalesce: Duration) -> Instant {
-    let Some(last) = last_update else {
-        return since;
-    };
-    let due = (last + coalesce).min(since + coalesce);
-    due.max(last + coalesce / 4)
 }
 
 pub struct FanOut {
@@ -92,6 +67,8 @@ pub struct FanOut {
     replay_lost_upto: u64,
     dirty: Dirty,
     last_update: Option<Instant>,
+    /// An update is scheduled (coalescing); changes until then merge into it.
+    pub update_scheduled: bool,
     /// Last liveness sent per agent, to turn `stale` transitions into updates.
     liveness: HashMap<AgentId, bool>,
     rules: FanOutRules,
@@ -158,6 +135,7 @@ impl FanOut {
             replay_lost_upto: 0,
             dirty: Dirty::default(),
             last_update: None,
+            update_scheduled: false,
             liveness: HashMap::new(),
             rules,
         }
@@ -226,19 +204,12 @@ impl FanOut {
         }
     }
 
-    /// Notes what an applied event, received by the hub at `received`, changed (nothing is
-    /// kept while no session listens). The caller then sends an update at [`FanOut::due`].
-    pub fn touched(
-        &mut self,
-        agent: &AgentId,
-        execution: bool,
-        resources: bool,
-        received: Instant,
-    ) {
+    /// Notes what an applied event changed (nothing is kept while no session listens). The
+    /// caller then sends an update after [`FanOut::delay`] unless one is scheduled.
+    pub fn touched(&mut self, agent: &AgentId, execution: bool, resources: bool) {
         if self.sessions.is_empty() {
             return;
         }
-        self.dirty.noted(received);
         if execution {
             self.dirty.execution = true;
             self.dirty.agents.insert(agent.clone());
@@ -252,10 +223,11 @@ impl FanOut {
         self.dirty.execution || !self.dirty.resources.is_empty()
     }
 
-    /// When the pending changes go out, `None` when there are none. See [`update_due`].
-    pub fn due(&self) -> Option<Instant> {
-        let since = self.dirty.since.filter(|_| self.has_changes())?;
-        Some(update_due(self.last_update, since, self.rules.coalesce))
+    /// How long until an update may go out: zero after a quiet spell.
+    pub fn delay(&self) -> Duration {
+        self.last_update.map_or(Duration::ZERO, |t| {
+            self.rules.coalesce.saturating_sub(t.elapsed())
+        })
     }
 
     /// Marks agents whose liveness changed since the last update (an agent turning `stale`
@@ -272,13 +244,13 @@ impl FanOut {
                 .is_some_and(|was| was != is_live)
             {
                 self.dirty.resources.insert(agent);
-                self.dirty.noted(Instant::now());
             }
         }
     }
 
     /// Sends one `update` frame with everything changed since the last one.
     pub fn send_update(&mut self, live: &LiveState, now: DateTime<Utc>, metrics: &HubMetrics) {
+        self.update_scheduled = false;
         if !self.has_changes() {
             return;
         }
@@ -392,45 +364,5 @@ impl FanOut {
                 });
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const COALESCE: Duration = Duration::from_millis(100);
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    #[test]
-    fn the_first_change_goes_out_at_once() {
-        let t = Instant::now();
-        assert_eq!(update_due(None, t, COALESCE), t);
-        // After a quiet spell too: the last update is older than the coalescing delay.
-        let due = update_due(Some(t), t + ms(250), COALESCE);
-        assert!(due <= t + ms(250), "{:?} late", due - (t + ms(250)));
-    }
-
-    #[test]
-    fn later_changes_wait_at_most_the_coalescing_delay_after_the_last_update() {
-        let t = Instant::now();
-        assert_eq!(update_due(Some(t), t + ms(10), COALESCE), t + ms(100));
-        assert_eq!(update_due(Some(t), t + ms(99), COALESCE), t + ms(100));
-    }
-
-    #[test]
-    fn a_change_received_before_the_last_update_is_due_coalesce_after_it_arrived() {
-        let t = Instant::now() + ms(1_000);
-        // Received 7 ms before the last update went out, committed after it.
-        assert_eq!(update_due(Some(t), t - ms(7), COALESCE), t + ms(93));
-    }
-
-    #[test]
-    fn old_changes_after_a_stall_do_not_burst_frames() {
-        let t = Instant::now() + ms(10_000);
-        assert_eq!(update_due(Some(t), t - ms(2_000), COALESCE), t + ms(25));
     }
 }

@@ -1,7 +1,6 @@
 //! Every actor message, in one place.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use actix::Message;
 use bytestring::ByteString;
@@ -22,8 +21,6 @@ pub struct Submit {
     pub events: Vec<Event>,
     /// Holds the events' place in `writer.max_backlog_rows` until the batch is done.
     pub reservation: Reservation,
-    /// When the hub received the request: live updates count their coalescing delay from here.
-    pub received: Instant,
     pub reply: oneshot::Sender<Result<(), WriteError>>,
 }
 
@@ -38,8 +35,6 @@ pub struct Drain;
 pub struct Apply {
     pub events: Vec<Event>,
     pub xid: u64,
-    /// When the hub received the earliest request these events came in.
-    pub received: Instant,
 }
 
 /// The execution window of the workspace, or of one agent.

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
 
 use actix::prelude::*;
 use deadpool_postgres::Pool;
@@ -80,7 +79,7 @@ impl Registry {
 
     /// Applies newly committed events. Retries once on an actor that stopped meanwhile (the
     /// fresh one rebuilds from PostgreSQL and skips what its snapshot already holds).
-    pub async fn apply(&self, ws: WorkspaceId, events: Vec<Event>, xid: u64, received: Instant) {
+    pub async fn apply(&self, ws: WorkspaceId, events: Vec<Event>, xid: u64) {
         for attempt in 0..2 {
             let addr = self.get(&ws);
             self.mailbox_sent();
@@ -88,7 +87,6 @@ impl Registry {
                 .send(Apply {
                     events: events.clone(),
                     xid,
-                    received,
                 })
                 .await;
             match sent {

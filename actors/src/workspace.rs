@@ -70,8 +70,6 @@ pub struct WorkspaceActor {
     resync_again: bool,
     /// WebSocket sessions, frame sequence, replay buffer, pending changes.
     fanout: FanOut,
-    /// The scheduled update: when it fires, and its timer.
-    update_timer: Option<(Instant, SpawnHandle)>,
     /// Alert rules and the state of their series.
     alerts: AlertEngine,
     /// Transitions not yet recorded (with their deliveries) in PostgreSQL, oldest first.
@@ -107,7 +105,6 @@ impl WorkspaceActor {
             resyncing: None,
             resync_again: false,
             fanout,
-            update_timer: None,
             alerts: AlertEngine::default(),
             outbox: Vec::new(),
             recording: false,
@@ -325,31 +322,22 @@ impl WorkspaceActor {
         self.reported_alerts = now;
     }
 
-    /// Sends the pending changes when they are due ([`FanOut::due`]): now, or on a timer
-    /// (moved earlier when a change comes in that is due sooner); changes until then merge
-    /// into the same update.
+    /// Sends an update now after a quiet spell, else schedules one within the coalescing
+    /// delay; changes until then merge into it.
     fn schedule_update(&mut self, ctx: &mut Context<Self>) {
-        let Some(due) = self.fanout.due() else {
+        if self.fanout.update_scheduled || !self.fanout.has_changes() {
             return;
-        };
-        if let Some((at, timer)) = self.update_timer {
-            if at <= due {
-                return;
-            }
-            ctx.cancel_future(timer);
-            self.update_timer = None;
         }
-        let delay = due.saturating_duration_since(Instant::now());
+        let delay = self.fanout.delay();
         if delay.is_zero() {
             self.fanout
                 .send_update(&self.live, Utc::now(), &self.deps.metrics);
         } else {
-            let timer = ctx.run_later(delay, |act, _| {
-                act.update_timer = None;
+            self.fanout.update_scheduled = true;
+            ctx.run_later(delay, |act, _| {
                 act.fanout
                     .send_update(&act.live, Utc::now(), &act.deps.metrics)
             });
-            self.update_timer = Some((due, timer));
         }
     }
 
@@ -515,8 +503,7 @@ impl Handler<Apply> for WorkspaceActor {
             self.live.apply(event, now);
             self.anomalies.apply(event);
             let heartbeat = matches!(event.kind, EventKind::Heartbeat(_));
-            self.fanout
-                .touched(&event.agent_id, !heartbeat, heartbeat, msg.received);
+            self.fanout.touched(&event.agent_id, !heartbeat, heartbeat);
             match event.kind {
                 EventKind::Run(_) => runs.insert(&event.agent_id),
                 EventKind::Heartbeat(_) => heartbeats.insert(&event.agent_id),

@@ -253,14 +253,6 @@ impl Flush {
             };
         match outcome {
             Ok((is_new, xid)) => {
-                // Per workspace, when its earliest request of the batch reached the hub.
-                let mut received: HashMap<&WorkspaceId, Instant> = HashMap::new();
-                for s in &batch {
-                    received
-                        .entry(&s.workspace)
-                        .and_modify(|r| *r = (*r).min(s.received))
-                        .or_insert(s.received);
-                }
                 let mut fresh: HashMap<&WorkspaceId, Vec<Event>> = HashMap::new();
                 for ((ws, event), new) in rows.iter().zip(&is_new) {
                     if *new {
@@ -280,9 +272,11 @@ impl Flush {
                     outcome: "duplicate",
                 })
                 .inc_by((rows.len() - new_count) as u64);
-                futures_util::future::join_all(fresh.into_iter().map(|(ws, events)| {
-                    self.registry.apply(ws.clone(), events, xid, received[ws])
-                }))
+                futures_util::future::join_all(
+                    fresh
+                        .into_iter()
+                        .map(|(ws, events)| self.registry.apply(ws.clone(), events, xid)),
+                )
                 .await;
                 drop(rows);
                 for Submit {

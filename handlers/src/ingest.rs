@@ -1,8 +1,6 @@
 //! `POST /api/v1/workspaces/{workspace_id}/events`: parse and validate the whole request,
 //! hand it to the writer, answer `{"accepted": n}` only after the commit.
 
-use std::time::Instant;
-
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -56,7 +54,6 @@ async fn ingest(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let received = Instant::now();
     let ws = WorkspaceId::parse(workspace)
         .map_err(|e| ApiError::bad_request("invalid_workspace_id", format!("workspace_id {e}")))?;
     principal.require(&ws, Scope::Ingest)?;
@@ -93,7 +90,6 @@ async fn ingest(
             workspace: ws,
             events,
             reservation,
-            received,
             reply,
         })
         .map_err(|_| {
