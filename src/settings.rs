@@ -65,6 +65,8 @@ pub struct ServerConfig {
 pub struct RedisConfig {
     pub url: String,
     pub key_prefix: String,
+    /// Longest wait for Redis on a query-cache read or write; past it the read is a MISS.
+    pub timeout: HubDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -257,6 +257,13 @@ impl FanOut {
         let dirty = std::mem::take(&mut self.dirty);
         self.last_update = Some(Instant::now());
         self.seq += 1;
+        // The liveness this update tells, so the timer reports the next turn from it, even
+        // when an agent goes stale before the timer ever saw it live.
+        for agent in &dirty.resources {
+            if let Some(view) = live.resources(Some(agent), RESOURCE_WINDOW, now).get(agent) {
+                self.liveness.insert(agent.clone(), view.state == "live");
+            }
+        }
         let (epoch, seq, ts) = (self.epoch, self.seq, ts_json(now));
         self.deliver(metrics, |sub| {
             let mut update = Update {

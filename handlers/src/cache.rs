@@ -7,9 +7,6 @@ use bb8_redis::redis::AsyncCommands;
 
 use crate::AppState;
 
-/// Longest wait for Redis on a cache read or write.
-const REDIS_WAIT: Duration = Duration::from_millis(50);
-
 /// The cached text under `key` (the configured prefix is added), if any.
 pub async fn get(state: &AppState, key: &str) -> Option<String> {
     let key = format!("{}cache:{key}", state.redis_prefix);
@@ -17,7 +14,10 @@ pub async fn get(state: &AppState, key: &str) -> Option<String> {
         let mut conn = state.redis.get().await.ok()?;
         conn.get::<_, Option<String>>(&key).await.ok().flatten()
     };
-    tokio::time::timeout(REDIS_WAIT, read).await.ok().flatten()
+    tokio::time::timeout(state.redis_timeout, read)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Stores `value` under `key` for `ttl` (best effort).
@@ -28,5 +28,5 @@ pub async fn put(state: &AppState, key: &str, value: &str, ttl: Duration) {
             let _: Result<(), _> = conn.set_ex(&key, value, ttl.as_secs().max(1)).await;
         }
     };
-    let _ = tokio::time::timeout(REDIS_WAIT, write).await;
+    let _ = tokio::time::timeout(state.redis_timeout, write).await;
 }

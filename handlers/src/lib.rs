@@ -64,6 +64,8 @@ pub struct AppState {
     pub anomaly_max_buckets: usize,
     /// `redis.key_prefix`, for cache keys.
     pub redis_prefix: String,
+    /// Longest wait for Redis on a query-cache read or write (`redis.timeout`).
+    pub redis_timeout: std::time::Duration,
 }
 
 /// What the channel handlers need of `[notifications]`.

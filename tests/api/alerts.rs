@@ -541,29 +541,42 @@ async fn error_rate_fires_once_and_resolves_once_with_valid_signatures() {
         .map(|e| e["transition"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["resolved", "firing"]);
-    let (_, v) = app
-        .send_json(
-            reqwest::Method::GET,
-            "/api/v1/notifications/deliveries?workspace_id=w1",
-            &admin("w1"),
-            None,
-        )
-        .await;
-    let deliveries = v["deliveries"].as_array().unwrap();
-    assert_eq!(deliveries.len(), 2);
-    assert!(deliveries
-        .iter()
-        .all(|d| d["status"] == "delivered" && d["attempts"] == 1));
-    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
-    for line in [
+    // The notifier records a delivery after the receiver answered.
+    let app = &app;
+    eventually(
+        "both deliveries recorded as delivered at the first attempt",
+        || async move {
+            let (_, v) = app
+                .send_json(
+                    reqwest::Method::GET,
+                    "/api/v1/notifications/deliveries?workspace_id=w1",
+                    &admin("w1"),
+                    None,
+                )
+                .await;
+            let deliveries = v["deliveries"].as_array().unwrap();
+            deliveries.len() == 2
+                && deliveries
+                    .iter()
+                    .all(|d| d["status"] == "delivered" && d["attempts"] == 1)
+        },
+    )
+    .await;
+    let lines = [
         "hub_webhook_deliveries_total{outcome=\"delivered\"} 2",
         "hub_webhook_attempts_total{outcome=\"ok\"} 2",
         "hub_alert_transitions_total{state=\"firing\"} 1",
         "hub_alert_transitions_total{state=\"resolved\"} 1",
         "hub_alerts{state=\"firing\"} 0",
-    ] {
-        assert!(metrics.contains(line), "{line} missing from /metrics");
-    }
+    ];
+    eventually(
+        "the delivery and alert counters in /metrics",
+        || async move {
+            let metrics = app.get_plain("/metrics").await.text().await.unwrap();
+            lines.iter().all(|line| metrics.contains(line))
+        },
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -626,17 +639,20 @@ async fn failed_attempts_are_retried_under_the_same_webhook_id() {
     let am = got[2].json();
     assert_eq!(am["version"], "4");
     assert_eq!(am["alerts"][0]["labels"]["alertname"], "Error rate high");
-    let pg = app.db().await;
-    let row = pg
-        .query_one(
-            "SELECT status, attempts, (SELECT count(*) FROM webhook_attempts) FROM webhook_deliveries",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "delivered");
-    assert_eq!(row.get::<_, i32>(1), 3);
-    assert_eq!(row.get::<_, i64>(2), 3);
+    let pg = &app.db().await;
+    eventually("the delivery recorded as delivered after 3 attempts", || async move {
+        let row = pg
+            .query_one(
+                "SELECT status, attempts, (SELECT count(*) FROM webhook_attempts) FROM webhook_deliveries",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, String>(0) == "delivered"
+            && row.get::<_, i32>(1) == 3
+            && row.get::<_, i64>(2) == 3
+    })
+    .await;
 }
 
 #[actix_web::test]

@@ -60,7 +60,7 @@ async fn post_json(
 async fn a_live_error_burst_is_pushed_stored_listed_and_alerted_on() {
     let overrides = [
         ("anomaly.bucket", json!("1s")),
-        ("anomaly.grace", json!("300ms")),
+        ("anomaly.grace", json!("3s")),
     ];
     let app = spawn_app_with(&overrides).await;
     let ws = "anom1";

@@ -202,11 +202,12 @@ async fn chaos_redis_restart_under_load() {
         .parse()
         .expect("redis url as host:port");
     let proxy = PgProxy::start(target).await;
-    let app = spawn_app_with(&[(
+    let mut overrides = vec![(
         "redis.url",
         json!(format!("redis://127.0.0.1:{}", proxy.port)),
-    )])
-    .await;
+    )];
+    overrides.extend(REDIS_AWAY.map(|(k, v)| (k, json!(v))));
+    let app = spawn_app_with(&overrides).await;
     let load = Load::start(&app.base, "ws1", 4, 50);
     load.until_more_acked(500).await;
     proxy.cut();
@@ -396,22 +397,23 @@ async fn chaos_session_churn_returns_memory_to_baseline() {
     let churn = cycle(1000);
     tokio::join!(feeder, churn);
     drop(slow);
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    let app = &app;
+    eventually("every session closed (hub_ws_sessions 0)", || async move {
+        app.get_plain("/metrics")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .any(|l| l == "hub_ws_sessions 0")
+    })
+    .await;
+    // Let the allocator settle after the last sessions went away.
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(hub.id());
-    let sessions = app
-        .get_plain("/metrics")
-        .await
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("hub_ws_sessions "))
-        .map(str::to_string)
-        .unwrap_or_default();
     eprintln!(
-        "chaos: ws-churn sessions=1000 hub_rss_kib={baseline}->{after} ({sessions}; a slow consumer held meanwhile)"
+        "chaos: ws-churn sessions=1000 hub_rss_kib={baseline}->{after} (a slow consumer held meanwhile)"
     );
-    assert_eq!(sessions, "hub_ws_sessions 0", "sessions left open");
     // Memory returns to its baseline: allow allocator slack, not per-session growth
     // (1000 leaked sessions at ≥ 14 KiB each would be ≥ 14 MiB).
     assert!(

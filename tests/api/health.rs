@@ -66,7 +66,9 @@ async fn unknown_routes_and_methods_get_json_errors() {
 #[actix_web::test]
 async fn redis_down_is_degraded_but_ready() {
     // Nothing listens on port 1.
-    let app = spawn_app_with(&[("redis.url", serde_json::json!("redis://127.0.0.1:1"))]).await;
+    let mut overrides = vec![("redis.url", serde_json::json!("redis://127.0.0.1:1"))];
+    overrides.extend(REDIS_AWAY.map(|(k, v)| (k, serde_json::json!(v))));
+    let app = spawn_app_with(&overrides).await;
     let ready = app.get_plain("/health/ready").await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();

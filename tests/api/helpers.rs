@@ -112,6 +112,13 @@ impl Drop for TestDb {
     }
 }
 
+/// The production Redis waits, for tests where Redis is away (a dead port makes the pool retry
+/// its connection, so only the wait ends a request's attempt).
+pub const REDIS_AWAY: [(&str, &str); 2] = [
+    ("redis.timeout", "50ms"),
+    ("rate_limit.redis_timeout", "50ms"),
+];
+
 /// Settings for a test hub on `db_url`, with `overrides` (`section.key`, value) on top.
 pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
     let mut f: Figment = Settings::figment();
@@ -136,6 +143,10 @@ pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
         ("rate_limit.ingest_burst", json!(1e9)),
         ("rate_limit.read_requests_per_sec", json!(1e9)),
         ("rate_limit.read_burst", json!(1e9)),
+        // A loaded CI machine may take longer than the production 50 ms to reach Redis;
+        // tests about Redis being away set these back (see `REDIS_AWAY`).
+        ("redis.timeout", json!("3s")),
+        ("rate_limit.redis_timeout", json!("3s")),
     ]
     .iter()
     .chain(overrides)
@@ -352,5 +363,22 @@ impl PgProxy {
         };
         let port = cfg.get_ports().first().copied().unwrap_or(5432);
         format!("{host}:{port}").parse().unwrap()
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, for at most 15 s, for state the hub updates after
+/// it has answered (delivery records, counters, sessions closing). Panics naming `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

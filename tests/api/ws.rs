@@ -479,7 +479,7 @@ async fn session_caps_refuse_with_429_and_free_up() {
 
 #[actix_web::test]
 async fn an_agent_turning_stale_on_the_timer_is_an_update() {
-    let app = spawn_app_with(&[("resources.stale_after", json!("1s"))]).await;
+    let app = spawn_app_with(&[("resources.stale_after", json!("2s"))]).await;
     let mut ws = connect(&app, "ws1", "").await;
     next(&mut ws).await;
     let hb = json!({"type": "heartbeat", "event_id": "h1", "agent_id": "a1", "ts": ts(Utc::now()), "cpu_pct": 5.0});
