@@ -35,7 +35,14 @@ fn check_bands(points: &[Value], lo: f64, hi: f64) {
 async fn a_daily_pattern_is_forecast_with_ordered_bands_and_cached() {
     let app = spawn_app().await;
     let ws = "fc1";
-    let this_hour = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap();
+    // The test asks twice within one hour (first point, cache): not across an hour's end.
+    let mut now = Utc::now();
+    let to_next_hour = now.duration_trunc(TimeDelta::hours(1)).unwrap() + TimeDelta::hours(1) - now;
+    if to_next_hour < TimeDelta::seconds(20) {
+        actix_web::rt::time::sleep((to_next_hour + TimeDelta::seconds(1)).to_std().unwrap()).await;
+        now = Utc::now();
+    }
+    let this_hour = now.duration_trunc(TimeDelta::hours(1)).unwrap();
     let mut events = Vec::new();
     for h in 1..=4 * 24 {
         let start = this_hour - TimeDelta::hours(h);
