@@ -664,7 +664,7 @@ async fn for_holds_an_alert_pending_and_absence_fires_from_the_timer() {
         .await;
     app.rule(
         "w1",
-        json!({"name": "Silent agent", "metric": "heartbeat_age_s", "op": ">", "threshold": 2,
+        json!({"name": "Silent agent", "metric": "heartbeat_age_s", "op": ">", "threshold": 3,
                "group_by": "agent", "channel_ids": [channel]}),
     )
     .await;
