@@ -9,7 +9,24 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
+/// A free port for a hub run as a separate process (it must be known before the hub starts, and
+/// is kept across restarts). Picked below the kernel's ephemeral range, so that neither an
+/// outgoing connection nor a port-0 listener of a test running alongside can take it between
+/// this check and the hub's bind.
 pub(crate) fn free_port() -> u16 {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > 12_000 {
+        for _ in 0..1_000 {
+            let span = (ephemeral_low - 10_000) as u128;
+            let port = 10_000 + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
