@@ -51,6 +51,7 @@ pub struct HubMetrics {
     pub ws_sessions: Gauge,
     /// Frames handed to sessions.
     pub ws_frames_sent: Counter,
+    /// Time to build a broadcast frame and hand it to every session.
     pub ws_broadcast_seconds: Histogram,
     /// Sessions closed by the hub, by `reason` (slow_consumer).
     pub ws_evictions: Family<ReasonLabel, Counter>,
