@@ -120,9 +120,19 @@ fn resources(
     only: Option<&BTreeSet<AgentId>>,
     now: DateTime<Utc>,
 ) -> BTreeMap<AgentId, ResourceView> {
-    let mut all = live.resources(None, RESOURCE_WINDOW, now);
-    all.retain(|a, _| sub.wants_agent(a) && only.is_none_or(|o| o.contains(a)));
-    all
+    match only {
+        // Only the agents that changed: views are not cheap (a sketch merge each).
+        Some(only) => only
+            .iter()
+            .filter(|a| sub.wants_agent(a))
+            .flat_map(|a| live.resources(Some(a), RESOURCE_WINDOW, now))
+            .collect(),
+        None => {
+            let mut all = live.resources(None, RESOURCE_WINDOW, now);
+            all.retain(|a, _| sub.wants_agent(a));
+            all
+        }
+    }
 }
 
 impl FanOut {
@@ -236,14 +246,13 @@ impl FanOut {
         if self.sessions.is_empty() {
             return;
         }
-        for (agent, view) in live.resources(None, RESOURCE_WINDOW, now) {
-            let is_live = view.state == "live";
+        for (agent, is_live) in live.liveness(now) {
             if self
                 .liveness
                 .insert(agent.clone(), is_live)
                 .is_some_and(|was| was != is_live)
             {
-                self.dirty.resources.insert(agent);
+                self.dirty.resources.insert(agent.clone());
             }
         }
     }
@@ -259,9 +268,9 @@ impl FanOut {
         self.seq += 1;
         // The liveness this update tells, so the timer reports the next turn from it, even
         // when an agent goes stale before the timer ever saw it live.
-        for agent in &dirty.resources {
-            if let Some(view) = live.resources(Some(agent), RESOURCE_WINDOW, now).get(agent) {
-                self.liveness.insert(agent.clone(), view.state == "live");
+        for (agent, is_live) in live.liveness(now) {
+            if dirty.resources.contains(agent) {
+                self.liveness.insert(agent.clone(), is_live);
             }
         }
         let (epoch, seq, ts) = (self.epoch, self.seq, ts_json(now));

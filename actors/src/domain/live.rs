@@ -504,10 +504,10 @@ impl LiveState {
             Some(ResourceView {
                 window: window.as_str(),
                 last_seen: Some(ts_json(latest.ts)),
-                state: if now - latest.ts > self.rules.stale_after {
-                    "stale"
-                } else {
+                state: if self.is_live(latest.ts, now) {
                     "live"
+                } else {
+                    "stale"
                 },
                 heartbeat_age_s: Some(age),
                 latest: Some(LatestHeartbeat {
@@ -633,16 +633,22 @@ impl LiveState {
         self.agents.keys()
     }
 
+    /// An agent whose last heartbeat was at `last` is live at `now` (else `stale`).
+    fn is_live(&self, last: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        now - last <= self.rules.stale_after
+    }
+
+    /// Every agent that has sent a heartbeat, and whether it is live at `now`: what the
+    /// resource views' `state` says, without building the views.
+    pub fn liveness(&self, now: DateTime<Utc>) -> impl Iterator<Item = (&AgentId, bool)> {
+        self.agents
+            .iter()
+            .filter_map(move |(id, a)| Some((id, self.is_live(a.latest.as_ref()?.ts, now))))
+    }
+
     /// Agents whose last heartbeat is within `stale_after` of `now`.
     pub fn live_agents(&self, now: DateTime<Utc>) -> usize {
-        self.agents
-            .values()
-            .filter(|a| {
-                a.latest
-                    .as_ref()
-                    .is_some_and(|l| now - l.ts <= self.rules.stale_after)
-            })
-            .count()
+        self.liveness(now).filter(|(_, live)| *live).count()
     }
 
     pub fn agent_count(&self) -> usize {

@@ -230,3 +230,37 @@ fn views_carry_honest_precision_not_binary_noise() {
     assert_eq!(p50, round_significant(p50));
     assert!((p50 - 812.123456789).abs() / 812.123456789 < 0.01);
 }
+
+#[test]
+fn liveness_says_what_the_resource_views_say_for_agents_with_heartbeats() {
+    let mut live = LiveState::new(LiveRules {
+        max_agents: 10,
+        ..rules()
+    });
+    live.apply(&heartbeat("a", 10, 5.0, 100.0), now());
+    live.apply(&heartbeat("b", 59, 5.0, 100.0), now());
+    live.apply(&run("r", RunStatus::Succeeded, 10.0, 5, None), now());
+    fn states(live: &LiveState, at: DateTime<Utc>) -> BTreeMap<String, bool> {
+        live.liveness(at)
+            .map(|(id, is_live)| (id.as_str().to_owned(), is_live))
+            .collect()
+    }
+    for at in [
+        now(),
+        now() + Duration::seconds(2),
+        now() + Duration::seconds(51),
+    ] {
+        let expected: BTreeMap<String, bool> = live
+            .resources(None, Window::M5, at)
+            .iter()
+            .map(|(id, v)| (id.as_str().to_owned(), v.state == "live"))
+            .collect();
+        assert_eq!(states(&live, at), expected, "at {at}");
+    }
+    let later = states(&live, now() + Duration::seconds(2));
+    assert_eq!(
+        later,
+        BTreeMap::from([("a".to_owned(), true), ("b".to_owned(), false)]),
+        "b's heartbeat is 61 s old (stale past 60 s); r sent runs only"
+    );
+}
