@@ -261,6 +261,9 @@ impl Settings {
                 "max_attempts and concurrency must be at least 1",
             );
         }
+        if self.redis.timeout.get().is_zero() {
+            return invalid("redis.timeout", "must be above 0");
+        }
         if n.timeout.get().is_zero() || n.poll_interval.get().is_zero() {
             return invalid("notifications", "timeout and poll_interval must be above 0");
         }
@@ -335,6 +338,10 @@ mod tests {
                 "database.url",
             ),
             (Settings::with(base(), "writer.bogus", 1), "bogus"),
+            (
+                Settings::with(base(), "redis.timeout", "0ms"),
+                "redis.timeout",
+            ),
             (
                 Settings::with(base(), "notifications.secret_key", "too-short"),
                 "notifications.secret_key",

@@ -75,7 +75,8 @@ pub struct FanOut {
 }
 
 /// An `update` frame, serialized straight from the views (no intermediate JSON tree: this
-/// runs on every broadcast). Keys are declared in sorted order, as in the other frames.
+/// runs on every broadcast). Top-level keys are declared in sorted order, as the other frames
+/// have them; the views inside keep their declaration order.
 #[derive(Serialize)]
 struct Update<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,8 +201,11 @@ impl FanOut {
     }
 
     /// Forgets sessions that are gone without a `Leave` (it could not be queued).
-    pub fn prune(&mut self) {
+    /// Drops sessions that went away, and the liveness of agents the live state forgot.
+    pub fn prune(&mut self, live: &LiveState, now: DateTime<Utc>) {
         self.sessions.retain(|_, s| s.frames.connected());
+        self.liveness
+            .retain(|agent, _| live.agent_liveness(agent, now).is_some());
     }
 
     pub fn leave(&mut self, id: u64) {
@@ -259,6 +263,7 @@ impl FanOut {
 
     /// Sends one `update` frame with everything changed since the last one.
     pub fn send_update(&mut self, live: &LiveState, now: DateTime<Utc>, metrics: &HubMetrics) {
+        let started = Instant::now();
         self.update_scheduled = false;
         if !self.has_changes() {
             return;
@@ -268,13 +273,13 @@ impl FanOut {
         self.seq += 1;
         // The liveness this update tells, so the timer reports the next turn from it, even
         // when an agent goes stale before the timer ever saw it live.
-        for (agent, is_live) in live.liveness(now) {
-            if dirty.resources.contains(agent) {
+        for agent in &dirty.resources {
+            if let Some(is_live) = live.agent_liveness(agent, now) {
                 self.liveness.insert(agent.clone(), is_live);
             }
         }
         let (epoch, seq, ts) = (self.epoch, self.seq, ts_json(now));
-        self.deliver(metrics, |sub| {
+        self.deliver(metrics, started, |sub| {
             let mut update = Update {
                 agents: None,
                 epoch,
@@ -313,6 +318,7 @@ impl FanOut {
 
     /// Sends an `alert` or `anomaly` frame at once and keeps it for resume.
     pub fn send_event(&mut self, channel: Channel, payload: Value, metrics: &HubMetrics) {
+        let started = Instant::now();
         let key = if channel == Channel::Alerts {
             "alert"
         } else {
@@ -329,7 +335,9 @@ impl FanOut {
                 self.replay_lost_upto = s;
             }
         }
-        self.deliver(metrics, |sub| sub.wants(channel).then(|| live.clone()));
+        self.deliver(metrics, started, |sub| {
+            sub.wants(channel).then(|| live.clone())
+        });
     }
 
     /// Closes every session with `code` (hub shutdown).
@@ -344,9 +352,9 @@ impl FanOut {
     fn deliver(
         &mut self,
         metrics: &HubMetrics,
+        started: Instant,
         build: impl Fn(&Subscription) -> Option<ByteString>,
     ) {
-        let started = Instant::now();
         let mut built: HashMap<&Subscription, Option<ByteString>> = HashMap::new();
         let (mut sent, mut slow, mut gone) = (0u64, Vec::new(), Vec::new());
         for (id, s) in &self.sessions {
@@ -360,9 +368,11 @@ impl FanOut {
             }
         }
         metrics.ws_frames_sent.inc_by(sent);
-        metrics
-            .ws_broadcast_seconds
-            .observe(started.elapsed().as_secs_f64());
+        if !self.sessions.is_empty() {
+            metrics
+                .ws_broadcast_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         for id in gone {
             self.sessions.remove(&id);
         }

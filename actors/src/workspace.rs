@@ -464,8 +464,9 @@ impl Actor for WorkspaceActor {
             act.evaluate_alerts(Scope::All, ctx);
         });
         ctx.run_interval(HOUSEKEEPING_EVERY, |act, ctx| {
-            act.live.expire(Utc::now());
-            act.fanout.prune();
+            let now = Utc::now();
+            act.live.expire(now);
+            act.fanout.prune(&act.live, now);
             if act.is_idle() {
                 tracing::debug!(workspace = %act.id, "Idle; stopping.");
                 ctx.stop();

@@ -646,6 +646,12 @@ impl LiveState {
             .filter_map(move |(id, a)| Some((id, self.is_live(a.latest.as_ref()?.ts, now))))
     }
 
+    /// Whether `agent` is live at `now`; `None` when it never sent a heartbeat.
+    pub fn agent_liveness(&self, agent: &AgentId, now: DateTime<Utc>) -> Option<bool> {
+        let latest = self.agents.get(agent)?.latest.as_ref()?;
+        Some(self.is_live(latest.ts, now))
+    }
+
     /// Agents whose last heartbeat is within `stale_after` of `now`.
     pub fn live_agents(&self, now: DateTime<Utc>) -> usize {
         self.liveness(now).filter(|(_, live)| *live).count()

@@ -263,4 +263,10 @@ fn liveness_says_what_the_resource_views_say_for_agents_with_heartbeats() {
         BTreeMap::from([("a".to_owned(), true), ("b".to_owned(), false)]),
         "b's heartbeat is 61 s old (stale past 60 s); r sent runs only"
     );
+    let of =
+        |a: &str| live.agent_liveness(&AgentId::parse(a).unwrap(), now() + Duration::seconds(2));
+    assert_eq!(
+        (of("a"), of("b"), of("r"), of("x")),
+        (Some(true), Some(false), None, None)
+    );
 }
