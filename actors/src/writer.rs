@@ -251,7 +251,7 @@ impl Flush {
                     "batch timed out".into(),
                 ))),
             };
-        match outcome {
+        let answer = match outcome {
             Ok((is_new, xid)) => {
                 let mut fresh: HashMap<&WorkspaceId, Vec<Event>> = HashMap::new();
                 for ((ws, event), new) in rows.iter().zip(&is_new) {
@@ -278,16 +278,7 @@ impl Flush {
                         .map(|(ws, events)| self.registry.apply(ws.clone(), events, xid)),
                 )
                 .await;
-                drop(rows);
-                for Submit {
-                    reservation, reply, ..
-                } in batch
-                {
-                    // Room is given back before the answer, so a client that saw its 200
-                    // never sees its own rows still counted in the backlog.
-                    drop(reservation);
-                    let _ = reply.send(Ok(()));
-                }
+                Ok(())
             }
             Err(err) => {
                 self.metrics.writer_failures.inc();
@@ -304,15 +295,18 @@ impl Flush {
                         self.registry.resync(ws).await;
                     }
                 }
-                drop(rows);
-                for Submit {
-                    reservation, reply, ..
-                } in batch
-                {
-                    drop(reservation);
-                    let _ = reply.send(Err(WriteError::Unavailable(message.clone())));
-                }
+                Err(WriteError::Unavailable(message))
             }
+        };
+        drop(rows);
+        for Submit {
+            reservation, reply, ..
+        } in batch
+        {
+            // Room is given back before the answer, so a client that saw its 200 never sees
+            // its own rows still counted in the backlog.
+            drop(reservation);
+            let _ = reply.send(answer.clone());
         }
     }
 

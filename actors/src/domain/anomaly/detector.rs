@@ -271,19 +271,6 @@ fn verdict(value: f64, expected: f64, band: (f64, f64), p: f64, tempo: &Tempo) -
     (v, is_anomaly)
 }
 
-fn empty_verdict(expected: f64, band: (f64, f64)) -> Verdict {
-    Verdict {
-        value: None,
-        expected,
-        lower: band.0,
-        upper: band.1,
-        score: 0.0,
-        is_anomaly: false,
-        severity: None,
-        direction: None,
-    }
-}
-
 /// Shares of a statistic beyond 2, 3, −2, −3 (EWMA), read never below the normal tails.
 type Tail = [f32; 4];
 
@@ -586,7 +573,7 @@ impl Seasonal {
             self.recent_z = [f32::NAN, self.recent_z[0]];
             self.recent_e = [f32::NAN, self.recent_e[0]];
             self.renormalise(start_ms, tempo);
-            return Some(empty_verdict(shape.invert(yhat) / unit, band_of(yhat)));
+            return Some(Verdict::no_value(shape.invert(yhat) / unit, band_of(yhat)));
         };
 
         let mut yhat = self.compose(self.level, s);
@@ -1409,7 +1396,7 @@ impl Rate {
             self.runs *= decay;
             self.recent = [Some((0, 0)), self.recent[0]];
             self.recent_all = [(0, 0), self.recent_all[0]];
-            return Some(empty_verdict(base.p, (0.0, 1.0)));
+            return Some(Verdict::no_value(base.p, (0.0, 1.0)));
         }
 
         if self.prev.1.is_finite() {

@@ -350,6 +350,22 @@ pub struct Verdict {
     pub direction: Option<Direction>,
 }
 
+impl Verdict {
+    /// The verdict on a bucket without a value: its band, nothing flagged.
+    fn no_value(expected: f64, band: (f64, f64)) -> Self {
+        Self {
+            value: None,
+            expected,
+            lower: band.0,
+            upper: band.1,
+            score: 0.0,
+            is_anomaly: false,
+            severity: None,
+            direction: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     #[error("{metric} takes another kind of bucket input")]

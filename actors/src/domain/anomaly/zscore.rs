@@ -59,16 +59,7 @@ impl ZScore {
             let sd = var.sqrt();
             let band = (mean - Z_CUT * sd, mean + Z_CUT * sd);
             let Some(v) = value else {
-                return Verdict {
-                    value: None,
-                    expected: mean,
-                    lower: band.0,
-                    upper: band.1,
-                    score: 0.0,
-                    is_anomaly: false,
-                    severity: None,
-                    direction: None,
-                };
+                return Verdict::no_value(mean, band);
             };
             let z = if sd > 0.0 {
                 (v - mean) / sd
