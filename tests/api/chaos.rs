@@ -206,7 +206,7 @@ async fn chaos_redis_restart_under_load() {
         "redis.url",
         json!(format!("redis://127.0.0.1:{}", proxy.port)),
     )];
-    overrides.extend(REDIS_AWAY.map(|(k, v)| (k, json!(v))));
+    overrides.extend(redis_away());
     let app = spawn_app_with(&overrides).await;
     let load = Load::start(&app.base, "ws1", 4, 50);
     load.until_more_acked(500).await;

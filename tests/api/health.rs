@@ -67,7 +67,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
 async fn redis_down_is_degraded_but_ready() {
     // Nothing listens on port 1.
     let mut overrides = vec![("redis.url", serde_json::json!("redis://127.0.0.1:1"))];
-    overrides.extend(REDIS_AWAY.map(|(k, v)| (k, serde_json::json!(v))));
+    overrides.extend(redis_away());
     let app = spawn_app_with(&overrides).await;
     let ready = app.get_plain("/health/ready").await;
     assert_eq!(ready.status(), 200);

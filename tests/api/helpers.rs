@@ -112,12 +112,14 @@ impl Drop for TestDb {
     }
 }
 
-/// The production Redis waits, for tests where Redis is away (a dead port makes the pool retry
-/// its connection, so only the wait ends a request's attempt).
-pub const REDIS_AWAY: [(&str, &str); 2] = [
-    ("redis.timeout", "50ms"),
-    ("rate_limit.redis_timeout", "50ms"),
-];
+/// The production Redis waits, as overrides for tests where Redis is away (a dead port makes the
+/// pool retry its connection, so only the wait ends a request's attempt).
+pub fn redis_away() -> [(&'static str, Value); 2] {
+    [
+        ("redis.timeout", json!("50ms")),
+        ("rate_limit.redis_timeout", json!("50ms")),
+    ]
+}
 
 /// Settings for a test hub on `db_url`, with `overrides` (`section.key`, value) on top.
 pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
@@ -144,7 +146,7 @@ pub fn settings(db_url: &str, overrides: &[(&str, Value)]) -> Settings {
         ("rate_limit.read_requests_per_sec", json!(1e9)),
         ("rate_limit.read_burst", json!(1e9)),
         // A loaded CI machine may take longer than the production 50 ms to reach Redis;
-        // tests about Redis being away set these back (see `REDIS_AWAY`).
+        // tests about Redis being away set these back (see `redis_away`).
         ("redis.timeout", json!("3s")),
         ("rate_limit.redis_timeout", json!("3s")),
     ]

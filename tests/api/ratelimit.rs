@@ -101,7 +101,7 @@ async fn two_nodes_share_one_budget_through_redis() {
 async fn without_redis_each_node_still_limits() {
     let mut overrides = limits(100, 100);
     overrides.push(("redis.url", json!("redis://127.0.0.1:1")));
-    overrides.extend(REDIS_AWAY.map(|(k, v)| (k, json!(v))));
+    overrides.extend(redis_away());
     let app = spawn_app_with(&overrides).await;
     assert_eq!(app.post_events("ws1", &runs("a", 100)).await.status(), 200);
     let res = app.post_events("ws1", &runs("b", 10)).await;
