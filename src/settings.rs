@@ -116,6 +116,9 @@ pub enum LogFormat {
 /// Shortest HS256 secret accepted (RFC 7518 asks for at least the hash size, 256 bits).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Smallest accepted `ingest.max_keys_per_event`: room for every known key of an event.
+pub const MIN_KEYS_PER_EVENT: usize = 32;
+
 /// `*`, or `http(s)://host[:port]` with no path.
 fn is_origin(o: &str) -> bool {
     if o == "*" {
@@ -194,6 +197,12 @@ impl Settings {
         }
         if self.retention.raw < self.ingest.max_age {
             return invalid("retention.raw", "must not be shorter than ingest.max_age");
+        }
+        if self.ingest.max_keys_per_event < MIN_KEYS_PER_EVENT {
+            return invalid(
+                "ingest.max_keys_per_event",
+                "must be at least 32 (an event has up to 23 known keys)",
+            );
         }
         if self.writer.concurrency == 0 || self.writer.max_batch_rows == 0 {
             return invalid(

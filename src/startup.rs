@@ -145,6 +145,7 @@ impl Application {
             ingest: IngestSettings {
                 rules: IngestRules {
                     max_events: settings.ingest.max_events,
+                    max_keys_per_event: settings.ingest.max_keys_per_event,
                     max_age: settings.ingest.max_age.to_chrono(),
                     max_future: settings.ingest.max_future.to_chrono(),
                 },
@@ -264,19 +265,22 @@ where
         Error = actix_web::Error,
     >,
 {
+    use shadower_handlers::request_id;
     let started = std::time::Instant::now();
-    let fut = srv.call(req);
+    let id = request_id::pick(req.headers().get(request_id::HEADER));
+    let fut = request_id::scope(id.clone(), srv.call(req));
     async move {
-        let res = match tokio::time::timeout(timeout, fut).await {
+        let mut res = match tokio::time::timeout(timeout, fut).await {
             Ok(res) => res?,
-            Err(_) => {
-                return Err(shadower_handlers::error::ApiError::Unavailable(format!(
-                    "the request took longer than server.request_timeout ({}s); retry",
-                    timeout.as_secs_f64()
-                ))
-                .into())
-            }
+            Err(_) => return Err(shadower_handlers::error::ApiError::Unavailable(format!(
+                "the request took longer than server.request_timeout ({}s); retry (request {id})",
+                timeout.as_secs_f64()
+            ))
+            .into()),
         };
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+            res.headers_mut().insert(request_id::HEADER, value);
+        }
         tracing::debug!(
             target: "shadower_hub::http",
             method = %res.request().method(),
@@ -337,6 +341,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             "x-ratelimit-remaining",
             "x-ratelimit-reset",
             "retry-after",
+            "x-request-id",
         ])
         .block_on_origin_mismatch(false)
         .max_age(600);

@@ -26,6 +26,7 @@ fn body(now: chrono::DateTime<Utc>) -> String {
 fn rules() -> IngestRules {
     IngestRules {
         max_events: 10_000,
+        max_keys_per_event: 64,
         max_age: Duration::days(7),
         max_future: Duration::minutes(5),
     }

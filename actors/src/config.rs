@@ -42,6 +42,8 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// More events in one request get 413.
     pub max_events: usize,
+    /// More keys in one event object (or its `error` object) get 400.
+    pub max_keys_per_event: usize,
     /// Older events get 400 (agents buffer while offline up to this).
     pub max_age: HubDuration,
     /// Events stamped further ahead of the hub clock get 400.

@@ -19,6 +19,7 @@ fn now() -> DateTime<Utc> {
 fn rules() -> IngestRules {
     IngestRules {
         max_events: 10_000,
+        max_keys_per_event: 64,
         max_age: Duration::days(7),
         max_future: Duration::minutes(5),
     }

@@ -36,6 +36,8 @@ pub struct HubMetrics {
     pub ingest_rejected: Family<ReasonLabel, Counter>,
     pub writer_batches: Counter,
     pub writer_failures: Counter,
+    /// Group commits a refused value failed, retried one request at a time.
+    pub writer_split_batches: Counter,
     pub writer_batch_rows: Histogram,
     pub writer_flush_seconds: Histogram,
     pub writer_backlog_rows: Gauge,
@@ -95,6 +97,7 @@ impl HubMetrics {
             ingest_rejected: Family::default(),
             writer_batches: Counter::default(),
             writer_failures: Counter::default(),
+            writer_split_batches: Counter::default(),
             writer_batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
             writer_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             writer_backlog_rows: Gauge::default(),
@@ -140,6 +143,11 @@ impl HubMetrics {
             "hub_writer_failures",
             "Writer transactions that failed.",
             m.writer_failures.clone(),
+        );
+        registry.register(
+            "hub_writer_split_batches",
+            "Group commits that failed on a value the database refused and were retried one request at a time.",
+            m.writer_split_batches.clone(),
         );
         registry.register(
             "hub_writer_batch_rows",

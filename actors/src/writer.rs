@@ -36,10 +36,17 @@ pub const EAGER_FLUSHES: usize = 2;
 /// Requests the writer's mailbox holds before `try_send` fails (→ 503).
 pub const WRITER_MAILBOX: usize = 16_384;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What a request is answered when its rows were not committed. The database's own words
+/// go to the log only, never to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
-    #[error("the database cannot commit right now: {0}")]
-    Unavailable(String),
+    /// The database is away, slow or failed: a retry soon may succeed (503).
+    #[error("the database cannot commit right now; retry shortly")]
+    Unavailable,
+    /// The database refused a value of this request (SQLSTATE class 22 or 23): retrying
+    /// the same request will fail again (400).
+    #[error("the database refused a value in this request; nothing was stored")]
+    Rejected,
 }
 
 /// Rows accepted but not yet committed, shared by handlers and the writer.
@@ -228,6 +235,16 @@ struct Flush {
     timeout: std::time::Duration,
 }
 
+/// Answers one request. Room is given back before the answer, so a client that saw its 200
+/// never sees its own rows still counted in the backlog.
+fn reply(submit: Submit, answer: Result<(), WriteError>) {
+    let Submit {
+        reservation, reply, ..
+    } = submit;
+    drop(reservation);
+    let _ = reply.send(answer);
+}
+
 enum FlushError {
     /// Nothing was committed.
     RolledBack(StoreError),
@@ -237,6 +254,29 @@ enum FlushError {
 
 impl Flush {
     async fn run(self, batch: Vec<Submit>) {
+        let answer = self.settle(&batch).await;
+        if answer == Err(WriteError::Rejected) && batch.len() > 1 {
+            self.metrics.writer_split_batches.inc();
+            // One member's value poisoned the shared transaction: each member is tried
+            // alone, so only the request that holds the bad value is refused.
+            tracing::warn!(
+                requests = batch.len(),
+                "A value was refused in a group commit; committing its requests one by one."
+            );
+            for submit in batch {
+                let answer = self.settle(std::slice::from_ref(&submit)).await;
+                reply(submit, answer);
+            }
+        } else {
+            for submit in batch {
+                reply(submit, answer);
+            }
+        }
+    }
+
+    /// Commits the requests of `batch` in one transaction and applies their new events to
+    /// the live windows; the answer for all of them.
+    async fn settle(&self, batch: &[Submit]) -> Result<(), WriteError> {
         let started = Instant::now();
         let rows: Vec<(&WorkspaceId, &Event)> = batch
             .iter()
@@ -251,7 +291,7 @@ impl Flush {
                     "batch timed out".into(),
                 ))),
             };
-        let answer = match outcome {
+        match outcome {
             Ok((is_new, xid)) => {
                 let mut fresh: HashMap<&WorkspaceId, Vec<Event>> = HashMap::new();
                 for ((ws, event), new) in rows.iter().zip(&is_new) {
@@ -280,6 +320,11 @@ impl Flush {
                 .await;
                 Ok(())
             }
+            Err(FlushError::RolledBack(e)) if e.is_data_error() => {
+                tracing::warn!(error = %e, rows = rows.len(), requests = batch.len(),
+                    "The database refused a value; nothing of the batch was committed.");
+                Err(WriteError::Rejected)
+            }
             Err(err) => {
                 self.metrics.writer_failures.inc();
                 let message = match &err {
@@ -295,18 +340,8 @@ impl Flush {
                         self.registry.resync(ws).await;
                     }
                 }
-                Err(WriteError::Unavailable(message))
+                Err(WriteError::Unavailable)
             }
-        };
-        drop(rows);
-        for Submit {
-            reservation, reply, ..
-        } in batch
-        {
-            // Room is given back before the answer, so a client that saw its 200 never sees
-            // its own rows still counted in the backlog.
-            drop(reservation);
-            let _ = reply.send(answer.clone());
         }
     }
 

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use shadower_actors::domain::alert::rule::is_uuid;
 use shadower_actors::domain::alert::RuleSpec;
 use shadower_actors::domain::ids::WorkspaceId;
+use shadower_actors::domain::ingest::FieldError;
 use shadower_actors::domain::live::ts_json;
+use shadower_actors::domain::text;
 use shadower_actors::messages::ReloadRules;
 use shadower_actors::store::alerts::{self as store, RuleRow};
 use shadower_actors::store::StoreError;
@@ -72,8 +74,19 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
     code: &'static str,
 ) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(code, format!("invalid body: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::bad_request(code, format!("invalid body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    // Every string is checked before any field is read: what PostgreSQL cannot store is
+    // the sender's 400, never a failed write.
+    text::storable_json(&value).map_err(|(field, e)| ApiError::InvalidText {
+        code,
+        details: vec![FieldError {
+            index: 0,
+            field,
+            message: e.to_string(),
+        }],
+    })?;
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// The JSON body of a request to the API beside ingest (rules, channels, detection,

@@ -27,6 +27,12 @@ pub enum ApiError {
         message: String,
         details: Vec<FieldError>,
     },
+    /// 400: a string in the body that cannot be stored (e.g. a NUL character).
+    #[error("the body holds text that cannot be stored; see details")]
+    InvalidText {
+        code: &'static str,
+        details: Vec<FieldError>,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -63,6 +69,7 @@ impl ApiError {
             Self::BadRequest { code, .. } => code,
             Self::InvalidEvents { .. } => "invalid_events",
             Self::InvalidRule { .. } => "invalid_rule",
+            Self::InvalidText { code, .. } => code,
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -86,6 +93,9 @@ struct Inner<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     details: Option<&'a [FieldError]>,
+    /// The `x-request-id` of the request, to find its cause in the hub's log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<std::sync::Arc<str>>,
 }
 
 impl ResponseError for ApiError {
@@ -93,9 +103,10 @@ impl ResponseError for ApiError {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::BadRequest { .. } | Self::InvalidEvents { .. } | Self::InvalidRule { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadRequest { .. }
+            | Self::InvalidEvents { .. }
+            | Self::InvalidRule { .. }
+            | Self::InvalidText { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -118,9 +129,9 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let details = match self {
-            Self::InvalidEvents { details, .. } | Self::InvalidRule { details, .. } => {
-                Some(details.as_slice())
-            }
+            Self::InvalidEvents { details, .. }
+            | Self::InvalidRule { details, .. }
+            | Self::InvalidText { details, .. } => Some(details.as_slice()),
             _ => None,
         };
         let mut res = res
@@ -130,6 +141,7 @@ impl ResponseError for ApiError {
                     code: self.code(),
                     message: self.to_string(),
                     details,
+                    request_id: crate::request_id::current(),
                 },
             });
         if let Self::RateLimited(decision) = self {

@@ -20,6 +20,7 @@ pub mod health;
 pub mod ingest;
 pub mod live;
 pub mod ratelimit;
+pub mod request_id;
 pub mod ws;
 
 use std::sync::Arc;

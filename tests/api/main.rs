@@ -9,6 +9,7 @@ mod forecast;
 mod health;
 mod helpers;
 mod ingest;
+mod isolation;
 mod live;
 mod loadtest;
 mod ratelimit;

@@ -12,4 +12,5 @@ pub mod ingest;
 pub mod live;
 pub mod sketch;
 pub mod subscription;
+pub mod text;
 pub mod window;

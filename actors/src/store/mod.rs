@@ -38,6 +38,17 @@ pub enum StoreError {
     Data(String),
 }
 
+impl StoreError {
+    /// Whether the database refused the data itself (SQLSTATE class 22, data exception, or
+    /// 23, integrity constraint violation): the same statement would fail again.
+    pub fn is_data_error(&self) -> bool {
+        let Self::Db(e) = self else { return false };
+        e.as_db_error()
+            .and_then(|db| db.code().code().get(..2))
+            .is_some_and(|class| class == "22" || class == "23")
+    }
+}
+
 /// Builds a pool. Waiting for a connection, creating one and recycling one are all bounded
 /// by `database.connect_timeout`, so a request never hangs on a database that is down.
 pub fn create_pool(cfg: &DatabaseConfig, max_size: usize) -> Result<Pool, StoreError> {

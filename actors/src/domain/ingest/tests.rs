@@ -1,8 +1,11 @@
+use serde_json::Value;
+
 use super::*;
 
 fn rules() -> IngestRules {
     IngestRules {
         max_events: 3,
+        max_keys_per_event: 64,
         max_age: Duration::days(7),
         max_future: Duration::minutes(5),
     }
@@ -61,6 +64,8 @@ fn runtime_is_derived_from_started_at() {
     assert_eq!(r.runtime_ms, 1250.0);
 }
 
+const TOKENS: &str = "must be an integer from 0 to 1000000000000";
+
 #[test]
 fn every_run_rule_is_enforced() {
     let cases: &[(&str, Value, &str)] = &[
@@ -113,8 +118,9 @@ fn every_run_rule_is_enforced() {
             "is required when started_at is absent",
         ),
         ("credits", (-0.5).into(), NON_NEGATIVE),
-        ("tokens_in", (-3).into(), "must be an integer ≥ 0"),
-        ("tokens_out", 1.5.into(), "must be an integer ≥ 0"),
+        ("tokens_in", (-3).into(), TOKENS),
+        ("tokens_out", 1.5.into(), TOKENS),
+        ("tokens_out", (MAX_TOKENS + 1).into(), TOKENS),
         (
             "model",
             "m".repeat(257).into(),
@@ -287,4 +293,182 @@ fn limits_and_malformed_bodies() {
         parse_events(b"\n \n", BodyFormat::Ndjson, &rules(), now()),
         Err(IngestError::Malformed(_))
     ));
+}
+
+#[test]
+fn nul_is_refused_in_every_text_field() {
+    let nul = Value::from("a\u{0}b");
+    for key in ["model", "user_id", "run_id"] {
+        assert_eq!(
+            errors_with(run(), key, nul.clone()),
+            vec![(
+                key.into(),
+                "must not contain the NUL character (\\u0000)".into()
+            )],
+            "{key}"
+        );
+    }
+    for key in ["type", "category", "message"] {
+        let errs = errors_with(run(), "error", serde_json::json!({ key: "x\u{0}" }));
+        assert_eq!(errs[0].0, format!("error.{key}"));
+    }
+    let fb = serde_json::json!({"type":"feedback","event_id":"f","agent_id":"bot","ts":"2026-11-24T11:59:00Z","rating":4});
+    assert_eq!(errors_with(fb, "text", nul.clone())[0].0, "text");
+    assert_eq!(errors_with(run(), "event_id", nul.clone())[0].0, "event_id");
+    assert_eq!(errors_with(run(), "agent_id", nul)[0].0, "agent_id");
+    // The escape itself, as a client sends it.
+    let body = br#"{"events":[{"type":"run","event_id":"e","agent_id":"a","status":"failed","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1,"model":"gpt\u0000x"}]}"#;
+    let Err(IngestError::Invalid(errs)) = parse_events(body, BodyFormat::Json, &rules(), now())
+    else {
+        panic!()
+    };
+    assert_eq!(errs[0].field, "model");
+}
+
+#[test]
+fn keys_past_the_cap_refuse_the_event_and_are_counted() {
+    let mut ev = run();
+    for i in 0..(64 - 6) {
+        ev[format!("x{i}")] = i.into();
+    }
+    assert!(parse(&[ev.clone()]).is_ok(), "64 keys in all pass");
+    ev["one_more"] = 1.into();
+    assert_eq!(
+        errors_with(ev, "another", 2.into()),
+        vec![(
+            String::new(),
+            "has 66 keys, more than ingest.max_keys_per_event (64)".into()
+        )]
+    );
+    let many: String = (0..5_000).map(|i| format!(r#","k{i}":{i}"#)).collect();
+    let body = format!(
+        r#"{{"events":[{{"type":"run","event_id":"e","agent_id":"a","status":"failed","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1,"error":{{"type":"x"{many}}}}}]}}"#
+    );
+    let Err(IngestError::Invalid(errs)) =
+        parse_events(body.as_bytes(), BodyFormat::Json, &rules(), now())
+    else {
+        panic!()
+    };
+    assert_eq!(errs[0].field, "error");
+    assert!(errs[0].message.starts_with("has 5001 keys"), "{errs:?}");
+}
+
+#[test]
+fn duplicates_are_found_among_unknown_keys_and_in_the_error_object() {
+    let body = br#"{"events":[{"type":"run","zz":1,"event_id":"e","zz":2,"agent_id":"a","status":"failed","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1}]}"#;
+    let Err(IngestError::Invalid(errs)) = parse_events(body, BodyFormat::Json, &rules(), now())
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (errs[0].field.as_str(), errs[0].message.as_str()),
+        ("zz", "is given more than once")
+    );
+    let body = br#"{"events":[{"type":"run","event_id":"e","agent_id":"a","status":"failed","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1,"error":{"type":"a","type":"b"}}]}"#;
+    let Err(IngestError::Invalid(errs)) = parse_events(body, BodyFormat::Json, &rules(), now())
+    else {
+        panic!()
+    };
+    assert_eq!(errs[0].field, "error.type");
+    // An escaped spelling of the same key is the same key.
+    let body = br#"{"events":[{"type":"run","event_id":"e","\u0065vent_id":"f","agent_id":"a","status":"failed","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1}]}"#;
+    let Err(IngestError::Invalid(errs)) = parse_events(body, BodyFormat::Json, &rules(), now())
+    else {
+        panic!()
+    };
+    assert_eq!(errs[0].field, "event_id");
+}
+
+#[test]
+fn framing_counts_events_without_reading_them() {
+    let body = format!(
+        r#"{{"other":[1,{{"a":2}}],"events":[{},{}]}}"#,
+        run(),
+        run()
+    );
+    let framed = frame(body.as_bytes(), BodyFormat::Json, &rules()).unwrap();
+    assert_eq!(framed.len(), 2);
+    // Invalid events are framed all the same: their cost is known before they are read.
+    let framed = frame(
+        &br#"{"events":[1,"x",{"type":"job"}]}"#[..],
+        BodyFormat::Json,
+        &rules(),
+    )
+    .unwrap();
+    assert_eq!(framed.len(), 3);
+    assert!(matches!(
+        frame(
+            &br#"{"events":[1],"events":[2]}"#[..],
+            BodyFormat::Json,
+            &rules()
+        ),
+        Err(IngestError::Malformed(_))
+    ));
+    assert!(matches!(
+        frame(
+            &br#"{"events":[1,2,3,4,5]}"#[..],
+            BodyFormat::Json,
+            &rules()
+        ),
+        Err(IngestError::TooManyEvents { count: 5, max: 3 })
+    ));
+    assert!(matches!(
+        frame(&br#"{"no":[]}"#[..], BodyFormat::Json, &rules()),
+        Err(IngestError::Malformed(m)) if m.contains("events")
+    ));
+}
+
+#[test]
+fn an_out_of_range_number_is_a_field_error() {
+    let body = br#"{"events":[{"type":"run","event_id":"e","agent_id":"a","status":"failed","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1e400}]}"#;
+    let Err(IngestError::Invalid(errs)) = parse_events(body, BodyFormat::Json, &rules(), now())
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (errs[0].field.as_str(), errs[0].message.as_str()),
+        ("runtime_ms", NON_NEGATIVE)
+    );
+}
+
+#[test]
+fn hostile_shapes_are_refused_with_errors_not_panics() {
+    // Deep nesting under an unknown key is skipped without recursion (no stack overflow);
+    // under a known key it is a type error.
+    let deep = format!(
+        r#"{{"events":[{{"x":{}1{}}}]}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert!(matches!(
+        parse_events(deep.as_bytes(), BodyFormat::Json, &rules(), now()),
+        Err(IngestError::Invalid(e)) if e.iter().all(|e| e.message == "is required")
+    ));
+    let deep = format!(
+        r#"{{"events":[{{"type":"run","event_id":"e","agent_id":"a","status":"failed","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1,"model":{}1{}}}]}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let got = parse_events(deep.as_bytes(), BodyFormat::Json, &rules(), now());
+    assert!(
+        matches!(&got, Err(IngestError::Invalid(e)) if e.iter().any(|e| e.field == "model")),
+        "{got:?}"
+    );
+    let long_key = format!(r#"{{"events":[{{"{}":1}}]}}"#, "k".repeat(1 << 20));
+    assert!(matches!(
+        parse_events(long_key.as_bytes(), BodyFormat::Json, &rules(), now()),
+        Err(IngestError::Invalid(_))
+    ));
+    let big_model = format!(
+        r#"{{"events":[{{"type":"run","event_id":"e","agent_id":"a","status":"failed","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1,"model":{{{}"a":1}}}}]}}"#,
+        r#""a":1,"#.repeat(10_000)
+    );
+    let Err(IngestError::Invalid(errs)) =
+        parse_events(big_model.as_bytes(), BodyFormat::Json, &rules(), now())
+    else {
+        panic!()
+    };
+    assert!(errs
+        .iter()
+        .any(|e| e.field == "model" && e.message == "must be a string"));
 }

@@ -1,0 +1,299 @@
+//! One tenant must not hurt another: values PostgreSQL refuses, hostile body shapes, and
+//! the cost of a body charged to its sender.
+
+use std::time::Duration as StdDuration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn run_with(id: &str, key: &str, value: Value) -> Value {
+    let mut ev = run_event(id, "bot", "failed", 5.0, Utc::now());
+    ev[key] = value;
+    ev
+}
+
+async fn error_body(res: reqwest::Response) -> Value {
+    res.json::<Value>().await.unwrap()["error"].clone()
+}
+
+#[actix_web::test]
+async fn nul_in_any_text_field_is_a_400_with_details_and_stores_nothing() {
+    let app = spawn_app().await;
+    let nul = json!("gpt\u{0}x");
+    let cases = [
+        ("model", run_with("a", "model", nul.clone())),
+        ("user_id", run_with("b", "user_id", nul.clone())),
+        ("run_id", run_with("c", "run_id", nul.clone())),
+        (
+            "error.message",
+            run_with("d", "error", json!({"message": nul})),
+        ),
+        (
+            "error.category",
+            run_with("e", "error", json!({"category": nul})),
+        ),
+        (
+            "text",
+            json!({"type": "feedback", "event_id": "f", "agent_id": "bot", "ts": ts(Utc::now()),
+                   "rating": 3, "text": nul}),
+        ),
+        (
+            "event_id",
+            run_event("g\u{0}", "bot", "failed", 1.0, Utc::now()),
+        ),
+    ];
+    for (field, event) in cases {
+        // With a valid event beside it: validation is all-or-nothing.
+        let ok = run_event(&format!("ok-{field}"), "bot", "succeeded", 1.0, Utc::now());
+        let res = app.post_events("ws1", &[ok, event]).await;
+        assert_eq!(res.status(), 400, "{field}");
+        let error = error_body(res).await;
+        assert_eq!(error["code"], "invalid_events", "{field}");
+        assert_eq!(error["details"][0]["index"], 1, "{field}");
+        assert_eq!(error["details"][0]["field"], field, "{error}");
+        assert!(
+            error["details"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("NUL"),
+            "{error}"
+        );
+    }
+    for table in ["agent_runs", "agent_errors", "agent_user_feedback"] {
+        assert_eq!(app.count(&format!("SELECT count(*) FROM {table}")).await, 0);
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn nul_in_alert_and_channel_bodies_is_a_400_naming_the_field() {
+    let app = spawn_app().await;
+    let admin = token(&["ws1"], "admin");
+    let rule = json!({"name": "slow\u{0}", "metric": "error_rate", "op": ">", "threshold": 0.5});
+    let res = app
+        .client
+        .post(format!("{}/api/v1/alerts?workspace_id=ws1", app.base))
+        .bearer_auth(&admin)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let error = error_body(res).await;
+    assert_eq!(error["code"], "invalid_rule");
+    assert_eq!(error["details"][0]["field"], "name");
+    let channel = json!({"type": "webhook", "url": "http://127.0.0.1:9/x\u{0}"});
+    let res = app
+        .client
+        .post(format!(
+            "{}/api/v1/notifications/channels?workspace_id=ws1",
+            app.base
+        ))
+        .bearer_auth(&admin)
+        .json(&channel)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(error_body(res).await["details"][0]["field"], "url");
+    assert_eq!(app.count("SELECT count(*) FROM alert_rules").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM notification_channels")
+            .await,
+        0
+    );
+    app.stop().await;
+}
+
+/// The second line behind validation: a value PostgreSQL itself refuses (here a CHECK the
+/// test adds to its own database) fails only the request that holds it, even when it shares
+/// a group commit with other workspaces' requests, and the answer shows no database text.
+#[actix_web::test]
+async fn a_value_the_database_refuses_fails_only_its_own_request() {
+    let app = spawn_app().await;
+    let db = app.db().await;
+    db.batch_execute(
+        "ALTER TABLE agent_runs ADD CONSTRAINT test_poison CHECK (model IS DISTINCT FROM 'poison')",
+    )
+    .await
+    .unwrap();
+    // Hold the table so that requests queue and then commit together.
+    let mut locker = app.db().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE agent_runs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut posts = Vec::new();
+    for i in 0..12 {
+        let app = &app;
+        posts.push(async move {
+            let (ws, event) = if i % 4 == 0 {
+                ("ws-x", run_with(&format!("p{i}"), "model", json!("poison")))
+            } else {
+                (
+                    "ws-y",
+                    run_event(&format!("v{i}"), "bot", "succeeded", 1.0, Utc::now()),
+                )
+            };
+            let res = app.post_events(ws, &[event]).await;
+            let id = res
+                .headers()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (
+                ws,
+                res.status().as_u16(),
+                id,
+                res.json::<Value>().await.unwrap(),
+            )
+        });
+    }
+    let release = async {
+        tokio::time::sleep(StdDuration::from_millis(700)).await;
+        tx.rollback().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(futures_util::future::join_all(posts), release);
+    for (ws, status, id, body) in &answers {
+        match *ws {
+            "ws-y" => assert_eq!(*status, 200, "{body}"),
+            _ => {
+                assert_eq!(*status, 400, "{body}");
+                let error = &body["error"];
+                assert_eq!(error["code"], "invalid_events");
+                let message = error["message"].as_str().unwrap();
+                assert!(
+                    !message.contains("db error") && !message.contains("test_poison"),
+                    "{message}"
+                );
+                assert_eq!(error["request_id"].as_str(), id.as_deref());
+            }
+        }
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM agent_runs WHERE workspace_id = 'ws-y'")
+            .await,
+        9
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM agent_runs WHERE workspace_id = 'ws-x'")
+            .await,
+        0
+    );
+    // Positive control: the poisoned requests did share group commits with others.
+    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
+    let split = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_writer_split_batches_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("the split counter");
+    assert!(split >= 1, "no batch was shared: the test proved nothing");
+    // The windows hold exactly what was stored.
+    assert_eq!(
+        app.realtime("ws-y", "&window=5m").await["execution"]["runs"],
+        9
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_event_with_too_many_keys_is_a_400_and_one_under_the_cap_passes() {
+    let app = spawn_app().await;
+    let mut ok = run_event("ok", "bot", "succeeded", 1.0, Utc::now());
+    for i in 0..50 {
+        ok[format!("extra_{i}")] = json!(i);
+    }
+    assert_eq!(app.post_events("ws1", &[ok]).await.status(), 200);
+    let mut hostile = run_event("h", "bot", "succeeded", 1.0, Utc::now());
+    for i in 0..200_000 {
+        hostile[format!("k{i}")] = json!(1);
+    }
+    let res = app.post_events("ws1", &[hostile]).await;
+    assert_eq!(res.status(), 400);
+    let error = error_body(res).await;
+    assert!(
+        error["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ingest.max_keys_per_event (64)"),
+        "{error}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM agent_runs").await, 1);
+    app.stop().await;
+}
+
+/// The body's events are charged to the workspace's budget before they are validated: a
+/// tenant cannot spend the hub's CPU on invalid bodies for free.
+#[actix_web::test]
+async fn invalid_bodies_spend_the_senders_budget_and_only_its_own() {
+    let app = spawn_app_with(&[
+        ("ingest.max_events", json!(50)),
+        ("rate_limit.ingest_events_per_sec", json!(1)),
+        ("rate_limit.ingest_burst", json!(50)),
+    ])
+    .await;
+    let bad: Vec<Value> = (0..50)
+        .map(|i| run_with(&format!("b{i}"), "status", json!("nope")))
+        .collect();
+    let res = app.post_events("ws-x", &bad).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().contains_key("x-request-id"));
+    // Positive control: the same valid batch passes for a workspace with a full budget.
+    let good = |p: &str| -> Vec<Value> {
+        (0..40)
+            .map(|i| run_event(&format!("{p}{i}"), "bot", "succeeded", 1.0, Utc::now()))
+            .collect()
+    };
+    assert_eq!(app.post_events("ws-y", &good("y")).await.status(), 200);
+    // ws-x spent its 50 on the invalid body; at 1 unit/s, 40 more cannot fit for a while.
+    assert_eq!(app.post_events("ws-x", &good("x")).await.status(), 429);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn large_bodies_are_parsed_off_the_worker_with_the_same_answers() {
+    let app = spawn_app().await;
+    let padding = "p".repeat(2_000);
+    let events: Vec<Value> = (0..200)
+        .map(|i| {
+            let mut ev = run_event(&format!("l{i}"), "bot", "succeeded", 1.0, Utc::now());
+            ev["note"] = json!(padding);
+            ev
+        })
+        .collect();
+    let res = app.post_events("ws1", &events).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"accepted": 200}));
+    let mut bad = events.clone();
+    bad[150]["runtime_ms"] = json!(-1);
+    let res = app.post_events("ws1", &bad).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(error_body(res).await["details"][0]["index"], 150);
+    assert_eq!(app.count("SELECT count(*) FROM agent_runs").await, 200);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn every_response_names_its_request_and_keeps_a_sane_client_id() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(format!("{}/health/live", app.base))
+        .header("x-request-id", "client-chosen.42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "client-chosen.42");
+    let res = app
+        .client
+        .get(format!("{}/nope", app.base))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16);
+    assert_eq!(error_body(res).await["request_id"], id.as_str());
+    app.stop().await;
+}
