@@ -234,6 +234,10 @@ impl Settings {
                 "must hold at least one request (ingest.max_events)",
             );
         }
+        if self.ws.max_queue == 0 {
+            // A session mailbox of 0 would evict every session on its first frame.
+            return invalid("ws.max_queue", "must be at least 1");
+        }
         if self.workspace.arbiters == 0 || self.workspace.mailbox == 0 {
             return invalid("workspace", "arbiters and mailbox must be at least 1");
         }
@@ -354,6 +358,11 @@ mod tests {
             (
                 Settings::with(base(), "notifications.secret_key", "too-short"),
                 "notifications.secret_key",
+            ),
+            (Settings::with(base(), "ws.max_queue", 0), "ws.max_queue"),
+            (
+                Settings::with(base(), "ingest.max_keys_per_event", 8),
+                "ingest.max_keys_per_event",
             ),
             (
                 Settings::with(base(), "notifications.max_attempts", 0),

@@ -272,11 +272,13 @@ where
     async move {
         let mut res = match tokio::time::timeout(timeout, fut).await {
             Ok(res) => res?,
-            Err(_) => return Err(shadower_handlers::error::ApiError::Unavailable(format!(
+            Err(_) => {
+                return Err(shadower_handlers::error::ApiError::Unavailable(format!(
                 "the request took longer than server.request_timeout ({}s); retry (request {id})",
                 timeout.as_secs_f64()
             ))
-            .into()),
+                .into())
+            }
         };
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
             res.headers_mut().insert(request_id::HEADER, value);

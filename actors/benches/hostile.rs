@@ -57,7 +57,10 @@ fn shapes() -> Vec<(&'static str, String)> {
         i += 1;
     }
     many_keys.push_str("}]}");
-    let pad = format!(r#","pad":"{}""#, "x".repeat(SIZE / 10_000 - head.len() - 16));
+    let pad = format!(
+        r#","pad":"{}""#,
+        "x".repeat(SIZE / 10_000 - head.len() - 16)
+    );
     let valid: Vec<String> = (0..10_000).map(|i| run(&ts, i, &pad)).collect();
     let valid = format!(r#"{{"events":[{}]}}"#, valid.join(","));
     let dup_keys = fill(&format!(r#"{{"events":[{open}"#), r#","a":1"#, "", "}]}");

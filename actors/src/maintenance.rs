@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{NaiveDate, Utc};
+use chrono::{NaiveDate, NaiveTime, Utc};
 use deadpool_postgres::Pool;
 
 use crate::store::{self, Partitions, StoreError};
@@ -55,26 +55,63 @@ impl Actor for Maintenance {
     }
 }
 
-/// One pass: create, drop, forget. Safe to run on several nodes at once.
+/// One pass: create, drop, forget. Safe to run on several nodes at once. Every statement
+/// waits at most [`store::MAINTENANCE_LOCK_TIMEOUT`] for a lock, so no DDL of this pass
+/// queues inserts behind it; what found its locks busy is done on a later pass.
 pub async fn housekeeping(
     pool: &Pool,
     partitions: &Partitions,
     retention: chrono::Duration,
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
-    let today = Utc::now().date_naive();
-    partitions
-        .ensure(&**client, today.iter_days().take(DAYS_AHEAD as usize + 1))
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = '{}'",
+            store::MAINTENANCE_LOCK_TIMEOUT
+        ))
         .await?;
+    let outcome = pass(&**client, partitions, retention).await;
+    // The connection goes back to the pool: leave it as it was.
+    client.batch_execute("RESET lock_timeout").await?;
+    outcome
+}
+
+async fn pass(
+    client: &impl tokio_postgres::GenericClient,
+    partitions: &Partitions,
+    retention: chrono::Duration,
+) -> Result<(), StoreError> {
+    let today = Utc::now().date_naive();
+    // Days are made DAYS_AHEAD ahead, so a busy lock only delays this by an hour.
+    match partitions
+        .ensure(client, today.iter_days().take(DAYS_AHEAD as usize + 1))
+        .await
+    {
+        Err(e) if e.is_lock_timeout() => {
+            tracing::info!("Tables were busy; new day partitions wait for the next pass.");
+        }
+        other => other?,
+    }
     let cutoff = Utc::now() - retention;
-    let dropped = store::drop_partitions_before(&**client, cutoff.date_naive()).await?;
-    for day in &dropped {
+    let dropped = store::drop_partitions_before(client, cutoff.date_naive()).await?;
+    for day in &dropped.days {
         partitions.forget(*day);
     }
-    let forgotten = store::forget_event_ids_before(&**client, cutoff).await?;
-    if !dropped.is_empty() || forgotten > 0 {
+    // Ids are forgotten only for events whose day partition is gone: while a partition
+    // waits for its locks, its events' ids stay known.
+    let forgotten = if dropped.deferred == 0 {
+        let first_kept_day = cutoff.date_naive().and_time(NaiveTime::MIN).and_utc();
+        store::forget_event_ids_before(client, cutoff, first_kept_day).await?
+    } else {
         tracing::info!(
-            partitions = dropped.len(),
+            partitions = dropped.deferred,
+            "Old partitions were busy; they and their event ids wait for the next pass."
+        );
+        0
+    };
+    if !dropped.days.is_empty() || forgotten > 0 {
+        tracing::info!(
+            partitions = dropped.days.len(),
             event_ids = forgotten,
             "Retention applied."
         );

@@ -36,9 +36,9 @@ pub struct ModelUsage {
 
 impl ModelUsage {
     fn add(&mut self, o: &ModelUsage) {
-        self.runs += o.runs;
-        self.tokens_in += o.tokens_in;
-        self.tokens_out += o.tokens_out;
+        self.runs = self.runs.saturating_add(o.runs);
+        self.tokens_in = self.tokens_in.saturating_add(o.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(o.tokens_out);
         self.credits += o.credits;
     }
 }
@@ -73,8 +73,8 @@ impl ExecBucket {
         }
         self.runtime.add(run.runtime_ms);
         self.credits += run.credits;
-        self.tokens_in += run.tokens_in as u64;
-        self.tokens_out += run.tokens_out as u64;
+        self.tokens_in = self.tokens_in.saturating_add(run.tokens_in as u64);
+        self.tokens_out = self.tokens_out.saturating_add(run.tokens_out as u64);
         if let Some(model) = model {
             self.models
                 .entry(model.clone())
@@ -97,8 +97,8 @@ impl Bucket for ExecBucket {
         self.cancelled += o.cancelled;
         self.runtime.merge(&o.runtime);
         self.credits += o.credits;
-        self.tokens_in += o.tokens_in;
-        self.tokens_out += o.tokens_out;
+        self.tokens_in = self.tokens_in.saturating_add(o.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(o.tokens_out);
         for (m, u) in &o.models {
             self.models.entry(m.clone()).or_default().add(u);
         }
@@ -585,7 +585,7 @@ impl LiveState {
                     Metric::ThroughputPerMin => (Some(b.runs() as f64 / minutes), b.runs()),
                     Metric::CreditsPerHour => (Some(b.credits / minutes * 60.0), b.runs()),
                     Metric::TokensPerMin => (
-                        Some((b.tokens_in + b.tokens_out) as f64 / minutes),
+                        Some(b.tokens_in.saturating_add(b.tokens_out) as f64 / minutes),
                         b.runs(),
                     ),
                     _ => (None, 0),

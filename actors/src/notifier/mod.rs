@@ -311,8 +311,9 @@ impl Attempt {
         match self.client.execute(request).await {
             Ok(res) => {
                 let status = res.status().as_u16();
-                // Read (a bounded part of) the body so the connection can be reused.
-                let _ = tokio::time::timeout(Duration::from_secs(1), res.bytes()).await;
+                // Read a bounded part of the body (in bytes and time) so the connection can
+                // be reused; a receiver that sends more only loses the connection.
+                let _ = tokio::time::timeout(Duration::from_secs(1), drain(res)).await;
                 if (200..300).contains(&status) {
                     Sent::Ok(status)
                 } else {
@@ -349,4 +350,19 @@ fn unit_random() -> f64 {
         return 0.5;
     }
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Most bytes of a receiver's response body read (and thrown away).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Reads and discards at most [`MAX_RESPONSE_BYTES`] of a response body; returns how many.
+async fn drain(mut res: reqwest::Response) -> usize {
+    let mut read = 0;
+    while read < MAX_RESPONSE_BYTES {
+        match res.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            _ => break,
+        }
+    }
+    read
 }

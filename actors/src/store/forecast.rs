@@ -61,7 +61,7 @@ pub async fn history(
             match metric {
                 "runs" => r.get::<_, i64>(1) as f64,
                 "credits" => r.get::<_, f64>(2),
-                "tokens" => r.get::<_, i64>(3) as f64,
+                "tokens" => r.get::<_, f64>(3),
                 _ => {
                     let (failed, decided): (i64, i64) = (r.get(4), r.get(5));
                     if decided > 0 {

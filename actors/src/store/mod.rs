@@ -158,11 +158,33 @@ pub const RAW_TABLES: [&str; 4] = [
     "agent_user_feedback",
 ];
 
-/// Drops every raw partition whose whole day is before `cutoff`; returns the days dropped.
+/// Longest a housekeeping statement waits for a lock. Creating or dropping a partition
+/// takes an exclusive lock on its parent table, and inserts queue behind a waiting DDL
+/// statement: one that cannot have its locks at once gives up (it is tried again on the next
+/// pass) rather than stall ingest behind a long reader.
+pub const MAINTENANCE_LOCK_TIMEOUT: &str = "100ms";
+
+impl StoreError {
+    /// Whether a statement gave up waiting for a lock (`lock_timeout`).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, Self::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE))
+    }
+}
+
+/// What a retention pass dropped.
+#[derive(Debug, Default)]
+pub struct Dropped {
+    pub days: Vec<NaiveDate>,
+    /// Partitions past the cutoff left for the next pass (their locks were busy).
+    pub deferred: usize,
+}
+
+/// Drops every raw partition whose whole day is before `cutoff`. Run with a `lock_timeout`
+/// ([`MAINTENANCE_LOCK_TIMEOUT`]): a partition whose locks are busy is left for later.
 pub async fn drop_partitions_before(
     client: &impl GenericClient,
     cutoff: NaiveDate,
-) -> Result<Vec<NaiveDate>, StoreError> {
+) -> Result<Dropped, StoreError> {
     let rows = client
         .query(
             "SELECT c.relname::text FROM pg_inherits i
@@ -171,29 +193,42 @@ pub async fn drop_partitions_before(
             &[&RAW_TABLES.as_slice()],
         )
         .await?;
-    let mut days = Vec::new();
-    for row in rows {
-        let name: String = row.get(0);
-        let Some(day) = crate::maintenance::partition_day(&name) else {
-            continue;
-        };
-        if day < cutoff {
-            client
-                .batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
-                .await?;
-            days.push(day);
+    let old: Vec<(String, NaiveDate)> = rows
+        .iter()
+        .filter_map(|row| {
+            let name: String = row.get(0);
+            let day = crate::maintenance::partition_day(&name)?;
+            (day < cutoff).then_some((name, day))
+        })
+        .collect();
+    let mut dropped = Dropped::default();
+    if old.is_empty() {
+        return Ok(dropped);
+    }
+    for (name, day) in old {
+        match client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
+            .await
+            .map_err(StoreError::Db)
+        {
+            Ok(()) => dropped.days.push(day),
+            Err(e) if e.is_lock_timeout() => dropped.deferred += 1,
+            Err(e) => return Err(e),
         }
     }
-    days.sort_unstable();
-    days.dedup();
-    Ok(days)
+    dropped.days.sort_unstable();
+    dropped.days.dedup();
+    Ok(dropped)
 }
 
-/// Forgets event ids first received before `cutoff`, in bounded batches so no statement
-/// holds locks for long; returns how many were deleted.
+/// Forgets the ids of events first received before `cutoff` whose event time is before
+/// `dropped_before` (the partitions that held them are gone), in bounded batches so no
+/// statement holds locks for long; returns how many were deleted. An id is never forgotten
+/// while its row may still be stored: a resend then would store a second copy.
 pub async fn forget_event_ids_before(
     client: &impl GenericClient,
     cutoff: DateTime<Utc>,
+    dropped_before: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     const BATCH: i64 = 10_000;
     let mut total = 0;
@@ -201,8 +236,9 @@ pub async fn forget_event_ids_before(
         let n = client
             .execute(
                 "DELETE FROM ingested_events WHERE ctid = ANY(ARRAY(
-                     SELECT ctid FROM ingested_events WHERE received_at < $1 LIMIT $2))",
-                &[&cutoff, &BATCH],
+                     SELECT ctid FROM ingested_events
+                     WHERE received_at < $1 AND event_time < $2 LIMIT $3))",
+                &[&cutoff, &dropped_before, &BATCH],
             )
             .await?;
         total += n;
