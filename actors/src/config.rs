@@ -33,6 +33,11 @@ pub struct WriterConfig {
     /// A batch not committed within this is answered 503 (and its outcome checked by
     /// rebuilding the touched workspaces' windows).
     pub commit_timeout: HubDuration,
+    /// Longest a request's answer waits for its events to reach its workspace's windows
+    /// after the commit. The apply is queued in the actor's mailbox either way (it lands
+    /// later); past this the request is answered, so a slow or rebuilding workspace holds
+    /// no one else's answer and no commit slot.
+    pub apply_timeout: HubDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -38,6 +38,8 @@ pub struct HubMetrics {
     pub writer_failures: Counter,
     /// Group commits a refused value failed, retried one request at a time.
     pub writer_split_batches: Counter,
+    /// Applies not taken by their workspace actor within `writer.apply_timeout`.
+    pub writer_apply_late: Counter,
     pub writer_batch_rows: Histogram,
     pub writer_flush_seconds: Histogram,
     pub writer_backlog_rows: Gauge,
@@ -98,6 +100,7 @@ impl HubMetrics {
             writer_batches: Counter::default(),
             writer_failures: Counter::default(),
             writer_split_batches: Counter::default(),
+            writer_apply_late: Counter::default(),
             writer_batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
             writer_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             writer_backlog_rows: Gauge::default(),
@@ -148,6 +151,11 @@ impl HubMetrics {
             "hub_writer_split_batches",
             "Group commits that failed on a value the database refused and were retried one request at a time.",
             m.writer_split_batches.clone(),
+        );
+        registry.register(
+            "hub_writer_apply_late",
+            "Committed events answered before their busy workspace actor took them (writer.apply_timeout); they land later.",
+            m.writer_apply_late.clone(),
         );
         registry.register(
             "hub_writer_batch_rows",

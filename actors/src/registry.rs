@@ -37,6 +37,17 @@ pub struct WorkspaceDeps {
     pub anomaly_history: chrono::Duration,
 }
 
+/// How an apply went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The actor folded the events into its windows.
+    Done,
+    /// The actor is busy: the events wait in its mailbox and land later.
+    Queued,
+    /// The actor stopped twice before taking them: the next one rebuilds from storage.
+    Started,
+}
+
 pub struct Registry {
     arbiters: Vec<Arbiter>,
     actors: Mutex<HashMap<WorkspaceId, Addr<WorkspaceActor>>>,
@@ -77,9 +88,28 @@ impl Registry {
         addr
     }
 
-    /// Applies newly committed events. Retries once on an actor that stopped meanwhile (the
-    /// fresh one rebuilds from PostgreSQL and skips what its snapshot already holds).
-    pub async fn apply(&self, ws: WorkspaceId, events: Vec<Event>, xid: u64) {
+    /// The running actor of `ws`, if any; never starts one.
+    fn running(&self, ws: &WorkspaceId) -> Option<Addr<WorkspaceActor>> {
+        self.actors
+            .lock()
+            .get(ws)
+            .filter(|a| a.connected())
+            .cloned()
+    }
+
+    /// Applies the newly committed events of transaction `xid` to the actor of `ws`
+    /// (started when none runs: its rebuild begins after the commit, and its snapshot tells
+    /// it to skip this apply), waiting at most `timeout` for it to take them. The message
+    /// is in the actor's mailbox from the first poll on (actix queues it; capacity only
+    /// slows the sender), so past `timeout` it still lands, behind whatever the actor is
+    /// busy with (a rebuild, a full mailbox) and ahead of any read sent later.
+    pub async fn apply(
+        &self,
+        ws: WorkspaceId,
+        events: Vec<Event>,
+        xid: u64,
+        timeout: std::time::Duration,
+    ) -> Applied {
         for attempt in 0..2 {
             let addr = self.get(&ws);
             self.mailbox_sent();
@@ -88,16 +118,23 @@ impl Registry {
                     events: events.clone(),
                     xid,
                 })
+                .timeout(timeout)
                 .await;
             match sent {
-                Ok(()) => return,
-                Err(e) => {
+                Ok(()) => return Applied::Done,
+                Err(MailboxError::Timeout) => {
+                    self.deps.metrics.writer_apply_late.inc();
+                    return Applied::Queued;
+                }
+                Err(MailboxError::Closed) => {
+                    // The actor stopped before taking it; a fresh one rebuilds from storage.
                     self.mailbox_unsent();
-                    tracing::warn!(workspace = %ws, attempt, error = %e, "Apply not delivered; retrying on a fresh actor.");
-                    self.forget(&ws);
+                    tracing::debug!(workspace = %ws, attempt, "Apply not delivered; retrying on a fresh actor.");
+                    self.remove(&ws, &addr);
                 }
             }
         }
+        Applied::Started
     }
 
     /// Sends `msg` to the workspace's actor and waits up to `timeout` for the answer.
@@ -123,19 +160,14 @@ impl Registry {
     }
 
     /// Asks the running actor of `ws`, if any, to rebuild from storage in the background
-    /// (a commit's outcome is unknown). With no actor running there is nothing to correct.
-    pub async fn resync(&self, ws: &WorkspaceId) {
-        let addr = self
-            .actors
-            .lock()
-            .get(ws)
-            .filter(|a| a.connected())
-            .cloned();
-        if let Some(addr) = addr {
+    /// (a commit's outcome is unknown), without waiting for it. With no actor running there
+    /// is nothing to correct.
+    pub fn resync(&self, ws: &WorkspaceId) {
+        if let Some(addr) = self.running(ws) {
             self.mailbox_sent();
-            if addr.send(crate::workspace::Resync).await.is_err() {
-                self.mailbox_unsent();
-            }
+            // Queued past the mailbox's capacity on purpose: one small message per failed
+            // commit, and a resync must not be lost to a busy actor.
+            addr.do_send(crate::workspace::Resync);
         }
     }
 

@@ -211,27 +211,6 @@ impl WorkspaceActor {
         }
     }
 
-    /// The detectors warmed with the stored history, then the recent events.
-    fn rebuilt_anomalies(&self, recent: &store::Recent, history_to: i64) -> Tracker {
-        let history = recent
-            .history
-            .iter()
-            .filter_map(|((agent, start), inputs)| {
-                let agent = match agent {
-                    None => None,
-                    Some(a) => Some(AgentId::parse(a).ok()?),
-                };
-                Some((agent, *start, inputs))
-            });
-        Tracker::rebuild(
-            self.deps.anomaly,
-            history,
-            &recent.events,
-            history_to,
-            Utc::now().timestamp_millis(),
-        )
-    }
-
     /// Evaluates the alert rules `scope` may have changed and notifies what transitioned.
     fn evaluate_alerts(&mut self, scope: Scope<'_>, ctx: &mut Context<Self>) {
         if !self.alerts.has_enabled_rules() && !self.alerts.has_active() {
@@ -342,44 +321,39 @@ impl WorkspaceActor {
     }
 
     /// The state rebuilt from `recent`, as of `now`.
-    fn rebuilt(&self, recent: &store::Recent) -> LiveState {
-        let mut live = LiveState::new(self.deps.rules);
-        let now = Utc::now();
-        for event in &recent.events {
-            live.apply(event, now);
-        }
-        live
-    }
-
     fn start_resync(&mut self, ctx: &mut Context<Self>) {
         self.resyncing.get_or_insert_with(Vec::new);
         let (pool, id) = (self.deps.pool.clone(), self.id.clone());
         let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
+        let deps = self.deps.clone();
         ctx.spawn(
-            async move { store::load_recent(&pool, &id, since, None).await }
-                .into_actor(self)
-                .map(|result, act, ctx| match result {
-                    Ok(recent) => {
-                        let mut live = act.rebuilt(&recent);
-                        let now = Utc::now();
-                        for apply in act.resyncing.take().unwrap_or_default() {
-                            if !recent.snapshot.sees(apply.xid) {
-                                apply.events.iter().for_each(|e| live.apply(e, now));
-                            }
-                        }
-                        act.live = live;
-                        act.views.reset();
-                        act.snapshot = recent.snapshot;
-                        tracing::info!(workspace = %act.id, "Windows resynced from storage.");
-                        if std::mem::take(&mut act.resync_again) {
-                            act.start_resync(ctx);
+            async move {
+                let recent = store::load_recent(&pool, &id, since, None).await?;
+                off_thread(move || Rebuilt::new(&deps, recent, None)).await
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| match result {
+                Ok(built) => {
+                    let mut live = built.live;
+                    let now = Utc::now();
+                    for apply in act.resyncing.take().unwrap_or_default() {
+                        if !built.snapshot.sees(apply.xid) {
+                            apply.events.iter().for_each(|e| live.apply(e, now));
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(workspace = %act.id, error = %e, "Resync failed; retrying.");
-                        ctx.run_later(RESYNC_RETRY, |act, ctx| act.start_resync(ctx));
+                    act.live = live;
+                    act.views.reset();
+                    act.snapshot = built.snapshot;
+                    tracing::info!(workspace = %act.id, "Windows resynced from storage.");
+                    if std::mem::take(&mut act.resync_again) {
+                        act.start_resync(ctx);
                     }
-                }),
+                }
+                Err(e) => {
+                    tracing::warn!(workspace = %act.id, error = %e, "Resync failed; retrying.");
+                    ctx.run_later(RESYNC_RETRY, |act, ctx| act.start_resync(ctx));
+                }
+            }),
         );
     }
 
@@ -425,6 +399,7 @@ impl Actor for WorkspaceActor {
         let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
         let history = self.history_range(since);
         let history_to = history.to.timestamp_millis();
+        let deps = self.deps.clone();
         ctx.wait(
             async move {
                 let (recent, alerts) = futures_util::future::join(
@@ -432,21 +407,26 @@ impl Actor for WorkspaceActor {
                     store::alerts::load_alerts(&pool, &id),
                 )
                 .await;
-                Ok::<_, store::StoreError>((recent?, alerts?))
+                let (recent, alerts) = (recent?, alerts?);
+                let built = off_thread(move || Rebuilt::new(&deps, recent, Some(history_to))).await?;
+                Ok::<_, store::StoreError>((built, alerts))
             }
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
-                    Ok((recent, (rules, states))) => {
-                        act.live = act.rebuilt(&recent);
+                    Ok((built, (rules, states))) => {
+                        let events = built.events;
+                        act.live = built.live;
                         act.views.reset();
-                        act.anomalies = act.rebuilt_anomalies(&recent, history_to);
+                        if let Some(anomalies) = built.anomalies {
+                            act.anomalies = anomalies;
+                        }
                         act.report_anomalies();
-                        act.snapshot = recent.snapshot;
+                        act.snapshot = built.snapshot;
                         act.alerts.load(rules, states, Utc::now());
                         act.report_alerts();
                         act.report_overflow();
                         act.deps.metrics.workspace_rebuild_seconds.observe(started.elapsed().as_secs_f64());
-                        tracing::debug!(workspace = %act.id, events = recent.events.len(), "Rebuilt windows.");
+                        tracing::debug!(workspace = %act.id, events, "Rebuilt windows.");
                     }
                     Err(e) => {
                         // Serving windows without history would be wrong, so stop: messages
@@ -664,4 +644,59 @@ impl Handler<ReloadRules> for WorkspaceActor {
                 }),
         )
     }
+}
+
+/// What a rebuild computes from what it read, off the actor's thread.
+struct Rebuilt {
+    live: LiveState,
+    /// The detectors warmed with the stored history, then the recent events (at start).
+    anomalies: Option<Tracker>,
+    snapshot: store::Snapshot,
+    events: usize,
+}
+
+impl Rebuilt {
+    /// `history_to`: rebuild the detectors too, with history up to then.
+    fn new(deps: &WorkspaceDeps, recent: store::Recent, history_to: Option<i64>) -> Self {
+        let now = Utc::now();
+        let mut live = LiveState::new(deps.rules);
+        for event in &recent.events {
+            live.apply(event, now);
+        }
+        let anomalies = history_to.map(|history_to| {
+            let history = recent
+                .history
+                .iter()
+                .filter_map(|((agent, start), inputs)| {
+                    let agent = match agent {
+                        None => None,
+                        Some(a) => Some(AgentId::parse(a).ok()?),
+                    };
+                    Some((agent, *start, inputs))
+                });
+            Tracker::rebuild(
+                deps.anomaly,
+                history,
+                &recent.events,
+                history_to,
+                now.timestamp_millis(),
+            )
+        });
+        Self {
+            live,
+            anomalies,
+            snapshot: recent.snapshot,
+            events: recent.events.len(),
+        }
+    }
+}
+
+/// Runs CPU-heavy work (folding a day of events into windows and detectors) on the
+/// blocking pool, so the arbiter thread, which other workspaces share, keeps serving them.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, store::StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| store::StoreError::Data(format!("rebuild task: {e}")))
 }

@@ -111,7 +111,9 @@ pub struct Writer {
     queued_rows: usize,
     /// Transactions in flight (≤ `cfg.concurrency`).
     in_flight: usize,
-    /// Answered when the queue is empty and nothing is in flight.
+    /// Committed batches whose events are still being applied and answered (no slot held).
+    applying: usize,
+    /// Answered when the queue is empty and nothing is in flight or applying.
     drains: Vec<oneshot::Sender<()>>,
 }
 
@@ -132,6 +134,7 @@ impl Writer {
             queue: VecDeque::new(),
             queued_rows: 0,
             in_flight: 0,
+            applying: 0,
             drains: Vec::new(),
         }
     }
@@ -166,16 +169,24 @@ impl Writer {
                 metrics: self.metrics.clone(),
                 partitions: self.partitions.clone(),
                 timeout: self.cfg.commit_timeout.get(),
+                apply_timeout: self.cfg.apply_timeout.get(),
             };
-            ctx.spawn(job.run(batch).into_actor(self).map(|(), act, ctx| {
+            // The slot is free once the transaction is over; applying the events to the
+            // windows and answering goes on without it.
+            ctx.spawn(job.run(batch).into_actor(self).map(|settled, act, ctx| {
                 act.in_flight -= 1;
+                act.applying += 1;
+                ctx.spawn(settled.finish().into_actor(act).map(|(), act, ctx| {
+                    act.applying -= 1;
+                    act.pump(ctx);
+                }));
                 act.pump(ctx);
             }));
         }
         self.metrics
             .writer_queue_requests
             .set(self.queue.len() as i64);
-        if self.queue.is_empty() && self.in_flight == 0 {
+        if self.queue.is_empty() && self.in_flight == 0 && self.applying == 0 {
             for d in self.drains.drain(..) {
                 let _ = d.send(());
             }
@@ -199,6 +210,7 @@ impl Supervised for Writer {
         // were in flight were dropped with their futures; their requests got 503.
         tracing::warn!(queued = self.queue.len(), "Writer restarting.");
         self.in_flight = 0;
+        self.applying = 0;
         self.pump(ctx);
     }
 }
@@ -233,6 +245,20 @@ struct Flush {
     metrics: Arc<HubMetrics>,
     partitions: Partitions,
     timeout: std::time::Duration,
+    apply_timeout: std::time::Duration,
+}
+
+/// A transaction that committed: which of its rows were new, and its id.
+struct Committed {
+    is_new: Vec<bool>,
+    xid: u64,
+}
+
+/// What a flush leaves once its transactions are over: requests with their outcome, to
+/// apply to the windows and answer without holding a commit slot.
+struct Settled {
+    flush: Flush,
+    parts: Vec<(Vec<Submit>, Result<Committed, WriteError>)>,
 }
 
 /// Answers one request. Room is given back before the answer, so a client that saw its 200
@@ -253,30 +279,30 @@ enum FlushError {
 }
 
 impl Flush {
-    async fn run(self, batch: Vec<Submit>) {
-        let answer = self.settle(&batch).await;
-        if answer == Err(WriteError::Rejected) && batch.len() > 1 {
+    /// Commits `batch` in one transaction. When a value of one request poisons it, each
+    /// request is committed alone, so only the one that holds the bad value is refused.
+    async fn run(self, batch: Vec<Submit>) -> Settled {
+        let outcome = self.settle(&batch).await;
+        let parts = if matches!(outcome, Err(WriteError::Rejected)) && batch.len() > 1 {
             self.metrics.writer_split_batches.inc();
-            // One member's value poisoned the shared transaction: each member is tried
-            // alone, so only the request that holds the bad value is refused.
             tracing::warn!(
                 requests = batch.len(),
                 "A value was refused in a group commit; committing its requests one by one."
             );
+            let mut parts = Vec::with_capacity(batch.len());
             for submit in batch {
-                let answer = self.settle(std::slice::from_ref(&submit)).await;
-                reply(submit, answer);
+                let outcome = self.settle(std::slice::from_ref(&submit)).await;
+                parts.push((vec![submit], outcome));
             }
+            parts
         } else {
-            for submit in batch {
-                reply(submit, answer);
-            }
-        }
+            vec![(batch, outcome)]
+        };
+        Settled { flush: self, parts }
     }
 
-    /// Commits the requests of `batch` in one transaction and applies their new events to
-    /// the live windows; the answer for all of them.
-    async fn settle(&self, batch: &[Submit]) -> Result<(), WriteError> {
+    /// Commits the requests of `batch` in one transaction.
+    async fn settle(&self, batch: &[Submit]) -> Result<Committed, WriteError> {
         let started = Instant::now();
         let rows: Vec<(&WorkspaceId, &Event)> = batch
             .iter()
@@ -293,12 +319,6 @@ impl Flush {
             };
         match outcome {
             Ok((is_new, xid)) => {
-                let mut fresh: HashMap<&WorkspaceId, Vec<Event>> = HashMap::new();
-                for ((ws, event), new) in rows.iter().zip(&is_new) {
-                    if *new {
-                        fresh.entry(*ws).or_default().push((*event).clone());
-                    }
-                }
                 let new_count = is_new.iter().filter(|n| **n).count();
                 self.metrics.writer_batches.inc();
                 self.metrics.writer_batch_rows.observe(rows.len() as f64);
@@ -312,13 +332,7 @@ impl Flush {
                     outcome: "duplicate",
                 })
                 .inc_by((rows.len() - new_count) as u64);
-                futures_util::future::join_all(
-                    fresh
-                        .into_iter()
-                        .map(|(ws, events)| self.registry.apply(ws.clone(), events, xid)),
-                )
-                .await;
-                Ok(())
+                Ok(Committed { is_new, xid })
             }
             Err(FlushError::RolledBack(e)) if e.is_data_error() => {
                 tracing::warn!(error = %e, rows = rows.len(), requests = batch.len(),
@@ -337,7 +351,7 @@ impl Flush {
                     touched.sort();
                     touched.dedup();
                     for ws in touched {
-                        self.registry.resync(ws).await;
+                        self.registry.resync(ws);
                     }
                 }
                 Err(WriteError::Unavailable)
@@ -367,6 +381,50 @@ impl Flush {
                 StoreError::Db(db) if db.as_db_error().is_some() => FlushError::RolledBack(e),
                 _ => FlushError::Unknown(e.to_string()),
             })
+    }
+}
+
+impl Settled {
+    /// Applies each committed request's new events to its workspace's windows, then answers
+    /// it. Workspaces are served side by side, and each request waits only for its own
+    /// workspace's apply (at most `writer.apply_timeout`).
+    async fn finish(self) {
+        let Settled { flush, parts } = self;
+        // By workspace and transaction (a split batch commits its requests separately).
+        let mut by_workspace: HashMap<(WorkspaceId, u64), (Vec<Event>, Vec<Submit>)> =
+            HashMap::new();
+        for (members, outcome) in parts {
+            let committed = match outcome {
+                Ok(committed) => committed,
+                Err(e) => {
+                    members.into_iter().for_each(|m| reply(m, Err(e)));
+                    continue;
+                }
+            };
+            let mut is_new = committed.is_new.into_iter();
+            for submit in members {
+                let entry = by_workspace
+                    .entry((submit.workspace.clone(), committed.xid))
+                    .or_default();
+                for event in &submit.events {
+                    if is_new.next() == Some(true) {
+                        entry.0.push(event.clone());
+                    }
+                }
+                entry.1.push(submit);
+            }
+        }
+        let registry = &flush.registry;
+        let timeout = flush.apply_timeout;
+        futures_util::future::join_all(by_workspace.into_iter().map(
+            |((ws, xid), (events, members))| async move {
+                if !events.is_empty() {
+                    registry.apply(ws, events, xid, timeout).await;
+                }
+                members.into_iter().for_each(|m| reply(m, Ok(())));
+            },
+        ))
+        .await;
     }
 }
 

@@ -297,3 +297,86 @@ async fn every_response_names_its_request_and_keeps_a_sane_client_id() {
     assert_eq!(error_body(res).await["request_id"], id.as_str());
     app.stop().await;
 }
+
+/// A workspace whose actor is busy (here rebuilding a large history) holds no other
+/// workspace's acknowledgement: the commit slot is free once the transaction is over, and
+/// each request waits only for its own workspace's apply.
+#[actix_web::test]
+async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
+    let app = spawn_app_with(&[("workspace.request_timeout", json!("120s"))]).await;
+    let db = app.db().await;
+    let yesterday = (Utc::now() - chrono::Duration::days(1)).date_naive();
+    db.execute("SELECT hub_ensure_day_partitions($1)", &[&yesterday])
+        .await
+        .unwrap();
+    db.batch_execute(&format!(
+        "INSERT INTO agent_runs (workspace_id, event_id, agent_id, status, completed_at, runtime_ms)
+         SELECT 'ws-slow', 'h' || i, 'agent-' || (i % 100), 'succeeded',
+                now() - (i % 3000) * interval '1 second', (i % 1000)::float8
+         FROM generate_series(1, {SLOW_RUNS}) AS i"
+    ))
+    .await
+    .unwrap();
+
+    // The first read starts the actor, which rebuilds before it serves anything.
+    let started = std::time::Instant::now();
+    let owned = app;
+    let app = &owned;
+    let slow_read = async {
+        let live = app.realtime("ws-slow", "&window=24h").await;
+        (started.elapsed(), live)
+    };
+    let posts = async {
+        // Let the read start the rebuild first.
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+        // Hold the id table (which the rebuild does not read) so the slow workspace's post
+        // and the others share one commit.
+        let mut locker = app.db().await;
+        let tx = locker.transaction().await.unwrap();
+        tx.batch_execute("LOCK TABLE ingested_events IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let slow_run = [run_event("s1", "bot", "succeeded", 1.0, Utc::now())];
+        let slow = app.post_events("ws-slow", &slow_run);
+        let fast = futures_util::future::join_all((0..5).map(|i| async move {
+            let res = app
+                .post_events(
+                    "ws-fast",
+                    &[run_event(
+                        &format!("f{i}"),
+                        "bot",
+                        "succeeded",
+                        1.0,
+                        Utc::now(),
+                    )],
+                )
+                .await;
+            (res.status().as_u16(), started.elapsed())
+        }));
+        let release = async {
+            tokio::time::sleep(StdDuration::from_millis(300)).await;
+            tx.rollback().await.unwrap();
+        };
+        let (slow, fast, ()) = tokio::join!(slow, fast, release);
+        (slow.status().as_u16(), fast)
+    };
+    let ((read_done, live), (slow_status, fast)) = tokio::join!(slow_read, posts);
+    assert_eq!(slow_status, 200);
+    for (status, done) in &fast {
+        assert_eq!(*status, 200);
+        assert!(
+            *done < read_done,
+            "ws-fast was answered at {done:?}, after ws-slow's rebuild ended at {read_done:?}"
+        );
+    }
+    assert_eq!(live["execution"]["runs"], SLOW_RUNS);
+    // The slow workspace's own event reached its windows (late, behind the rebuild).
+    eventually("ws-slow's own run in its windows", || async {
+        app.realtime("ws-slow", "&window=24h").await["execution"]["runs"] == SLOW_RUNS + 1
+    })
+    .await;
+    owned.stop().await;
+}
+
+/// Runs the slow workspace rebuilds: enough for a rebuild far longer than a commit.
+const SLOW_RUNS: i64 = 300_000;
