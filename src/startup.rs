@@ -45,6 +45,7 @@ impl Application {
             .await
             .context("Preparing the database")?;
         let pool = store::create_pool(&settings.database, settings.database.pool_size)?;
+        let query_pool = store::create_pool(&settings.database, settings.database.query_pool_size)?;
         if migrate {
             let n = store::migrate(&pool).await.context("Applying migrations")?;
             tracing::info!(applied = n, "Migrations are up to date.");
@@ -156,6 +157,8 @@ impl Application {
             registry,
             metrics,
             pool,
+            query_pool,
+            ready: Default::default(),
             redis,
             ws: settings.ws.clone(),
             ws_caps: Default::default(),

@@ -10,8 +10,14 @@ use crate::domain::duration::HubDuration;
 pub struct DatabaseConfig {
     /// `postgres://user[:password]@host:port/dbname`; the database is created when missing.
     pub url: String,
-    /// Connections for reads (rebuilds, health); the writer has its own `writer.concurrency`.
+    /// Connections of the critical path: window rebuilds, alert and anomaly outboxes,
+    /// webhook deliveries, housekeeping, readiness. The writer has its own
+    /// `writer.concurrency`.
     pub pool_size: usize,
+    /// Connections for API queries (history, detection, forecasts, rule and channel
+    /// management), apart from the critical path: slow or many queries wait for each other,
+    /// never hold a rebuild or an outbox.
+    pub query_pool_size: usize,
     /// Bound on connecting, and on waiting for a pooled connection; past it the request
     /// gets a 503 instead of hanging.
     pub connect_timeout: HubDuration,

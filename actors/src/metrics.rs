@@ -40,6 +40,8 @@ pub struct HubMetrics {
     pub writer_split_batches: Counter,
     /// Applies not taken by their workspace actor within `writer.apply_timeout`.
     pub writer_apply_late: Counter,
+    /// Readiness checks run against PostgreSQL and Redis (at most one per second).
+    pub ready_probes: Counter,
     pub writer_batch_rows: Histogram,
     pub writer_flush_seconds: Histogram,
     pub writer_backlog_rows: Gauge,
@@ -101,6 +103,7 @@ impl HubMetrics {
             writer_failures: Counter::default(),
             writer_split_batches: Counter::default(),
             writer_apply_late: Counter::default(),
+            ready_probes: Counter::default(),
             writer_batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
             writer_flush_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             writer_backlog_rows: Gauge::default(),
@@ -156,6 +159,11 @@ impl HubMetrics {
             "hub_writer_apply_late",
             "Committed events answered before their busy workspace actor took them (writer.apply_timeout); they land later.",
             m.writer_apply_late.clone(),
+        );
+        registry.register(
+            "hub_ready_probes",
+            "Readiness checks run against PostgreSQL and Redis; /health/ready answers from the last one for a second.",
+            m.ready_probes.clone(),
         );
         registry.register(
             "hub_writer_batch_rows",

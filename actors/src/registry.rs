@@ -99,10 +99,10 @@ impl Registry {
 
     /// Applies the newly committed events of transaction `xid` to the actor of `ws`
     /// (started when none runs: its rebuild begins after the commit, and its snapshot tells
-    /// it to skip this apply), waiting at most `timeout` for it to take them. The message
-    /// is in the actor's mailbox from the first poll on (actix queues it; capacity only
-    /// slows the sender), so past `timeout` it still lands, behind whatever the actor is
-    /// busy with (a rebuild, a full mailbox) and ahead of any read sent later.
+    /// it to skip this apply), waiting at most `timeout` for it to take them. Past
+    /// `timeout` the apply stays queued (actix drops a message whose asker stopped waiting,
+    /// so the wait goes on in a task of its own) and lands behind whatever the actor is
+    /// busy with (a rebuild, a full mailbox), ahead of any read sent later.
     pub async fn apply(
         &self,
         ws: WorkspaceId,
@@ -113,20 +113,23 @@ impl Registry {
         for attempt in 0..2 {
             let addr = self.get(&ws);
             self.mailbox_sent();
-            let sent = addr
-                .send(Apply {
-                    events: events.clone(),
-                    xid,
-                })
-                .timeout(timeout)
-                .await;
-            match sent {
-                Ok(()) => return Applied::Done,
-                Err(MailboxError::Timeout) => {
+            let mut sent = Box::pin(addr.send(Apply {
+                events: events.clone(),
+                xid,
+            }));
+            let answer = match tokio::time::timeout(timeout, &mut sent).await {
+                Ok(answer) => answer,
+                Err(_) => {
                     self.deps.metrics.writer_apply_late.inc();
+                    actix::spawn(async move {
+                        let _ = sent.await;
+                    });
                     return Applied::Queued;
                 }
-                Err(MailboxError::Closed) => {
+            };
+            match answer {
+                Ok(()) => return Applied::Done,
+                Err(_) => {
                     // The actor stopped before taking it; a fresh one rebuilds from storage.
                     self.mailbox_unsent();
                     tracing::debug!(workspace = %ws, attempt, "Apply not delivered; retrying on a fresh actor.");

@@ -152,7 +152,7 @@ async fn validated(state: &AppState, ws: &WorkspaceId, body: &[u8]) -> Result<Ru
             details,
         })?;
     if !spec.channel_ids.is_empty() {
-        let found = store::existing_channels(&state.pool, ws, &spec.channel_ids)
+        let found = store::existing_channels(&state.query_pool, ws, &spec.channel_ids)
             .await
             .map_err(store_error)?;
         if let Some(missing) = spec
@@ -193,7 +193,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Read).await?;
-    let rows = store::list_rules(&state.pool, &ws)
+    let rows = store::list_rules(&state.query_pool, &ws)
         .await
         .map_err(store_error)?;
     let rules: Vec<Value> = rows.iter().map(|r| rule_json(r, &ws)).collect();
@@ -215,7 +215,7 @@ pub async fn create(
     let body = api_body(&req, payload, &state).await?;
     let spec = validated(&state, &ws, &body).await?;
     let row = store::insert_rule(
-        &state.pool,
+        &state.query_pool,
         &ws,
         &spec,
         state.alerts.max_rules_per_workspace,
@@ -243,7 +243,7 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Read).await?;
-    let row = store::get_rule(&state.pool, &ws, rule_id(&path)?)
+    let row = store::get_rule(&state.query_pool, &ws, rule_id(&path)?)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::NotFound("no such alert rule".into()))?;
@@ -266,7 +266,7 @@ pub async fn update(
     let id = rule_id(&path)?;
     let body = api_body(&req, payload, &state).await?;
     let spec = validated(&state, &ws, &body).await?;
-    let row = store::update_rule(&state.pool, &ws, id, &spec)
+    let row = store::update_rule(&state.query_pool, &ws, id, &spec)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::NotFound("no such alert rule".into()))?;
@@ -285,7 +285,7 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
-    if !store::delete_rule(&state.pool, &ws, rule_id(&path)?)
+    if !store::delete_rule(&state.query_pool, &ws, rule_id(&path)?)
         .await
         .map_err(store_error)?
     {
@@ -302,7 +302,7 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Read).await?;
     let limit = page_limit(q.limit, MAX_PAGE)?;
-    let rows = store::list_events(&state.pool, &ws, q.before, limit)
+    let rows = store::list_events(&state.query_pool, &ws, q.before, limit)
         .await
         .map_err(store_error)?;
     let next = (rows.len() as i64 == limit)

@@ -73,7 +73,7 @@ pub async fn list(
         before: q.before.as_deref().map(|s| time("before", s)).transpose()?,
         limit,
     };
-    let rows = store::list(&state.pool, &ws, &filter)
+    let rows = store::list(&state.query_pool, &ws, &filter)
         .await
         .map_err(store_error)?;
     let next_before = (rows.len() as i64 == limit)
@@ -180,7 +180,11 @@ pub async fn detect(
         ));
     }
     let lead_start = align(from - DETECT_LEAD);
-    let client = state.pool.get().await.map_err(|e| store_error(e.into()))?;
+    let client = state
+        .query_pool
+        .get()
+        .await
+        .map_err(|e| store_error(e.into()))?;
     let history = store::history(
         &client,
         &ws,

@@ -96,10 +96,12 @@ pub async fn create(
         ),
         None => (generate()?, true),
     };
-    let id = store::new_id(&state.pool).await.map_err(store_error)?;
+    let id = store::new_id(&state.query_pool)
+        .await
+        .map_err(store_error)?;
     let sealed = seal(&state, &secret, &id)?;
     let row = store::insert_channel(
-        &state.pool,
+        &state.query_pool,
         &ws,
         NewChannel {
             id: &id,
@@ -131,7 +133,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
-    let rows = store::list_channels(&state.pool, &ws)
+    let rows = store::list_channels(&state.query_pool, &ws)
         .await
         .map_err(store_error)?;
     Ok(json_response(
@@ -148,7 +150,7 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
-    let row = store::get_channel(&state.pool, &ws, channel_id(&path)?)
+    let row = store::get_channel(&state.query_pool, &ws, channel_id(&path)?)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::NotFound("no such channel".into()))?;
@@ -162,7 +164,7 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
-    if !store::delete_channel(&state.pool, &ws, channel_id(&path)?)
+    if !store::delete_channel(&state.query_pool, &ws, channel_id(&path)?)
         .await
         .map_err(store_error)?
     {
@@ -182,7 +184,7 @@ pub async fn rotate_secret(
     let secret = generate()?;
     let sealed = seal(&state, &secret, id)?;
     let until = chrono::Utc::now() + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
-    let row = store::rotate_secret(&state.pool, &ws, id, &sealed, &secret.hint(), until)
+    let row = store::rotate_secret(&state.query_pool, &ws, id, &sealed, &secret.hint(), until)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::NotFound("no such channel".into()))?;
@@ -199,11 +201,11 @@ pub async fn test(
 ) -> Result<HttpResponse, ApiError> {
     let (ws, d) = authorize(&principal, &state, &q.workspace_id, Scope::Admin).await?;
     let id = channel_id(&path)?;
-    store::get_channel(&state.pool, &ws, id)
+    store::get_channel(&state.query_pool, &ws, id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::NotFound("no such channel".into()))?;
-    let delivery = store::enqueue_test(&state.pool, &ws, id)
+    let delivery = store::enqueue_test(&state.query_pool, &ws, id)
         .await
         .map_err(store_error)?;
     let _ = state.notifier.try_send(Wake);
@@ -234,7 +236,7 @@ pub async fn deliveries(
             "limit must be 1 to 500",
         ));
     }
-    let rows = store::list_deliveries(&state.pool, &ws, status, limit)
+    let rows = store::list_deliveries(&state.query_pool, &ws, status, limit)
         .await
         .map_err(store_error)?;
     let v: Value = json!({"workspace_id": ws.as_str(), "deliveries": rows});

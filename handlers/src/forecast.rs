@@ -119,7 +119,7 @@ async fn answer(
     let to = store::step_time(current, step_ms, 0);
     let from = to - history_len(step_ms);
     let history = store::history(
-        &state.pool,
+        &state.query_pool,
         &ws,
         agent.as_ref(),
         &p.metric,

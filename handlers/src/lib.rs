@@ -48,8 +48,12 @@ pub struct AppState {
     pub backlog: Backlog,
     pub registry: Arc<Registry>,
     pub metrics: Arc<HubMetrics>,
-    /// For readiness probes.
+    /// The critical path's connections (readiness probes here).
     pub pool: Pool,
+    /// API queries' connections (`database.query_pool_size`).
+    pub query_pool: Pool,
+    /// The last readiness answer, at most a second old.
+    pub ready: health::ReadyCache,
     /// Redis (rate limits and cache, to come). Its absence degrades, never stops, the hub.
     pub redis: RedisPool,
     /// WebSocket settings and the session counts behind the caps.

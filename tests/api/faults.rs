@@ -199,6 +199,11 @@ async fn postgres_down_gives_503_and_ingest_recovers_by_itself() {
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["postgres"]["status"], "down");
+    // Fixed words, never the driver's error text.
+    assert_eq!(
+        ready["checks"]["postgres"]["error"], "unreachable",
+        "{ready}"
+    );
     // Live reads keep working from memory.
     assert_eq!(app.realtime("ws1", "").await["execution"]["runs"], 1);
 

@@ -85,3 +85,29 @@ async fn redis_down_is_degraded_but_ready() {
     );
     app.stop().await;
 }
+
+/// Anonymous readiness probes, however many, cost PostgreSQL and Redis at most one check a
+/// second, and the answer carries no raw error text.
+#[actix_web::test]
+async fn readiness_is_checked_at_most_once_a_second_whatever_the_probes() {
+    let app = spawn_app().await;
+    let started = std::time::Instant::now();
+    let answers =
+        futures_util::future::join_all((0..200).map(|_| app.get_plain("/health/ready"))).await;
+    let elapsed = started.elapsed();
+    for res in answers {
+        assert_eq!(res.status(), 200);
+    }
+    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
+    let probes: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_ready_probes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the probe counter");
+    assert!(probes >= 1.0);
+    assert!(
+        probes <= elapsed.as_secs_f64().ceil() + 1.0,
+        "{probes} checks for 200 probes in {elapsed:?}"
+    );
+    app.stop().await;
+}

@@ -303,7 +303,12 @@ async fn every_response_names_its_request_and_keeps_a_sane_client_id() {
 /// each request waits only for its own workspace's apply.
 #[actix_web::test]
 async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
-    let app = spawn_app_with(&[("workspace.request_timeout", json!("120s"))]).await;
+    let app = spawn_app_with(&[
+        ("workspace.request_timeout", json!("120s")),
+        // Shorter than the rebuild: the slow workspace's own answer does not wait for it.
+        ("writer.apply_timeout", json!("100ms")),
+    ])
+    .await;
     let db = app.db().await;
     let yesterday = (Utc::now() - chrono::Duration::days(1)).date_naive();
     db.execute("SELECT hub_ensure_day_partitions($1)", &[&yesterday])
@@ -370,7 +375,16 @@ async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
         );
     }
     assert_eq!(live["execution"]["runs"], SLOW_RUNS);
-    // The slow workspace's own event reached its windows (late, behind the rebuild).
+    // The slow workspace's own answer came before its apply, which stayed queued and
+    // reached its windows behind the rebuild.
+    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hub_writer_apply_late_total ")
+                && l != "hub_writer_apply_late_total 0"),
+        "the late path was not taken"
+    );
     eventually("ws-slow's own run in its windows", || async {
         app.realtime("ws-slow", "&window=24h").await["execution"]["runs"] == SLOW_RUNS + 1
     })
