@@ -234,6 +234,13 @@ impl Settings {
                 "must hold at least one request (ingest.max_events)",
             );
         }
+        let statement = self.writer.statement_timeout.get();
+        if !statement.is_zero() && statement >= self.writer.commit_timeout.get() {
+            return invalid(
+                "writer.statement_timeout",
+                "must be below writer.commit_timeout (or 0s to turn it off)",
+            );
+        }
         if self.ws.max_queue == 0 {
             // A session mailbox of 0 would evict every session on its first frame.
             return invalid("ws.max_queue", "must be at least 1");

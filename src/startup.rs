@@ -111,7 +111,11 @@ impl Application {
             }
         }
         tracing::info!(workspaces = watched.len(), "Alerting workspaces started.");
-        let writer_pool = store::create_pool(&settings.database, settings.writer.concurrency)?;
+        let writer_pool = store::create_pool_with(
+            &settings.database,
+            settings.writer.concurrency,
+            Some(settings.writer.statement_timeout.get()),
+        )?;
         let writer_arbiter = Arbiter::new();
         let partitions = Partitions::default();
         let writer = {

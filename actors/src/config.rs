@@ -44,6 +44,10 @@ pub struct WriterConfig {
     /// later); past this the request is answered, so a slow or rebuilding workspace holds
     /// no one else's answer and no commit slot.
     pub apply_timeout: HubDuration,
+    /// PostgreSQL's own `statement_timeout` on the writer's connections, below
+    /// `commit_timeout`: a statement stuck on a lock is cancelled by the server, with a known
+    /// outcome, before the hub gives up on it. `0s` turns it off.
+    pub statement_timeout: HubDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

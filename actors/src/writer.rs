@@ -33,6 +33,9 @@ use crate::store::{self, Partitions, StoreError};
 /// Transactions that start as soon as anything is queued; see [`Writer::may_start`].
 pub const EAGER_FLUSHES: usize = 2;
 
+/// Longest wait for the backend of a commit with an unknown outcome to end.
+pub const UNKNOWN_OUTCOME_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Requests the writer's mailbox holds before `try_send` fails (→ 503).
 pub const WRITER_MAILBOX: usize = 16_384;
 
@@ -308,15 +311,14 @@ impl Flush {
             .iter()
             .flat_map(|s| s.events.iter().map(move |e| (&s.workspace, e)))
             .collect();
-        let committing = std::cell::Cell::new(false);
-        let outcome =
-            match tokio::time::timeout(self.timeout, self.commit(&rows, &committing)).await {
-                Ok(result) => result,
-                Err(_) if committing.get() => Err(FlushError::Unknown("commit timed out".into())),
-                Err(_) => Err(FlushError::RolledBack(StoreError::Data(
-                    "batch timed out".into(),
-                ))),
-            };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let outcome = match tokio::time::timeout_at(deadline, self.pool.get()).await {
+            Ok(Ok(client)) => self.commit_on(client, &rows, deadline).await,
+            Ok(Err(e)) => Err(FlushError::RolledBack(e.into())),
+            Err(_) => Err(FlushError::RolledBack(StoreError::Data(
+                "no connection within writer.commit_timeout".into(),
+            ))),
+        };
         match outcome {
             Ok((is_new, xid)) => {
                 let new_count = is_new.iter().filter(|n| **n).count();
@@ -359,28 +361,118 @@ impl Flush {
         }
     }
 
+    /// Commits on `client` before `deadline`. When the outcome is unknown (the hub stopped
+    /// waiting, or the connection broke while committing), the connection never goes back
+    /// to the pool, and the statement's backend is ended and waited out, so the resync that
+    /// follows reads a final outcome, not a transaction still in progress.
+    async fn commit_on(
+        &self,
+        client: deadpool_postgres::Object,
+        rows: &[(&WorkspaceId, &Event)],
+        deadline: tokio::time::Instant,
+    ) -> Result<(Vec<bool>, u64), FlushError> {
+        let committing = std::cell::Cell::new(false);
+        let pid = std::cell::Cell::new(None);
+        let timed =
+            tokio::time::timeout_at(deadline, self.commit(&client, rows, &committing, &pid));
+        let (outcome, timed_out) = match timed.await {
+            Ok(result) => (result, false),
+            Err(_) if committing.get() => {
+                (Err(FlushError::Unknown("commit timed out".into())), true)
+            }
+            Err(_) => (
+                Err(FlushError::RolledBack(StoreError::Data(
+                    "batch timed out".into(),
+                ))),
+                true,
+            ),
+        };
+        let unknown = matches!(outcome, Err(FlushError::Unknown(_)));
+        if timed_out || unknown {
+            // A statement may still run on it: no one else gets this connection.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        if unknown {
+            self.end_backend(pid.get()).await;
+        }
+        outcome
+    }
+
+    /// Ends backend `pid` (whose statement's outcome is unknown) and waits until it is gone,
+    /// at most [`UNKNOWN_OUTCOME_WAIT`]: past that its transaction is over either way.
+    async fn end_backend(&self, pid: Option<i32>) {
+        let Some(pid) = pid else {
+            tracing::warn!("Commit outcome unknown and the backend unknown; resyncing as is.");
+            return;
+        };
+        let ended = tokio::time::timeout(UNKNOWN_OUTCOME_WAIT, async {
+            let client = self.pool.get().await?;
+            client
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await?;
+            loop {
+                let left: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                        &[&pid],
+                    )
+                    .await?
+                    .get(0);
+                if left == 0 {
+                    return Ok::<_, StoreError>(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        match ended {
+            Ok(Ok(())) => tracing::info!(pid, "Backend of an unknown commit ended."),
+            Ok(Err(e)) => {
+                tracing::warn!(pid, error = %e, "Could not end the backend of an unknown commit.")
+            }
+            Err(_) => tracing::warn!(pid, "The backend of an unknown commit did not end in time."),
+        }
+    }
+
     async fn commit(
         &self,
+        client: &deadpool_postgres::Object,
         rows: &[(&WorkspaceId, &Event)],
         committing: &std::cell::Cell<bool>,
+        pid: &std::cell::Cell<Option<i32>>,
     ) -> Result<(Vec<bool>, u64), FlushError> {
         let rolled_back = FlushError::RolledBack;
-        let client = self.pool.get().await.map_err(|e| rolled_back(e.into()))?;
-        let days: Vec<NaiveDate> = rows.iter().map(|(_, e)| e.time().date_naive()).collect();
-        self.partitions
-            .ensure(&**client, days)
-            .await
-            .map_err(rolled_back)?;
-        // The insert is one statement, so it commits when it returns: from here on, a
-        // failure (a dropped connection, a timeout) leaves the outcome unknown.
-        committing.set(true);
-        store::insert_batch(&client, rows)
-            .await
-            .map_err(|e| match &e {
-                // The server answered with an error: the statement, and so the batch, rolled back.
-                StoreError::Db(db) if db.as_db_error().is_some() => FlushError::RolledBack(e),
-                _ => FlushError::Unknown(e.to_string()),
-            })
+        // The backend's pid travels in the same round trip as the work (pipelined): with an
+        // unknown outcome, it is what can be ended and waited out.
+        // A simple query: its one message is sent at the first poll, ahead of the insert.
+        let ask_pid = async {
+            if let Ok(messages) = client.simple_query("SELECT pg_backend_pid()").await {
+                let found = messages.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                    _ => None,
+                });
+                pid.set(found);
+            }
+        };
+        let work = async {
+            let days: Vec<NaiveDate> = rows.iter().map(|(_, e)| e.time().date_naive()).collect();
+            self.partitions
+                .ensure(&***client, days)
+                .await
+                .map_err(rolled_back)?;
+            // The insert is one statement, so it commits when it returns: from here on, a
+            // failure (a dropped connection, a timeout) leaves the outcome unknown.
+            committing.set(true);
+            store::insert_batch(client, rows)
+                .await
+                .map_err(|e| match &e {
+                    // The server answered with an error: the statement, and so the batch, rolled back.
+                    StoreError::Db(db) if db.as_db_error().is_some() => FlushError::RolledBack(e),
+                    _ => FlushError::Unknown(e.to_string()),
+                })
+        };
+        let ((), outcome) = tokio::join!(ask_pid, work);
+        outcome
     }
 }
 

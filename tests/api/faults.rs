@@ -302,6 +302,7 @@ async fn a_body_upload_past_server_request_timeout_gets_503() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(&[
         ("writer.commit_timeout", json!("1s")),
+        ("writer.statement_timeout", json!("500ms")),
         ("server.request_timeout", json!("2s")),
     ])
     .await;
@@ -337,4 +338,54 @@ async fn a_body_upload_past_server_request_timeout_gets_503() {
         "{text}"
     );
     app.stop().await;
+}
+
+/// A commit stuck on a lock past `writer.commit_timeout`, released after the hub gave up:
+/// the request is answered 503, and the windows end equal to the rows, whether PostgreSQL
+/// cancels the statement (`writer.statement_timeout`) or, with that off, the hub ends the
+/// backend of the unknown commit before it resyncs.
+async fn stuck_commit_converges(statement_timeout: &str) {
+    let app = spawn_app_with(&[
+        ("writer.commit_timeout", json!("2s")),
+        ("writer.statement_timeout", json!(statement_timeout)),
+    ])
+    .await;
+    let run = |id: &str| run_event(id, "bot", "succeeded", 1.0, Utc::now());
+    assert_eq!(app.post_events("ws1", &[run("before")]).await.status(), 200);
+
+    let mut locker = app.db().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE agent_runs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let res = app.post_events("ws1", &[run("stuck")]).await;
+    assert_eq!(res.status(), 503);
+    // Released after the hub gave up: a statement still waiting would now commit.
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    tx.rollback().await.unwrap();
+    tokio::time::sleep(StdDuration::from_millis(1_000)).await;
+
+    let rows = app.count("SELECT count(*) FROM agent_runs").await;
+    assert_eq!(rows, 1, "the 503'd run was stored after all");
+    eventually("windows equal to the rows", || async {
+        app.realtime("ws1", "&window=1h").await["execution"]["runs"] == rows
+    })
+    .await;
+    // The writer's connections are sound: ingest goes on.
+    assert_eq!(app.post_events("ws1", &[run("after")]).await.status(), 200);
+    assert_eq!(
+        app.realtime("ws1", "&window=1h").await["execution"]["runs"],
+        2
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_stuck_commit_is_cancelled_by_postgresql_and_windows_equal_rows() {
+    stuck_commit_converges("1s").await;
+}
+
+#[actix_web::test]
+async fn a_stuck_commit_of_unknown_outcome_is_ended_and_windows_equal_rows() {
+    stuck_commit_converges("0s").await;
 }

@@ -52,10 +52,26 @@ impl StoreError {
 /// Builds a pool. Waiting for a connection, creating one and recycling one are all bounded
 /// by `database.connect_timeout`, so a request never hangs on a database that is down.
 pub fn create_pool(cfg: &DatabaseConfig, max_size: usize) -> Result<Pool, StoreError> {
+    create_pool_with(cfg, max_size, None)
+}
+
+/// [`create_pool`] whose connections have the server-side `statement_timeout` given.
+pub fn create_pool_with(
+    cfg: &DatabaseConfig,
+    max_size: usize,
+    statement_timeout: Option<Duration>,
+) -> Result<Pool, StoreError> {
     let mut pg: PgConfig = cfg
         .url
         .parse()
         .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+    if let Some(t) = statement_timeout.filter(|t| !t.is_zero()) {
+        let options = pg
+            .get_options()
+            .map(|o| format!("{o} "))
+            .unwrap_or_default();
+        pg.options(format!("{options}-c statement_timeout={}", t.as_millis()));
+    }
     pg.connect_timeout(cfg.connect_timeout.get());
     pg.application_name("shadower-hub");
     let manager = Manager::from_config(
