@@ -76,6 +76,7 @@ impl Application {
                 rules: LiveRules {
                     max_agents: settings.limits.max_agents_per_workspace,
                     max_models: settings.limits.max_models_per_workspace,
+                    max_models_per_agent: settings.limits.max_models_per_agent,
                     stale_after: settings.resources.stale_after.to_chrono(),
                 },
                 mailbox: settings.workspace.mailbox,

@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
     let live_rules = LiveRules {
         max_agents: 10_000,
         max_models: 1_000,
+        max_models_per_agent: 16,
         stale_after: Duration::seconds(60),
     };
     let mut warm = LiveState::new(live_rules);

@@ -93,6 +93,8 @@ pub struct LimitsConfig {
     pub max_agents_per_workspace: usize,
     /// Past this many models in a workspace, new models are counted live under `_other`.
     pub max_models_per_workspace: usize,
+    /// Models one agent keeps apart in one sub-bucket; its further ones count under `_other`.
+    pub max_models_per_agent: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -53,6 +53,16 @@ const RESYNC_RETRY: Duration = Duration::from_secs(2);
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 /// Anomalies kept for recording while PostgreSQL is away; older ones are dropped.
 const MAX_ANOMALY_OUTBOX: usize = 10_000;
+/// Alert transitions kept for recording while PostgreSQL is away; past it the oldest are
+/// dropped (they were sent live; a series' later transitions still set its stored state).
+const MAX_ALERT_OUTBOX: usize = 10_000;
+
+/// Drops the oldest entries of `outbox` past `max`; returns how many.
+fn cap_outbox<T>(outbox: &mut Vec<T>, max: usize) -> usize {
+    let excess = outbox.len().saturating_sub(max);
+    outbox.drain(..excess);
+    excess
+}
 
 pub struct WorkspaceActor {
     id: WorkspaceId,
@@ -177,8 +187,7 @@ impl WorkspaceActor {
                         let later = std::mem::replace(&mut act.anomaly_outbox, batch);
                         act.anomaly_outbox.extend(later);
                         // Bounded: past this, the oldest are dropped (they were sent live).
-                        let excess = act.anomaly_outbox.len().saturating_sub(MAX_ANOMALY_OUTBOX);
-                        act.anomaly_outbox.drain(..excess);
+                        cap_outbox(&mut act.anomaly_outbox, MAX_ANOMALY_OUTBOX);
                         ctx.run_later(RECORD_RETRY, |act, ctx| act.record_anomalies(ctx));
                     }
                 }
@@ -244,6 +253,10 @@ impl WorkspaceActor {
             tracing::info!(workspace = %self.id, rule = %t.rule.id, agent = ?t.agent.as_ref().map(|a| a.as_str()), transition = t.kind.as_str(), value = ?t.state.value, "Alert transition.");
         }
         self.outbox.extend(transitions);
+        let dropped = cap_outbox(&mut self.outbox, MAX_ALERT_OUTBOX);
+        if dropped > 0 {
+            tracing::warn!(workspace = %self.id, dropped, "Alert outbox full; oldest unrecorded transitions dropped.");
+        }
         self.record(ctx);
     }
 
@@ -278,6 +291,7 @@ impl WorkspaceActor {
                         tracing::warn!(workspace = %act.id, error = %e, "Recording alert transitions failed; retrying.");
                         let later = std::mem::replace(&mut act.outbox, batch);
                         act.outbox.extend(later);
+                        cap_outbox(&mut act.outbox, MAX_ALERT_OUTBOX);
                         ctx.run_later(RECORD_RETRY, |act, ctx| act.record(ctx));
                     }
                 }

@@ -19,8 +19,13 @@ use super::window::{Bucket, Series, Window};
 pub struct LiveRules {
     /// Agents past this many are counted live under `_other` (still stored in full).
     pub max_agents: usize,
-    /// Models past this many are counted live under `_other`.
+    /// Models past this many are counted live under `_other`; a model leaves the set once
+    /// no run of the last 24 h names it.
     pub max_models: usize,
+    /// Models kept apart in one sub-bucket of one agent; the agent's further models in that
+    /// sub-bucket count under `_other` (the workspace's own buckets keep up to `max_models`).
+    /// Bounds an agent's memory whatever models it reports.
+    pub max_models_per_agent: usize,
     /// An agent with no heartbeat for this long is `stale`.
     pub stale_after: Duration,
 }
@@ -64,7 +69,15 @@ impl ExecBucket {
         self.succeeded + self.failed + self.timeout + self.cancelled
     }
 
-    fn add_run(&mut self, run: &Run, model: Option<&Arc<str>>) {
+    /// Adds a run; its model is kept apart while the bucket holds fewer than `max_models`
+    /// models (else it counts under `other`).
+    fn add_run(
+        &mut self,
+        run: &Run,
+        model: Option<&Arc<str>>,
+        max_models: usize,
+        other: &Arc<str>,
+    ) {
         match run.status {
             RunStatus::Succeeded => self.succeeded += 1,
             RunStatus::Failed => self.failed += 1,
@@ -76,8 +89,13 @@ impl ExecBucket {
         self.tokens_in = self.tokens_in.saturating_add(run.tokens_in as u64);
         self.tokens_out = self.tokens_out.saturating_add(run.tokens_out as u64);
         if let Some(model) = model {
+            let key = if self.models.len() < max_models || self.models.contains_key(model) {
+                model
+            } else {
+                other
+            };
             self.models
-                .entry(model.clone())
+                .entry(key.clone())
                 .or_default()
                 .add(&ModelUsage {
                     runs: 1,
@@ -422,12 +440,14 @@ impl LiveState {
         match &event.kind {
             EventKind::Run(run) => {
                 let model = run.model.as_deref().map(|m| self.model_key(m));
+                let (per_agent, other) = (self.rules.max_models_per_agent, &self.other_model);
                 let agent = self.agents.entry(agent).or_default();
-                agent
-                    .exec
-                    .record(ts_ms, now_ms, |b| b.add_run(run, model.as_ref()));
-                self.workspace
-                    .record(ts_ms, now_ms, |b| b.add_run(run, model.as_ref()));
+                agent.exec.record(ts_ms, now_ms, |b| {
+                    b.add_run(run, model.as_ref(), per_agent, other)
+                });
+                self.workspace.record(ts_ms, now_ms, |b| {
+                    b.add_run(run, model.as_ref(), usize::MAX, other)
+                });
             }
             EventKind::Heartbeat(hb) => {
                 let agent = self.agents.entry(agent).or_default();
@@ -667,6 +687,12 @@ impl LiveState {
         self.version += 1;
         let now_ms = now.timestamp_millis();
         self.workspace.expire(now_ms);
+        // Models no run of the last 24 h names leave the set (and free their place).
+        let mut models: HashSet<Arc<str>> = HashSet::new();
+        for bucket in self.workspace.buckets(Window::H24) {
+            models.extend(bucket.models.keys().filter(|m| ***m != *OTHER).cloned());
+        }
+        self.models = models;
         let stale_after = self.rules.stale_after;
         self.agents.retain(|_, a| {
             a.exec.expire(now_ms);

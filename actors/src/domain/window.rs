@@ -202,6 +202,11 @@ impl<B: Bucket> Series<B> {
         touched
     }
 
+    /// The stored sub-buckets of `window`, oldest first (expired ones go at `expire`).
+    pub fn buckets(&self, window: Window) -> impl Iterator<Item = &B> {
+        self.rings[window.index()].buckets.iter().map(|(_, b)| b)
+    }
+
     /// The window's total at `now_ms`, plus the start of its oldest sub-bucket (ms).
     pub fn total(&self, window: Window, now_ms: i64) -> (B, i64) {
         let ring = &self.rings[window.index()];

@@ -16,6 +16,7 @@ fn live() -> LiveState {
     LiveState::new(LiveRules {
         max_agents: 100,
         max_models: 10,
+        max_models_per_agent: 16,
         stale_after: Duration::seconds(60),
     })
 }

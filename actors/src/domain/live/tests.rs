@@ -6,6 +6,7 @@ fn rules() -> LiveRules {
     LiveRules {
         max_agents: 2,
         max_models: 1,
+        max_models_per_agent: 16,
         stale_after: Duration::seconds(60),
     }
 }
@@ -269,4 +270,52 @@ fn liveness_says_what_the_resource_views_say_for_agents_with_heartbeats() {
         (of("a"), of("b"), of("r"), of("x")),
         (Some(true), Some(false), None, None)
     );
+}
+
+#[test]
+fn an_agent_keeps_a_bounded_number_of_models_apart_and_the_workspace_all() {
+    let mut live = LiveState::new(LiveRules {
+        max_agents: 10,
+        max_models: 100,
+        max_models_per_agent: 3,
+        stale_after: Duration::seconds(60),
+    });
+    for m in 0..10 {
+        let model = format!("m{m}");
+        live.apply(&run("a", RunStatus::Succeeded, 1.0, 1, Some(&model)), now());
+    }
+    let agent = AgentId::parse("a").unwrap();
+    let view = live.execution(Some(&agent), Window::M1, now());
+    let names: Vec<&str> = view.models.keys().map(|k| &**k).collect();
+    assert_eq!(names, vec!["_other", "m0", "m1", "m2"]);
+    assert_eq!(
+        view.models["_other"].runs, 7,
+        "nothing is lost, only merged"
+    );
+    let workspace = live.execution(None, Window::M1, now());
+    assert_eq!(workspace.models.len(), 10);
+    assert!(!workspace.models.contains_key("_other"));
+}
+
+#[test]
+fn models_leave_the_set_with_the_last_day_of_runs() {
+    let mut live = LiveState::new(rules()); // max_models: 1
+    live.apply(&run("a", RunStatus::Succeeded, 1.0, 1, Some("old")), now());
+    live.apply(&run("a", RunStatus::Succeeded, 1.0, 1, Some("new")), now());
+    assert_eq!(
+        live.overflow_model_runs, 1,
+        "the set is full while `old` is in the day"
+    );
+    let later = now() + Duration::hours(25);
+    live.expire(later);
+    live.apply(
+        &run("a", RunStatus::Succeeded, 1.0, -90_000 + 1, Some("new")),
+        later,
+    );
+    let view = live.execution(None, Window::M1, later);
+    assert_eq!(
+        view.models.keys().map(|k| &**k).collect::<Vec<_>>(),
+        vec!["new"]
+    );
+    assert_eq!(live.overflow_model_runs, 1);
 }
