@@ -29,6 +29,8 @@ fn phase() -> Duration {
 /// keeping the ids the hub acknowledged (200) and a count of every other answer.
 struct Load {
     acked: Arc<Mutex<Vec<String>>>,
+    /// Seconds each answered request took.
+    latencies: Arc<Mutex<Vec<f64>>>,
     answers: Arc<Mutex<BTreeMap<String, u64>>>,
     stop: Arc<AtomicBool>,
     tasks: Vec<actix_web::rt::task::JoinHandle<()>>,
@@ -37,11 +39,13 @@ struct Load {
 impl Load {
     fn start(base: &str, ws: &str, writers: usize, batch: usize) -> Self {
         let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
         let answers: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..writers)
             .map(|w| {
                 let (acked, answers, stop) = (acked.clone(), answers.clone(), stop.clone());
+                let latencies = latencies.clone();
                 let (url, auth) = (
                     format!("{base}/api/v1/workspaces/{ws}/events"),
                     token(&[ws], "ingest"),
@@ -57,6 +61,7 @@ impl Load {
                             .iter()
                             .map(|id| run_event(id, "bot", "succeeded", 3.0, Utc::now()))
                             .collect();
+                        let started = std::time::Instant::now();
                         let sent = client
                             .post(&url)
                             .bearer_auth(&auth)
@@ -64,6 +69,12 @@ impl Load {
                             .timeout(Duration::from_secs(15))
                             .send()
                             .await;
+                        if sent.is_ok() {
+                            latencies
+                                .lock()
+                                .unwrap()
+                                .push(started.elapsed().as_secs_f64());
+                        }
                         let answer = match sent {
                             Ok(r) if r.status() == 200 => {
                                 acked.lock().unwrap().extend(ids);
@@ -82,10 +93,27 @@ impl Load {
             .collect();
         Self {
             acked,
+            latencies,
             answers,
             stop,
             tasks,
         }
+    }
+
+    /// The p99 of the request times so far, in ms, and how many there were; then starts over.
+    fn take_p99(&self) -> (f64, usize) {
+        let mut l = std::mem::take(&mut *self.latencies.lock().unwrap());
+        l.sort_by(f64::total_cmp);
+        let p99 = l
+            .get(((l.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0);
+        (p99 * 1000.0, l.len())
+    }
+
+    /// Every answer so far, then starts over.
+    fn take_answers(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.answers.lock().unwrap())
     }
 
     fn acked(&self) -> usize {
@@ -422,4 +450,128 @@ async fn chaos_session_churn_returns_memory_to_baseline() {
     );
     hub.kill().unwrap();
     hub.wait().unwrap();
+}
+
+/// Tenant Y ingests at a steady rate for one phase alone, then for one phase while tenant X
+/// runs `hostile`; prints Y's p99 and answers in both, and asserts Y saw only 200s and
+/// lost nothing.
+async fn neighbour<F, Fut>(name: &str, hostile: F)
+where
+    F: Fn(String, reqwest::Client) -> Fut + 'static,
+    Fut: std::future::Future<Output = BTreeMap<String, u64>> + 'static,
+{
+    let app = spawn_app_with(&[
+        ("rate_limit.ingest_events_per_sec", json!(20_000)),
+        ("rate_limit.ingest_burst", json!(40_000)),
+    ])
+    .await;
+    let db = app.db().await;
+    // A value only PostgreSQL refuses, for the rows that pass validation.
+    db.batch_execute(
+        "ALTER TABLE agent_runs ADD CONSTRAINT chaos_poison CHECK (model IS DISTINCT FROM 'poison')",
+    )
+    .await
+    .unwrap();
+    let load = Load::start(&app.base, "ws-y", 2, 20);
+    load.until_more_acked(200).await;
+    load.take_p99();
+    load.take_answers();
+    actix_web::rt::time::sleep(phase()).await;
+    let (alone_p99, alone_n) = load.take_p99();
+    let alone = load.take_answers();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (base, stop, client) = (app.base.clone(), stop.clone(), http_client());
+        actix_web::rt::spawn(async move {
+            let mut total: BTreeMap<String, u64> = BTreeMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                for (k, v) in hostile(base.clone(), client.clone()).await {
+                    *total.entry(k).or_default() += v;
+                }
+            }
+            total
+        })
+    };
+    actix_web::rt::time::sleep(phase()).await;
+    stop.store(true, Ordering::Relaxed);
+    let (beside_p99, beside_n) = load.take_p99();
+    let beside = load.take_answers();
+    let x_answers = attacker.await.unwrap();
+    let (acked, _) = load.stop().await;
+    eprintln!(
+        "chaos: {name} y_alone_p99_ms={alone_p99:.1} (n={alone_n}, {alone:?}) \
+         y_beside_x_p99_ms={beside_p99:.1} (n={beside_n}, {beside:?}) x_answers={x_answers:?}"
+    );
+    for answers in [&alone, &beside] {
+        assert!(
+            answers.keys().all(|k| k == "200"),
+            "{name}: tenant Y saw errors: {answers:?}"
+        );
+    }
+    verdict(name, &app.db.url(), &acked, &BTreeMap::new()).await;
+    app.stop().await;
+}
+
+/// Posts `body` to tenant X's ingest route; the answer's status, counted.
+async fn post_as_x(base: &str, client: &reqwest::Client, body: String) -> BTreeMap<String, u64> {
+    let answer = client
+        .post(format!("{base}/api/v1/workspaces/ws-x/events"))
+        .bearer_auth(token(&["ws-x"], "ingest"))
+        .header("content-type", "application/json")
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map(|r| r.status().as_u16().to_string())
+        .unwrap_or_else(|_| "transport".into());
+    BTreeMap::from([(answer, 1)])
+}
+
+#[actix_web::test]
+async fn chaos_nul_in_one_tenants_batch_while_others_ingest() {
+    neighbour("nul-neighbour", |base, client| async move {
+        // Half refused at validation (NUL), half by PostgreSQL itself (the CHECK).
+        let mut answers = BTreeMap::new();
+        for model in [r"gpt\u0000x", "poison"] {
+            let id = format!("x-{}", uuid::Uuid::new_v4().simple());
+            let body = format!(
+                r#"{{"events":[{{"type":"run","event_id":"{id}","agent_id":"bot","status":"succeeded","completed_at":"{}","runtime_ms":1,"model":"{model}"}}]}}"#,
+                ts(Utc::now())
+            );
+            for (k, v) in post_as_x(&base, &client, body).await {
+                *answers.entry(k).or_default() += v;
+            }
+        }
+        answers
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn chaos_hostile_bodies_while_others_ingest() {
+    // Built once: 200 000 keys in one event (2.6 MB), the shape that pinned a worker.
+    let many_keys: String = {
+        let keys: String = (0..200_000).map(|i| format!(r#","k{i}":1"#)).collect();
+        format!(r#"{{"events":[{{"type":"run"{keys}}}]}}"#)
+    };
+    let deep = format!(
+        r#"{{"events":[{{"type":"run","x":{}1{}}}]}}"#,
+        "[".repeat(1_000_000),
+        "]".repeat(1_000_000)
+    );
+    let bodies = Arc::new([many_keys, deep]);
+    neighbour("hostile-neighbour", move |base, client| {
+        let bodies = bodies.clone();
+        async move {
+            let mut answers = BTreeMap::new();
+            for body in bodies.iter() {
+                for (k, v) in post_as_x(&base, &client, body.clone()).await {
+                    *answers.entry(k).or_default() += v;
+                }
+            }
+            answers
+        }
+    })
+    .await;
 }
