@@ -188,7 +188,6 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap_fn(move |req, srv| log_request(req, srv, request_timeout))
                 .wrap(
                     actix_web::middleware::DefaultHeaders::new()
                         .add(("X-Content-Type-Options", "nosniff"))
@@ -199,6 +198,9 @@ impl Application {
                     !origins.is_empty(),
                     cors(&origins),
                 ))
+                // Outermost: every answer, CORS refusals and timeouts included, carries
+                // its request id.
+                .wrap_fn(move |req, srv| log_request(req, srv, request_timeout))
                 .configure(shadower_handlers::configure)
                 .default_service(web::to(shadower_handlers::error::not_found))
         })
@@ -273,26 +275,44 @@ where
         Error = actix_web::Error,
     >,
 {
+    use actix_web::http::header::HeaderValue;
     use shadower_handlers::request_id;
     let started = std::time::Instant::now();
     let id = request_id::pick(req.headers().get(request_id::HEADER));
     let fut = request_id::scope(id.clone(), srv.call(req));
     async move {
-        let mut res = match tokio::time::timeout(timeout, fut).await {
-            Ok(res) => res?,
-            Err(_) => {
-                return Err(shadower_handlers::error::ApiError::Unavailable(format!(
-                "the request took longer than server.request_timeout ({}s); retry (request {id})",
-                timeout.as_secs_f64()
-            ))
-                .into())
+        let header = HeaderValue::from_str(&id).ok();
+        // An error leaving this middleware becomes its response here, inside the request's
+        // scope, so that it too names the request (body and header).
+        let failed = |e: actix_web::Error| {
+            let id = id.clone();
+            let header = header.clone();
+            async move {
+                let cause = e.to_string();
+                let mut res = request_id::scope(id, async move { e.error_response() }).await;
+                if let Some(v) = header {
+                    res.headers_mut().insert(request_id::HEADER, v);
+                }
+                actix_web::error::InternalError::from_response(cause, res).into()
             }
         };
-        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
-            res.headers_mut().insert(request_id::HEADER, value);
+        let mut res = match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => return Err(failed(e).await),
+            Err(_) => {
+                let e = shadower_handlers::error::ApiError::Unavailable(format!(
+                    "the request took longer than server.request_timeout ({}s); retry",
+                    timeout.as_secs_f64()
+                ));
+                return Err(failed(e.into()).await);
+            }
+        };
+        if let Some(v) = header {
+            res.headers_mut().insert(request_id::HEADER, v);
         }
         tracing::debug!(
             target: "shadower_hub::http",
+            request_id = &*id,
             method = %res.request().method(),
             path = res.request().path(),
             status = res.status().as_u16(),

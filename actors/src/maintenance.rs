@@ -63,17 +63,16 @@ pub async fn housekeeping(
     partitions: &Partitions,
     retention: chrono::Duration,
 ) -> Result<(), StoreError> {
-    let client = pool.get().await?;
+    // Taken out of the pool for good: its lock_timeout must never reach another user, even
+    // when this pass is cancelled half-way (a new connection an hour is nothing).
+    let client = deadpool_postgres::Object::take(pool.get().await?);
     client
         .batch_execute(&format!(
             "SET lock_timeout = '{}'",
             store::MAINTENANCE_LOCK_TIMEOUT
         ))
         .await?;
-    let outcome = pass(&**client, partitions, retention).await;
-    // The connection goes back to the pool: leave it as it was.
-    client.batch_execute("RESET lock_timeout").await?;
-    outcome
+    pass(&*client, partitions, retention).await
 }
 
 async fn pass(

@@ -44,12 +44,20 @@ pub enum Applied {
     Done,
     /// The actor is busy: the events wait in its mailbox and land later.
     Queued,
+    /// The actor is busy and too many late applies wait already: it resyncs from storage.
+    Resync,
     /// The actor stopped twice before taking them: the next one rebuilds from storage.
     Started,
 }
 
+/// Events of late applies (past `writer.apply_timeout`) kept waiting for their actors, at
+/// most; past it an apply is dropped and its workspace resyncs from storage instead.
+pub const MAX_LATE_EVENTS: usize = 200_000;
+
 pub struct Registry {
     arbiters: Vec<Arbiter>,
+    /// Events held by late applies still waiting for their actors.
+    late_events: Arc<std::sync::atomic::AtomicUsize>,
     actors: Mutex<HashMap<WorkspaceId, Addr<WorkspaceActor>>>,
     deps: Arc<WorkspaceDeps>,
     this: Weak<Registry>,
@@ -61,6 +69,7 @@ impl Registry {
         Arc::new_cyclic(|this| Self {
             arbiters: (0..arbiters.max(1)).map(|_| Arbiter::new()).collect(),
             actors: Mutex::new(HashMap::new()),
+            late_events: Arc::default(),
             deps: Arc::new(deps),
             this: this.clone(),
         })
@@ -113,6 +122,7 @@ impl Registry {
         for attempt in 0..2 {
             let addr = self.get(&ws);
             self.mailbox_sent();
+            let n = events.len();
             let mut sent = Box::pin(addr.send(Apply {
                 events: events.clone(),
                 xid,
@@ -120,9 +130,21 @@ impl Registry {
             let answer = match tokio::time::timeout(timeout, &mut sent).await {
                 Ok(answer) => answer,
                 Err(_) => {
+                    use std::sync::atomic::Ordering;
                     self.deps.metrics.writer_apply_late.inc();
+                    let late = self.late_events.clone();
+                    if late.fetch_add(n, Ordering::AcqRel) + n > MAX_LATE_EVENTS {
+                        // Too much already waits: drop this apply (actix skips a message
+                        // whose asker is gone) and let the actor read storage instead.
+                        late.fetch_sub(n, Ordering::AcqRel);
+                        drop(sent);
+                        self.mailbox_unsent();
+                        self.resync(&ws);
+                        return Applied::Resync;
+                    }
                     actix::spawn(async move {
                         let _ = sent.await;
+                        late.fetch_sub(n, Ordering::AcqRel);
                     });
                     return Applied::Queued;
                 }

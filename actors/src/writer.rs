@@ -33,6 +33,9 @@ use crate::store::{self, Partitions, StoreError};
 /// Transactions that start as soon as anything is queued; see [`Writer::may_start`].
 pub const EAGER_FLUSHES: usize = 2;
 
+/// A PostgreSQL backend: its pid and its start (µs since the epoch).
+type Backend = (i32, i64);
+
 /// Longest wait for the backend of a commit with an unknown outcome to end.
 pub const UNKNOWN_OUTCOME_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -398,23 +401,27 @@ impl Flush {
         outcome
     }
 
-    /// Ends backend `pid` (whose statement's outcome is unknown) and waits until it is gone,
-    /// at most [`UNKNOWN_OUTCOME_WAIT`]: past that its transaction is over either way.
-    async fn end_backend(&self, pid: Option<i32>) {
-        let Some(pid) = pid else {
+    /// Ends `backend` (whose statement's outcome is unknown) and waits until it is gone, at
+    /// most [`UNKNOWN_OUTCOME_WAIT`]: past that its transaction is over either way.
+    async fn end_backend(&self, backend: Option<Backend>) {
+        let Some((pid, started)) = backend else {
             tracing::warn!("Commit outcome unknown and the backend unknown; resyncing as is.");
             return;
         };
         let ended = tokio::time::timeout(UNKNOWN_OUTCOME_WAIT, async {
             let client = self.pool.get().await?;
+            const SAME: &str = "pid = $1 AND (extract(epoch FROM backend_start) * 1e6)::int8 = $2";
             client
-                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .execute(
+                    &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {SAME}"),
+                    &[&pid, &started],
+                )
                 .await?;
             loop {
                 let left: i64 = client
                     .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                        &[&pid],
+                        &format!("SELECT count(*) FROM pg_stat_activity WHERE {SAME}"),
+                        &[&pid, &started],
                     )
                     .await?
                     .get(0);
@@ -439,16 +446,25 @@ impl Flush {
         client: &deadpool_postgres::Object,
         rows: &[(&WorkspaceId, &Event)],
         committing: &std::cell::Cell<bool>,
-        pid: &std::cell::Cell<Option<i32>>,
+        pid: &std::cell::Cell<Option<Backend>>,
     ) -> Result<(Vec<bool>, u64), FlushError> {
         let rolled_back = FlushError::RolledBack;
         // The backend's pid travels in the same round trip as the work (pipelined): with an
         // unknown outcome, it is what can be ended and waited out.
         // A simple query: its one message is sent at the first poll, ahead of the insert.
+        // With its start time, so that a pid reused by a later backend is never mistaken.
         let ask_pid = async {
-            if let Ok(messages) = client.simple_query("SELECT pg_backend_pid()").await {
+            let asked = client
+                .simple_query(
+                    "SELECT pid, (extract(epoch FROM backend_start) * 1e6)::int8
+                     FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                )
+                .await;
+            if let Ok(messages) = asked {
                 let found = messages.iter().find_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        Some((row.get(0)?.parse().ok()?, row.get(1)?.parse().ok()?))
+                    }
                     _ => None,
                 });
                 pid.set(found);

@@ -72,21 +72,20 @@ async fn ingest(
     .await?;
     let rules = state.ingest.rules;
     let body = body.freeze();
-    // The request's size in events is charged to the rate limit after the cheap framing
-    // pass and before any per-event work.
+    let bytes = body.len();
+    // The request's cost (its events, or its size when that is more) is charged to the rate
+    // limit after the cheap framing pass and before any per-event work.
     let (decision, events) = if body.len() <= INLINE_PARSE_BYTES {
         let framed = frame(body, format, &rules).map_err(ingest_error)?;
-        let decision = state
-            .limit(&ws, Budget::Ingest, framed.len() as u64)
-            .await?;
+        let cost = state.limiter.ingest_cost(framed.len(), bytes);
+        let decision = state.limit(&ws, Budget::Ingest, cost).await?;
         (decision, framed.check(&rules, chrono::Utc::now()))
     } else {
         // A large body is read on the blocking pool, so this worker keeps serving others.
         let framed = off_worker(move || frame(body, format, &rules)).await?;
         let framed = framed.map_err(ingest_error)?;
-        let decision = state
-            .limit(&ws, Budget::Ingest, framed.len() as u64)
-            .await?;
+        let cost = state.limiter.ingest_cost(framed.len(), bytes);
+        let decision = state.limit(&ws, Budget::Ingest, cost).await?;
         let events = off_worker(move || framed.check(&rules, chrono::Utc::now())).await?;
         (decision, events)
     };

@@ -44,6 +44,9 @@ pub struct RateLimitConfig {
     pub redis_timeout: HubDuration,
 }
 
+/// Body bytes that cost one ingest unit (an ordinary event is a few hundred bytes).
+pub const BYTES_PER_UNIT: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Budget {
     Ingest,
@@ -155,6 +158,17 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// The ingest cost of a body of `events` events and `bytes` bytes: its events, or one
+    /// unit per [`BYTES_PER_UNIT`] when that is more (a tenant's bytes, which are what parsing
+    /// costs, are limited as well as its events), never more than the burst (a body the
+    /// size limits allow must be able to pass).
+    pub fn ingest_cost(&self, events: usize, bytes: usize) -> u64 {
+        let by_size = bytes.div_ceil(BYTES_PER_UNIT) as u64;
+        (events as u64)
+            .max(by_size)
+            .min(self.cfg.ingest_burst.max(1.0) as u64)
+    }
+
     pub fn new(
         redis: RedisPool,
         prefix: &str,

@@ -333,6 +333,7 @@ async fn a_body_upload_past_server_request_timeout_gets_503() {
     assert!(read.is_ok(), "no answer to a stalled upload");
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("x-request-id: "), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("retry-after: 1"),
         "{text}"

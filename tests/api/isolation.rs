@@ -307,6 +307,8 @@ async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
         ("workspace.request_timeout", json!("120s")),
         // Shorter than the rebuild: the slow workspace's own answer does not wait for it.
         ("writer.apply_timeout", json!("100ms")),
+        // Both workspaces on one arbiter thread: the slow one's rebuild must not hold it.
+        ("workspace.arbiters", json!(1)),
     ])
     .await;
     let db = app.db().await;
@@ -394,3 +396,38 @@ async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
 
 /// Runs the slow workspace rebuilds: enough for a rebuild far longer than a commit.
 const SLOW_RUNS: i64 = 300_000;
+
+/// A body costs its events, or one unit per KiB when that is more: a tenant's bytes, which
+/// are what parsing costs, are limited as well as its events.
+#[actix_web::test]
+async fn a_large_body_costs_its_size_in_the_rate_limit() {
+    let app = spawn_app_with(&[
+        ("ingest.max_events", json!(50)),
+        ("rate_limit.ingest_events_per_sec", json!(1)),
+        ("rate_limit.ingest_burst", json!(50)),
+    ])
+    .await;
+    let mut padded = run_event("p", "bot", "succeeded", 1.0, Utc::now());
+    padded["note"] = json!("n".repeat(40 * 1024));
+    let res = app.post_events("ws-x", &[padded]).await;
+    assert_eq!(res.status(), 200);
+    let remaining: u64 = res.headers()["x-ratelimit-remaining"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        remaining <= 10,
+        "one event of 40 KiB cost {} units",
+        50 - remaining
+    );
+    let small = |p: &str| -> Vec<Value> {
+        (0..20)
+            .map(|i| run_event(&format!("{p}{i}"), "bot", "succeeded", 1.0, Utc::now()))
+            .collect()
+    };
+    assert_eq!(app.post_events("ws-x", &small("x")).await.status(), 429);
+    // Positive control: the same 20 small events fit a fresh budget.
+    assert_eq!(app.post_events("ws-y", &small("y")).await.status(), 200);
+    app.stop().await;
+}

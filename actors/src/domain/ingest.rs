@@ -28,6 +28,10 @@ use super::text;
 pub const MAX_SHORT_TEXT: usize = 256;
 /// Longest accepted error message, error type/category and feedback text.
 pub const MAX_LONG_TEXT: usize = 4096;
+/// Largest accepted runtime, credits, cpu, memory and limits (10^15): far past any real
+/// value, and small enough that a day of sums at the rate limit stays finite.
+pub const MAX_NUMBER: f64 = 1e15;
+
 /// Largest `tokens_in` / `tokens_out` of one run (a trillion: far past any context window,
 /// and small enough that sums over any window stay exact in an `i64`).
 pub const MAX_TOKENS: i64 = 1_000_000_000_000;
@@ -732,7 +736,11 @@ impl Check<'_> {
     ) -> Option<f64> {
         let v = raw.get(key)?;
         match read::<f64>(v) {
-            Some(n) if n.is_finite() && ok(n) => Some(n),
+            Some(n) if n.is_finite() && ok(n) && n <= MAX_NUMBER => Some(n),
+            Some(n) if n.is_finite() && ok(n) => {
+                self.fail(key, "must be at most 1e15");
+                None
+            }
             _ => {
                 self.fail(key, rule);
                 None

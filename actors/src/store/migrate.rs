@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_anomalies",
         include_str!("../../../migrations/0003_anomalies.sql"),
     ),
+    (
+        4,
+        "0004_partition_lock_timeout",
+        include_str!("../../../migrations/0004_partition_lock_timeout.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating.

@@ -118,6 +118,8 @@ fn every_run_rule_is_enforced() {
             "is required when started_at is absent",
         ),
         ("credits", (-0.5).into(), NON_NEGATIVE),
+        ("credits", 1e300.into(), "must be at most 1e15"),
+        ("runtime_ms", 2e15.into(), "must be at most 1e15"),
         ("tokens_in", (-3).into(), TOKENS),
         ("tokens_out", 1.5.into(), TOKENS),
         ("tokens_out", (MAX_TOKENS + 1).into(), TOKENS),

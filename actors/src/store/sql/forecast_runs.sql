@@ -4,7 +4,7 @@ SELECT (floor(extract(epoch FROM completed_at) * 1000 / $4::bigint) * $4::bigint
        count(*)::bigint AS runs,
        coalesce(sum(credits), 0) AS credits,
        -- numeric sum, read as a double: a bigint result could overflow
-       coalesce(sum(tokens_in + tokens_out), 0)::double precision AS tokens,
+       coalesce(sum(tokens_in::numeric + tokens_out), 0)::double precision AS tokens,
        count(*) FILTER (WHERE status IN ('failed', 'timeout'))::bigint AS failed,
        count(*) FILTER (WHERE status <> 'cancelled')::bigint AS decided
 FROM agent_runs
