@@ -7,7 +7,9 @@
 //! (`ws.max_queue`): a session whose mailbox is full is evicted with close code 4008, so a
 //! slow consumer never slows the others nor makes the hub hold more than its queue.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::dev::SendError;
@@ -80,16 +82,80 @@ pub struct FanOut {
 #[derive(Serialize)]
 struct Update<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    agents: Option<BTreeMap<&'a AgentId, BTreeMap<&'static str, ExecView>>>,
+    agents: Option<BTreeMap<&'a AgentId, BTreeMap<&'static str, Rc<ExecView>>>>,
     epoch: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    execution: Option<BTreeMap<&'static str, ExecView>>,
+    execution: Option<BTreeMap<&'static str, Rc<ExecView>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    resources: Option<BTreeMap<AgentId, ResourceView>>,
+    resources: Option<BTreeMap<AgentId, Rc<ResourceView>>>,
     seq: u64,
     ts: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
+}
+
+/// An execution view: of the workspace (`None`) or one agent, in one window.
+type ViewKey = (Option<AgentId>, Window);
+
+/// The views of one update, each computed at most once whatever the sessions ask: frames
+/// for many different subscriptions are assembled from the same views, so 10 000 sessions
+/// watching distinct agents cost one view per (agent, window), not one per session.
+struct Views<'l> {
+    live: &'l LiveState,
+    now: DateTime<Utc>,
+    exec: RefCell<HashMap<ViewKey, Rc<ExecView>>>,
+    res: RefCell<HashMap<AgentId, Option<Rc<ResourceView>>>>,
+}
+
+impl<'l> Views<'l> {
+    fn new(live: &'l LiveState, now: DateTime<Utc>) -> Self {
+        Self {
+            live,
+            now,
+            exec: RefCell::default(),
+            res: RefCell::default(),
+        }
+    }
+
+    fn execution(&self, agent: Option<&AgentId>, window: Window) -> Rc<ExecView> {
+        self.exec
+            .borrow_mut()
+            .entry((agent.cloned(), window))
+            .or_insert_with(|| Rc::new(self.live.execution(agent, window, self.now)))
+            .clone()
+    }
+
+    /// The subscription's windows of the workspace.
+    fn windows(&self, sub: &Subscription) -> BTreeMap<&'static str, Rc<ExecView>> {
+        sub.windows
+            .iter()
+            .map(|w| (w.as_str(), self.execution(None, *w)))
+            .collect()
+    }
+
+    /// The resource views of those of `agents` that `sub` wants.
+    fn resources(
+        &self,
+        sub: &Subscription,
+        agents: &BTreeSet<AgentId>,
+    ) -> BTreeMap<AgentId, Rc<ResourceView>> {
+        agents
+            .iter()
+            .filter(|a| sub.wants_agent(a))
+            .filter_map(|a| {
+                let view = self
+                    .res
+                    .borrow_mut()
+                    .entry(a.clone())
+                    .or_insert_with(|| {
+                        let one = self.live.resources(Some(a), RESOURCE_WINDOW, self.now);
+                        one.into_values().next().map(Rc::new)
+                    })
+                    .clone();
+                Some((a.clone(), view?))
+            })
+            .collect()
+    }
 }
 
 /// What a joining session gets first.
@@ -115,25 +181,15 @@ fn windows(
         .collect()
 }
 
+/// Every agent's resource view that `sub` wants (snapshots).
 fn resources(
     live: &LiveState,
     sub: &Subscription,
-    only: Option<&BTreeSet<AgentId>>,
     now: DateTime<Utc>,
 ) -> BTreeMap<AgentId, ResourceView> {
-    match only {
-        // Only the agents that changed: views are not cheap (a sketch merge each).
-        Some(only) => only
-            .iter()
-            .filter(|a| sub.wants_agent(a))
-            .flat_map(|a| live.resources(Some(a), RESOURCE_WINDOW, now))
-            .collect(),
-        None => {
-            let mut all = live.resources(None, RESOURCE_WINDOW, now);
-            all.retain(|a, _| sub.wants_agent(a));
-            all
-        }
-    }
+    let mut all = live.resources(None, RESOURCE_WINDOW, now);
+    all.retain(|a, _| sub.wants_agent(a));
+    all
 }
 
 impl FanOut {
@@ -191,7 +247,7 @@ impl FanOut {
             snap["execution"] = json!(windows(live, None, sub, now));
         }
         if sub.wants(Channel::Resources) {
-            snap["resources"] = json!(resources(live, sub, None, now));
+            snap["resources"] = json!(resources(live, sub, now));
         }
         self.sessions.insert(id, sink);
         Joined {
@@ -279,6 +335,7 @@ impl FanOut {
             }
         }
         let (epoch, seq, ts) = (self.epoch, self.seq, ts_json(now));
+        let views = Views::new(live, now);
         self.deliver(metrics, started, |sub| {
             let mut update = Update {
                 agents: None,
@@ -291,7 +348,7 @@ impl FanOut {
             };
             let mut any = false;
             if sub.wants(Channel::Execution) && dirty.execution {
-                update.execution = Some(windows(live, None, sub, now));
+                update.execution = Some(views.windows(sub));
                 let agents: BTreeMap<&AgentId, _> = dirty
                     .agents
                     .iter()
@@ -300,7 +357,7 @@ impl FanOut {
                         let w = sub.agent_window();
                         (
                             a,
-                            BTreeMap::from([(w.as_str(), live.execution(Some(a), w, now))]),
+                            BTreeMap::from([(w.as_str(), views.execution(Some(a), w))]),
                         )
                     })
                     .collect();
@@ -308,7 +365,7 @@ impl FanOut {
                 update.agents = Some(agents);
             }
             if sub.wants(Channel::Resources) && !dirty.resources.is_empty() {
-                let res = resources(live, sub, Some(&dirty.resources), now);
+                let res = views.resources(sub, &dirty.resources);
                 any |= !res.is_empty();
                 update.resources = Some(res);
             }
