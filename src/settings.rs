@@ -51,6 +51,11 @@ pub struct ServerConfig {
     pub keep_alive: HubDuration,
     /// A client that has not sent a whole request head within this gets 408.
     pub client_request_timeout: HubDuration,
+    /// After a connection's last response (a WebSocket after its closing handshake, a
+    /// `Connection: close` answer), how long the hub waits for the client to hang up before
+    /// it closes the connection itself. RFC 6455 has the server close first, so a WebSocket
+    /// client waits out all of it.
+    pub client_disconnect_timeout: HubDuration,
     /// Bound on handling one request, body upload included; past it the client gets 503 +
     /// `Retry-After`. Must exceed `writer.commit_timeout` (ingest answers after the commit).
     pub request_timeout: HubDuration,

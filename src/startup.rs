@@ -210,6 +210,7 @@ impl Application {
         .max_connections(settings.server.max_connections)
         .keep_alive(settings.server.keep_alive.get())
         .client_request_timeout(settings.server.client_request_timeout.get())
+        .client_disconnect_timeout(settings.server.client_disconnect_timeout.get())
         .shutdown_timeout(settings.server.shutdown_timeout.get().as_secs());
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
