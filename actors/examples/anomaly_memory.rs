@@ -4,32 +4,15 @@
 //!
 //! `cargo run --release -p shadower-actors --example anomaly_memory -- [--agents 2000] [--buckets 30]`
 
+mod common;
+
 use chrono::{TimeZone, Utc};
 use shadower_actors::domain::anomaly::track::{Tracker, TrackerConfig};
 use shadower_actors::domain::anomaly::Config;
 use shadower_actors::domain::event::{Event, EventKind, Heartbeat, Run, RunStatus};
 use shadower_actors::domain::ids::{AgentId, EventId};
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
-}
+use common::{arg, rss_kib};
 
 fn main() {
     let (agents, buckets) = (arg("--agents", 2_000), arg("--buckets", 30));

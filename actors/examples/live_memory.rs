@@ -7,32 +7,15 @@
 //! `cargo run --release -p shadower-actors --example live_memory -- [--agents 1000] [--models 40]
 //!  [--per-agent 16]` (`--per-agent`: `limits.max_models_per_agent`)
 
+mod common;
+
 use chrono::{Duration, TimeZone, Utc};
 use shadower_actors::domain::event::{Event, EventKind, Run, RunStatus};
 use shadower_actors::domain::ids::{AgentId, EventId};
 use shadower_actors::domain::live::{LiveRules, LiveState};
 use shadower_actors::domain::window::Window;
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
-}
+use common::{arg, rss_kib};
 
 fn main() {
     let (agents, models) = (arg("--agents", 1_000), arg("--models", 40));

@@ -93,6 +93,8 @@ async fn probe(state: &AppState) -> (bool, Value) {
 fn postgres_problem(e: &store::StoreError) -> &'static str {
     match e {
         store::StoreError::Pool(_) => "unreachable",
+        // No SQLSTATE: the connection itself failed (closed, refused, reset).
+        store::StoreError::Db(e) if e.as_db_error().is_none() => "unreachable",
         store::StoreError::Data(m) if m.contains("read-only") => "read-only",
         _ => "error (see the hub's log)",
     }

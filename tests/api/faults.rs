@@ -200,8 +200,11 @@ async fn postgres_down_gives_503_and_ingest_recovers_by_itself() {
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["postgres"]["status"], "down");
     // Fixed words, never the driver's error text.
-    assert_eq!(
-        ready["checks"]["postgres"]["error"], "unreachable",
+    let error = ready["checks"]["postgres"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        ["unreachable", "no answer within 2s"].contains(&error),
         "{ready}"
     );
     // Live reads keep working from memory.

@@ -543,7 +543,7 @@ async fn the_server_closes_tcp_right_after_the_closing_handshake() {
     eprintln!("closed after {:?}", started.elapsed());
     assert!(ended.is_ok(), "the server kept the connection open");
     // How soon is not asserted (no test passes or fails on wall-clock time): the printed
-    // figure was 0.98 s with actix's default linger and 0.09 s with
-    // `server.client_disconnect_timeout = 100ms`.
+    // figure is 0.98 s with the default `server.client_disconnect_timeout` (1s) and was
+    // 0.09 s with 100ms.
     app.stop().await;
 }
