@@ -59,10 +59,20 @@ async fn ingest(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let ws = WorkspaceId::parse(workspace)
+    let ws = &WorkspaceId::parse(workspace)
         .map_err(|e| ApiError::bad_request("invalid_workspace_id", format!("workspace_id {e}")))?;
-    principal.require(&ws, Scope::Ingest)?;
+    principal.require(ws, Scope::Ingest)?;
     let format = body_format(req)?;
+    // A large declared body's size is paid for before it is read: a tenant past its budget
+    // does not make the hub read (and frame) megabytes only to refuse them. (What was paid
+    // stays spent if the events then do not fit; small bodies pay once, after framing.)
+    let prepaid = declared_length(req)
+        .filter(|n| (INLINE_PARSE_BYTES + 1..=state.ingest.max_body_bytes).contains(n))
+        .map(|n| state.limiter.ingest_cost(0, n));
+    let paid = match prepaid {
+        Some(units) => Some(state.limit(ws, Budget::Ingest, units).await?),
+        None => None,
+    };
     let body = read_body_limited(
         req,
         payload,
@@ -73,19 +83,29 @@ async fn ingest(
     let rules = state.ingest.rules;
     let body = body.freeze();
     let bytes = body.len();
-    // The request's cost (its events, or its size when that is more) is charged to the rate
-    // limit after the cheap framing pass and before any per-event work.
+    // The rest of the request's cost (its events, or its size when that is more) is charged
+    // after the cheap framing pass and before any per-event work.
+    let settle = |events: usize| {
+        let rest = state
+            .limiter
+            .ingest_cost(events, bytes)
+            .saturating_sub(prepaid.unwrap_or(0));
+        async move {
+            match paid {
+                Some(decision) if rest == 0 => Ok(decision),
+                _ => state.limit(ws, Budget::Ingest, rest.max(1)).await,
+            }
+        }
+    };
     let (decision, events) = if body.len() <= INLINE_PARSE_BYTES {
         let framed = frame(body, format, &rules).map_err(ingest_error)?;
-        let cost = state.limiter.ingest_cost(framed.len(), bytes);
-        let decision = state.limit(&ws, Budget::Ingest, cost).await?;
+        let decision = settle(framed.len()).await?;
         (decision, framed.check(&rules, chrono::Utc::now()))
     } else {
         // A large body is read on the blocking pool, so this worker keeps serving others.
         let framed = off_worker(move || frame(body, format, &rules)).await?;
         let framed = framed.map_err(ingest_error)?;
-        let cost = state.limiter.ingest_cost(framed.len(), bytes);
-        let decision = state.limit(&ws, Budget::Ingest, cost).await?;
+        let decision = settle(framed.len()).await?;
         let events = off_worker(move || framed.check(&rules, chrono::Utc::now())).await?;
         (decision, events)
     };
@@ -150,6 +170,14 @@ async fn off_worker<T: Send + 'static>(
     web::block(work)
         .await
         .map_err(|_| ApiError::Unavailable("the hub is shutting down; retry".into()))
+}
+
+/// The body length the client declared, if any.
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn body_format(req: &HttpRequest) -> Result<BodyFormat, ApiError> {

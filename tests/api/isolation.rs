@@ -431,3 +431,46 @@ async fn a_large_body_costs_its_size_in_the_rate_limit() {
     assert_eq!(app.post_events("ws-y", &small("y")).await.status(), 200);
     app.stop().await;
 }
+
+/// A declared body's size is paid for before the body is read: a tenant past its budget is
+/// refused at once, without the hub reading (and framing) what it sends.
+#[actix_web::test]
+async fn a_tenant_past_its_budget_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&[
+        ("ingest.max_events", json!(50)),
+        ("rate_limit.ingest_events_per_sec", json!(1)),
+        ("rate_limit.ingest_burst", json!(50)),
+    ])
+    .await;
+    let mut padded = run_event("p", "bot", "succeeded", 1.0, Utc::now());
+    padded["note"] = json!("n".repeat(45 * 1024));
+    assert_eq!(app.post_events("ws-x", &[padded]).await.status(), 200);
+    // Announces 100 KiB, sends 10 bytes, then waits: only an answer that did not wait for
+    // the body can come back.
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/workspaces/ws-x/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 102400\r\n\r\n{{\"events\":",
+        token(&["ws-x"], "ingest")
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(StdDuration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the hub waited for the body");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    app.stop().await;
+}
