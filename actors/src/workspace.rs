@@ -335,30 +335,48 @@ impl WorkspaceActor {
     }
 
     /// The state rebuilt from `recent`, as of `now`.
+    /// Rebuilds the windows and the detectors from storage in the background, then swaps
+    /// them in with the applies received meanwhile that the rebuild's snapshot did not see.
+    /// The rebuilt detectors announce nothing (replayed verdicts are history), so no anomaly
+    /// is reported twice.
     fn start_resync(&mut self, ctx: &mut Context<Self>) {
         self.resyncing.get_or_insert_with(Vec::new);
         let (pool, id) = (self.deps.pool.clone(), self.id.clone());
         let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
+        let history = self.history_range(since);
+        let history_to = history.to.timestamp_millis();
         let deps = self.deps.clone();
         ctx.spawn(
             async move {
-                let recent = store::load_recent(&pool, &id, since, None).await?;
-                off_thread(move || Rebuilt::new(&deps, recent, None)).await
+                let recent = store::load_recent(&pool, &id, since, Some(history)).await?;
+                off_thread(move || Rebuilt::new(&deps, recent, Some(history_to))).await
             }
             .into_actor(self)
             .map(|result, act, ctx| match result {
                 Ok(built) => {
                     let mut live = built.live;
+                    let mut anomalies = built.anomalies;
                     let now = Utc::now();
                     for apply in act.resyncing.take().unwrap_or_default() {
                         if !built.snapshot.sees(apply.xid) {
-                            apply.events.iter().for_each(|e| live.apply(e, now));
+                            for e in &apply.events {
+                                live.apply(e, now);
+                                if let Some(tracker) = &mut anomalies {
+                                    tracker.apply(e);
+                                }
+                            }
                         }
                     }
                     act.live = live;
                     act.views.reset();
+                    if let Some(mut anomalies) = anomalies {
+                        // A counter: the events found late so far stay counted.
+                        anomalies.late_events = act.anomalies.late_events;
+                        act.anomalies = anomalies;
+                        act.report_anomalies();
+                    }
                     act.snapshot = built.snapshot;
-                    tracing::info!(workspace = %act.id, "Windows resynced from storage.");
+                    tracing::info!(workspace = %act.id, "Windows and detectors resynced from storage.");
                     if std::mem::take(&mut act.resync_again) {
                         act.start_resync(ctx);
                     }
