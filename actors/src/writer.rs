@@ -33,7 +33,7 @@ use crate::store::{self, Partitions, StoreError};
 /// Transactions that start as soon as anything is queued; see [`Writer::may_start`].
 pub const EAGER_FLUSHES: usize = 2;
 
-/// A PostgreSQL backend: its pid and its start (µs since the epoch).
+/// A PostgreSQL backend: its pid, and a time it was already running at (µs since the epoch).
 type Backend = (i32, i64);
 
 /// Longest wait for the backend of a commit with an unknown outcome to end.
@@ -410,7 +410,7 @@ impl Flush {
         };
         let ended = tokio::time::timeout(UNKNOWN_OUTCOME_WAIT, async {
             let client = self.pool.get().await?;
-            const SAME: &str = "pid = $1 AND (extract(epoch FROM backend_start) * 1e6)::int8 = $2";
+            const SAME: &str = "pid = $1 AND (extract(epoch FROM backend_start) * 1e6)::int8 <= $2";
             client
                 .execute(
                     &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {SAME}"),
@@ -452,12 +452,12 @@ impl Flush {
         // The backend's pid travels in the same round trip as the work (pipelined): with an
         // unknown outcome, it is what can be ended and waited out.
         // A simple query: its one message is sent at the first poll, ahead of the insert.
-        // With its start time, so that a pid reused by a later backend is never mistaken.
+        // With the statement's start: a backend that reuses the pid later started after it,
+        // so it is never mistaken for this one. (No view is read: this runs every batch.)
         let ask_pid = async {
             let asked = client
                 .simple_query(
-                    "SELECT pid, (extract(epoch FROM backend_start) * 1e6)::int8
-                     FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                    "SELECT pg_backend_pid(), (extract(epoch FROM statement_timestamp()) * 1e6)::int8",
                 )
                 .await;
             if let Ok(messages) = asked {

@@ -211,11 +211,7 @@ pub(crate) async fn read_body_limited(
 ) -> Result<web::BytesMut, ApiError> {
     let too_large =
         || ApiError::PayloadTooLarge(format!("the body is larger than {key} ({limit} bytes)"));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(req);
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
