@@ -302,39 +302,16 @@ async fn a_full_writer_backlog_answers_503_at_once() {
 
 #[actix_web::test]
 async fn a_body_upload_past_server_request_timeout_gets_503() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(&[
         ("writer.commit_timeout", json!("1s")),
         ("writer.statement_timeout", json!("500ms")),
         ("server.request_timeout", json!("2s")),
     ])
     .await;
-    // A client that announces 1 000 bytes and sends 10, then stalls (slow loris).
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /api/v1/workspaces/ws1/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"events\":",
-        token(&["ws1"], "ingest")
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(StdDuration::from_secs(30), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    answer.extend_from_slice(&buf[..n]);
-                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "no answer to a stalled upload");
-    let text = String::from_utf8_lossy(&answer);
+    // A client that announces 1 000 bytes and sends a few, then stalls (slow loris).
+    let text = answer_to_stalled_upload(&app, "ws1", 1000, StdDuration::from_secs(30))
+        .await
+        .expect("no answer to a stalled upload");
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("x-request-id: "), "{text}");
     assert!(

@@ -384,3 +384,48 @@ where
         actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Posts to ingest for `ws` a head announcing `declared` body bytes, sends only a few, then
+/// stalls; returns the answer's head if one comes within `wait` (slow-loris and
+/// refuse-before-reading checks).
+pub async fn answer_to_stalled_upload(
+    app: &TestApp,
+    ws: &str,
+    declared: usize,
+    wait: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/workspaces/{ws}/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n{{\"events\":",
+        token(&[ws], "ingest")
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A workspace budget of 50 ingest units refilling at 1 a second, and requests of at most 50
+/// events.
+pub fn tight_ingest_budget() -> [(&'static str, Value); 3] {
+    [
+        ("ingest.max_events", json!(50)),
+        ("rate_limit.ingest_events_per_sec", json!(1)),
+        ("rate_limit.ingest_burst", json!(50)),
+    ]
+}

@@ -227,12 +227,7 @@ async fn an_event_with_too_many_keys_is_a_400_and_one_under_the_cap_passes() {
 /// tenant cannot spend the hub's CPU on invalid bodies for free.
 #[actix_web::test]
 async fn invalid_bodies_spend_the_senders_budget_and_only_its_own() {
-    let app = spawn_app_with(&[
-        ("ingest.max_events", json!(50)),
-        ("rate_limit.ingest_events_per_sec", json!(1)),
-        ("rate_limit.ingest_burst", json!(50)),
-    ])
-    .await;
+    let app = spawn_app_with(&tight_ingest_budget()).await;
     let bad: Vec<Value> = (0..50)
         .map(|i| run_with(&format!("b{i}"), "status", json!("nope")))
         .collect();
@@ -401,12 +396,7 @@ const SLOW_RUNS: i64 = 300_000;
 /// are what parsing costs, are limited as well as its events.
 #[actix_web::test]
 async fn a_large_body_costs_its_size_in_the_rate_limit() {
-    let app = spawn_app_with(&[
-        ("ingest.max_events", json!(50)),
-        ("rate_limit.ingest_events_per_sec", json!(1)),
-        ("rate_limit.ingest_burst", json!(50)),
-    ])
-    .await;
+    let app = spawn_app_with(&tight_ingest_budget()).await;
     let mut padded = run_event("p", "bot", "succeeded", 1.0, Utc::now());
     padded["note"] = json!("n".repeat(40 * 1024));
     let res = app.post_events("ws-x", &[padded]).await;
@@ -436,41 +426,15 @@ async fn a_large_body_costs_its_size_in_the_rate_limit() {
 /// refused at once, without the hub reading (and framing) what it sends.
 #[actix_web::test]
 async fn a_tenant_past_its_budget_is_refused_before_its_body_is_read() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = spawn_app_with(&[
-        ("ingest.max_events", json!(50)),
-        ("rate_limit.ingest_events_per_sec", json!(1)),
-        ("rate_limit.ingest_burst", json!(50)),
-    ])
-    .await;
+    let app = spawn_app_with(&tight_ingest_budget()).await;
     let mut padded = run_event("p", "bot", "succeeded", 1.0, Utc::now());
     padded["note"] = json!("n".repeat(45 * 1024));
     assert_eq!(app.post_events("ws-x", &[padded]).await.status(), 200);
-    // Announces 100 KiB, sends 10 bytes, then waits: only an answer that did not wait for
-    // the body can come back.
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /api/v1/workspaces/ws-x/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 102400\r\n\r\n{{\"events\":",
-        token(&["ws-x"], "ingest")
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(StdDuration::from_secs(10), async {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = conn.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the hub waited for the body");
-    let text = String::from_utf8_lossy(&answer);
+    // Announces 100 KiB, sends a few bytes, then waits: only an answer that did not wait
+    // for the body can come back.
+    let text = answer_to_stalled_upload(&app, "ws-x", 102_400, StdDuration::from_secs(10))
+        .await
+        .expect("the hub waited for the body");
     assert!(text.starts_with("HTTP/1.1 429"), "{text}");
     app.stop().await;
 }
