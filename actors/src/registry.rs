@@ -37,19 +37,6 @@ pub struct WorkspaceDeps {
     pub anomaly_history: chrono::Duration,
 }
 
-/// How an apply went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The actor folded the events into its windows.
-    Done,
-    /// The actor is busy: the events wait in its mailbox and land later.
-    Queued,
-    /// The actor is busy and too many late applies wait already: it resyncs from storage.
-    Resync,
-    /// The actor stopped twice before taking them: the next one rebuilds from storage.
-    Started,
-}
-
 /// Events of late applies (past `writer.apply_timeout`) kept waiting for their actors, at
 /// most; past it an apply is dropped and its workspace resyncs from storage instead.
 pub const MAX_LATE_EVENTS: usize = 200_000;
@@ -111,14 +98,15 @@ impl Registry {
     /// it to skip this apply), waiting at most `timeout` for it to take them. Past
     /// `timeout` the apply stays queued (actix drops a message whose asker stopped waiting,
     /// so the wait goes on in a task of its own) and lands behind whatever the actor is
-    /// busy with (a rebuild, a full mailbox), ahead of any read sent later.
+    /// busy with (a rebuild, a full mailbox), ahead of any read sent later. An actor that
+    /// stops twice before taking them leaves them to the next one's rebuild.
     pub async fn apply(
         &self,
         ws: WorkspaceId,
         events: Vec<Event>,
         xid: u64,
         timeout: std::time::Duration,
-    ) -> Applied {
+    ) {
         for attempt in 0..2 {
             let addr = self.get(&ws);
             self.mailbox_sent();
@@ -140,17 +128,17 @@ impl Registry {
                         drop(sent);
                         self.mailbox_unsent();
                         self.resync(&ws);
-                        return Applied::Resync;
+                        return;
                     }
                     actix::spawn(async move {
                         let _ = sent.await;
                         late.fetch_sub(n, Ordering::AcqRel);
                     });
-                    return Applied::Queued;
+                    return;
                 }
             };
             match answer {
-                Ok(()) => return Applied::Done,
+                Ok(()) => return,
                 Err(_) => {
                     // The actor stopped before taking it; a fresh one rebuilds from storage.
                     self.mailbox_unsent();
@@ -159,7 +147,6 @@ impl Registry {
                 }
             }
         }
-        Applied::Started
     }
 
     /// Sends `msg` to the workspace's actor and waits up to `timeout` for the answer.

@@ -449,11 +449,11 @@ impl Flush {
         pid: &std::cell::Cell<Option<Backend>>,
     ) -> Result<(Vec<bool>, u64), FlushError> {
         let rolled_back = FlushError::RolledBack;
-        // The backend's pid travels in the same round trip as the work (pipelined): with an
-        // unknown outcome, it is what can be ended and waited out.
-        // A simple query: its one message is sent at the first poll, ahead of the insert.
-        // With the statement's start: a backend that reuses the pid later started after it,
-        // so it is never mistaken for this one. (No view is read: this runs every batch.)
+        // The backend's pid, for an unknown outcome to be ended and waited out, travels in the
+        // same round trip as the work: a simple query is one message, sent at the first poll,
+        // ahead of the insert. With the statement's start, so that a backend reusing the pid
+        // later (it started after this) is never mistaken for this one; no view is read, as
+        // this runs every batch.
         let ask_pid = async {
             let asked = client
                 .simple_query(
