@@ -169,18 +169,6 @@ fn frame(value: &impl Serialize) -> ByteString {
     ByteString::from(serde_json::to_string(value).unwrap_or_default())
 }
 
-fn windows(
-    live: &LiveState,
-    agent: Option<&AgentId>,
-    sub: &Subscription,
-    now: DateTime<Utc>,
-) -> BTreeMap<&'static str, ExecView> {
-    sub.windows
-        .iter()
-        .map(|w| (w.as_str(), live.execution(agent, *w, now)))
-        .collect()
-}
-
 /// Every agent's resource view that `sub` wants (snapshots).
 fn resources(
     live: &LiveState,
@@ -244,7 +232,7 @@ impl FanOut {
             "recovered": recovered,
         });
         if sub.wants(Channel::Execution) {
-            snap["execution"] = json!(windows(live, None, sub, now));
+            snap["execution"] = json!(Views::new(live, now).windows(sub));
         }
         if sub.wants(Channel::Resources) {
             snap["resources"] = json!(resources(live, sub, now));
