@@ -224,6 +224,13 @@ pub fn run_event(id: &str, agent: &str, status: &str, runtime_ms: f64, at: DateT
            "tokens_in": 100, "tokens_out": 20, "model": "gpt-4o"})
 }
 
+/// `n` succeeded runs of agent `bot`, stamped now, with ids `{prefix}0`, `{prefix}1`, …
+pub fn runs(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| run_event(&format!("{prefix}{i}"), "bot", "succeeded", 1.0, Utc::now()))
+        .collect()
+}
+
 impl TestApp {
     /// Talks to a hub running as its own process at `base`, on database `db`.
     pub fn external(base: &str, db: TestDb) -> Self {

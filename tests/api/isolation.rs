@@ -235,14 +235,9 @@ async fn invalid_bodies_spend_the_senders_budget_and_only_its_own() {
     assert_eq!(res.status(), 400);
     assert!(res.headers().contains_key("x-request-id"));
     // Positive control: the same valid batch passes for a workspace with a full budget.
-    let good = |p: &str| -> Vec<Value> {
-        (0..40)
-            .map(|i| run_event(&format!("{p}{i}"), "bot", "succeeded", 1.0, Utc::now()))
-            .collect()
-    };
-    assert_eq!(app.post_events("ws-y", &good("y")).await.status(), 200);
+    assert_eq!(app.post_events("ws-y", &runs("y", 40)).await.status(), 200);
     // ws-x spent its 50 on the invalid body; at 1 unit/s, 40 more cannot fit for a while.
-    assert_eq!(app.post_events("ws-x", &good("x")).await.status(), 429);
+    assert_eq!(app.post_events("ws-x", &runs("x", 40)).await.status(), 429);
     app.stop().await;
 }
 
@@ -411,14 +406,9 @@ async fn a_large_body_costs_its_size_in_the_rate_limit() {
         "one event of 40 KiB cost {} units",
         50 - remaining
     );
-    let small = |p: &str| -> Vec<Value> {
-        (0..20)
-            .map(|i| run_event(&format!("{p}{i}"), "bot", "succeeded", 1.0, Utc::now()))
-            .collect()
-    };
-    assert_eq!(app.post_events("ws-x", &small("x")).await.status(), 429);
+    assert_eq!(app.post_events("ws-x", &runs("x", 20)).await.status(), 429);
     // Positive control: the same 20 small events fit a fresh budget.
-    assert_eq!(app.post_events("ws-y", &small("y")).await.status(), 200);
+    assert_eq!(app.post_events("ws-y", &runs("y", 20)).await.status(), 200);
     app.stop().await;
 }
 

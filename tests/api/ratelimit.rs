@@ -1,4 +1,3 @@
-use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -11,12 +10,6 @@ fn limits(ingest_burst: u64, read_burst: u64) -> Vec<(&'static str, Value)> {
         ("rate_limit.read_requests_per_sec", json!(1)),
         ("rate_limit.read_burst", json!(read_burst)),
     ]
-}
-
-fn runs(prefix: &str, n: usize) -> Vec<Value> {
-    (0..n)
-        .map(|i| run_event(&format!("{prefix}{i}"), "bot", "succeeded", 1.0, Utc::now()))
-        .collect()
 }
 
 fn header(res: &reqwest::Response, name: &str) -> u64 {

@@ -1,17 +1,43 @@
-use chrono::{Duration, Utc};
+use chrono::{Duration, NaiveDate, Utc};
 use shadower_actors::maintenance::housekeeping;
 use shadower_actors::store::{create_pool, Partitions};
 
 use crate::helpers::*;
 
+/// Counts `agent_runs`' partition for `day` (1 when it exists).
+fn runs_partition(day: NaiveDate) -> String {
+    format!(
+        "SELECT count(*) FROM pg_class WHERE relname = 'agent_runs_p{}'",
+        day.format("%Y%m%d")
+    )
+}
+
+/// Makes the partitions of a day 40 days back, as if the hub had been running that long, and
+/// records the ids of `events` (each `(id, event age, received age)` in days); returns the day.
+async fn old_day(app: &TestApp, events: &[(&str, i32, i32)]) -> NaiveDate {
+    let db = app.db().await;
+    let day = (Utc::now() - Duration::days(40)).date_naive();
+    db.execute("SELECT hub_ensure_day_partitions($1)", &[&day])
+        .await
+        .unwrap();
+    for (id, event_age, received_age) in events {
+        db.execute(
+            "INSERT INTO ingested_events (workspace_id, event_id, kind, event_time, received_at)
+             VALUES ('ws1', $1, 1, now() - make_interval(days => $2),
+                     now() - make_interval(days => $3))",
+            &[id, event_age, received_age],
+        )
+        .await
+        .unwrap();
+    }
+    day
+}
+
 #[actix_web::test]
 async fn partitions_are_made_ahead_and_retention_drops_old_days() {
     let app = spawn_app().await;
-    let ahead = format!(
-        "agent_runs_p{}",
-        (Utc::now() + Duration::days(2)).format("%Y%m%d")
-    );
-    let exists = format!("SELECT count(*) FROM pg_class WHERE relname = '{ahead}'");
+    let ahead = (Utc::now() + Duration::days(2)).date_naive();
+    let exists = runs_partition(ahead);
     let mut made = false;
     for _ in 0..100 {
         if app.count(&exists).await == 1 {
@@ -20,32 +46,13 @@ async fn partitions_are_made_ahead_and_retention_drops_old_days() {
         }
         actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(made, "{ahead} was not created at start");
+    assert!(made, "the partition of {ahead} was not created at start");
 
-    // An old day, as if the hub had been running for 40 days.
-    let db = app.db().await;
-    let old_day = (Utc::now() - Duration::days(40)).date_naive();
-    db.execute("SELECT hub_ensure_day_partitions($1)", &[&old_day])
-        .await
-        .unwrap();
-    db.batch_execute(
-        "INSERT INTO ingested_events (workspace_id, event_id, kind, event_time, received_at)
-         VALUES ('ws1', 'old', 1, now() - interval '40 days', now() - interval '40 days'),
-                ('ws1', 'new', 1, now(), now()),
-                -- Received before the cutoff, but its event (sent early, with clock skew)
-                -- lies in a day that is kept: its id must stay known while the row may exist.
-                ('ws1', 'edge', 1, now() - interval '29 days', now() - interval '31 days')",
-    )
-    .await
-    .unwrap();
-    let old = format!("agent_runs_p{}", old_day.format("%Y%m%d"));
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM pg_class WHERE relname = '{old}'"
-        ))
-        .await,
-        1
-    );
+    // 'edge' was received before the cutoff, but its event (sent early, with clock skew)
+    // lies in a day that is kept: its id must stay known while the row may exist.
+    let old =
+        runs_partition(old_day(&app, &[("old", 40, 40), ("new", 0, 0), ("edge", 29, 31)]).await);
+    assert_eq!(app.count(&old).await, 1);
 
     let settings = settings(&app.db.url(), &[]);
     let pool = create_pool(&settings.database, 1).unwrap();
@@ -56,13 +63,7 @@ async fn partitions_are_made_ahead_and_retention_drops_old_days() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM pg_class WHERE relname = '{old}'"
-        ))
-        .await,
-        0
-    );
+    assert_eq!(app.count(&old).await, 0);
     assert_eq!(app.count(&exists).await, 1);
     assert_eq!(
         app.count("SELECT count(*) FROM ingested_events WHERE event_id IN ('new', 'edge')")
@@ -78,29 +79,12 @@ async fn partitions_are_made_ahead_and_retention_drops_old_days() {
 #[actix_web::test]
 async fn a_busy_partition_is_dropped_later_and_never_stalls_ingest() {
     let app = spawn_app().await;
-    let ahead = format!(
-        "SELECT count(*) FROM pg_class WHERE relname = 'agent_runs_p{}'",
-        (Utc::now() + Duration::days(2)).format("%Y%m%d")
-    );
+    let ahead = runs_partition((Utc::now() + Duration::days(2)).date_naive());
     eventually("the start's partitions", || async {
         app.count(&ahead).await == 1
     })
     .await;
-    let db = app.db().await;
-    let old_day = (Utc::now() - Duration::days(40)).date_naive();
-    db.execute("SELECT hub_ensure_day_partitions($1)", &[&old_day])
-        .await
-        .unwrap();
-    db.batch_execute(
-        "INSERT INTO ingested_events (workspace_id, event_id, kind, event_time, received_at)
-         VALUES ('ws1', 'old', 1, now() - interval '40 days', now() - interval '40 days')",
-    )
-    .await
-    .unwrap();
-    let old = format!(
-        "SELECT count(*) FROM pg_class WHERE relname = 'agent_runs_p{}'",
-        old_day.format("%Y%m%d")
-    );
+    let old = runs_partition(old_day(&app, &[("old", 40, 40)]).await);
     // A long reader of the runs table holds a lock a drop must wait for.
     let mut reader = app.db().await;
     let tx = reader.transaction().await.unwrap();
