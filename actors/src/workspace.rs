@@ -335,22 +335,27 @@ impl WorkspaceActor {
     }
 
     /// The state rebuilt from `recent`, as of `now`.
+    /// Reads the workspace's last 24 h and its detector history in one snapshot, and folds
+    /// them into windows and detectors off the actor's thread.
+    fn rebuild(&self) -> impl std::future::Future<Output = Result<Rebuilt, store::StoreError>> {
+        let (deps, id) = (self.deps.clone(), self.id.clone());
+        let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
+        let history = self.history_range(since);
+        async move {
+            let recent = store::load_recent(&deps.pool, &id, since, Some(history)).await?;
+            let history_to = history.to.timestamp_millis();
+            off_thread(move || Rebuilt::new(&deps, recent, history_to)).await
+        }
+    }
+
     /// Rebuilds the windows and the detectors from storage in the background, then swaps
     /// them in with the applies received meanwhile that the rebuild's snapshot did not see.
     /// The rebuilt detectors announce nothing (replayed verdicts are history), so no anomaly
     /// is reported twice.
     fn start_resync(&mut self, ctx: &mut Context<Self>) {
         self.resyncing.get_or_insert_with(Vec::new);
-        let (pool, id) = (self.deps.pool.clone(), self.id.clone());
-        let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
-        let history = self.history_range(since);
-        let history_to = history.to.timestamp_millis();
-        let deps = self.deps.clone();
         ctx.spawn(
-            async move {
-                let recent = store::load_recent(&pool, &id, since, Some(history)).await?;
-                off_thread(move || Rebuilt::new(&deps, recent, Some(history_to))).await
-            }
+            self.rebuild()
             .into_actor(self)
             .map(|result, act, ctx| match result {
                 Ok(built) => {
@@ -361,20 +366,16 @@ impl WorkspaceActor {
                         if !built.snapshot.sees(apply.xid) {
                             for e in &apply.events {
                                 live.apply(e, now);
-                                if let Some(tracker) = &mut anomalies {
-                                    tracker.apply(e);
-                                }
+                                anomalies.apply(e);
                             }
                         }
                     }
                     act.live = live;
                     act.views.reset();
-                    if let Some(mut anomalies) = anomalies {
-                        // A counter: the events found late so far stay counted.
-                        anomalies.late_events = act.anomalies.late_events;
-                        act.anomalies = anomalies;
-                        act.report_anomalies();
-                    }
+                    // A counter: the events found late so far stay counted.
+                    anomalies.late_events = act.anomalies.late_events;
+                    act.anomalies = anomalies;
+                    act.report_anomalies();
                     act.snapshot = built.snapshot;
                     tracing::info!(workspace = %act.id, "Windows and detectors resynced from storage.");
                     if std::mem::take(&mut act.resync_again) {
@@ -428,20 +429,15 @@ impl Actor for WorkspaceActor {
         ctx.set_mailbox_capacity(self.deps.mailbox);
         let (pool, id) = (self.deps.pool.clone(), self.id.clone());
         let started = Instant::now();
-        let since = Utc::now() - chrono::Duration::milliseconds(Window::H24.len_ms());
-        let history = self.history_range(since);
-        let history_to = history.to.timestamp_millis();
-        let deps = self.deps.clone();
+        let rebuild = self.rebuild();
         ctx.wait(
             async move {
-                let (recent, alerts) = futures_util::future::join(
-                    store::load_recent(&pool, &id, since, Some(history)),
+                let (built, alerts) = futures_util::future::join(
+                    rebuild,
                     store::alerts::load_alerts(&pool, &id),
                 )
                 .await;
-                let (recent, alerts) = (recent?, alerts?);
-                let built = off_thread(move || Rebuilt::new(&deps, recent, Some(history_to))).await?;
-                Ok::<_, store::StoreError>((built, alerts))
+                Ok::<_, store::StoreError>((built?, alerts?))
             }
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
@@ -449,9 +445,7 @@ impl Actor for WorkspaceActor {
                         let events = built.events;
                         act.live = built.live;
                         act.views.reset();
-                        if let Some(anomalies) = built.anomalies {
-                            act.anomalies = anomalies;
-                        }
+                        act.anomalies = built.anomalies;
                         act.report_anomalies();
                         act.snapshot = built.snapshot;
                         act.alerts.load(rules, states, Utc::now());
@@ -681,39 +675,37 @@ impl Handler<ReloadRules> for WorkspaceActor {
 /// What a rebuild computes from what it read, off the actor's thread.
 struct Rebuilt {
     live: LiveState,
-    /// The detectors warmed with the stored history, then the recent events (at start).
-    anomalies: Option<Tracker>,
+    /// The detectors warmed with the stored history, then the recent events.
+    anomalies: Tracker,
     snapshot: store::Snapshot,
     events: usize,
 }
 
 impl Rebuilt {
-    /// `history_to`: rebuild the detectors too, with history up to then.
-    fn new(deps: &WorkspaceDeps, recent: store::Recent, history_to: Option<i64>) -> Self {
+    /// `history_to`: where the detector history read with `recent` ends.
+    fn new(deps: &WorkspaceDeps, recent: store::Recent, history_to: i64) -> Self {
         let now = Utc::now();
         let mut live = LiveState::new(deps.rules);
         for event in &recent.events {
             live.apply(event, now);
         }
-        let anomalies = history_to.map(|history_to| {
-            let history = recent
-                .history
-                .iter()
-                .filter_map(|((agent, start), inputs)| {
-                    let agent = match agent {
-                        None => None,
-                        Some(a) => Some(AgentId::parse(a).ok()?),
-                    };
-                    Some((agent, *start, inputs))
-                });
-            Tracker::rebuild(
-                deps.anomaly,
-                history,
-                &recent.events,
-                history_to,
-                now.timestamp_millis(),
-            )
-        });
+        let history = recent
+            .history
+            .iter()
+            .filter_map(|((agent, start), inputs)| {
+                let agent = match agent {
+                    None => None,
+                    Some(a) => Some(AgentId::parse(a).ok()?),
+                };
+                Some((agent, *start, inputs))
+            });
+        let anomalies = Tracker::rebuild(
+            deps.anomaly,
+            history,
+            &recent.events,
+            history_to,
+            now.timestamp_millis(),
+        );
         Self {
             live,
             anomalies,
