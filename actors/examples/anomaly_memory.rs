@@ -9,10 +9,10 @@ mod common;
 use chrono::{TimeZone, Utc};
 use shadower_actors::domain::anomaly::track::{Tracker, TrackerConfig};
 use shadower_actors::domain::anomaly::Config;
-use shadower_actors::domain::event::{Event, EventKind, Heartbeat, Run, RunStatus};
+use shadower_actors::domain::event::{Event, EventKind, Heartbeat};
 use shadower_actors::domain::ids::{AgentId, EventId};
 
-use common::{arg, rss_kib};
+use common::{arg, rss_kib, succeeded_run};
 
 fn main() {
     let (agents, buckets) = (arg("--agents", 2_000), arg("--buckets", 30));
@@ -30,23 +30,7 @@ fn main() {
     for b in 0..buckets as i64 {
         let at = Utc.timestamp_millis_opt(t0 + b * 60_000 + 1_000).unwrap();
         for (i, agent) in ids.iter().enumerate() {
-            let run = Event {
-                event_id: event_id.clone(),
-                agent_id: agent.clone(),
-                kind: EventKind::Run(Run {
-                    run_id: None,
-                    user_id: None,
-                    status: RunStatus::Succeeded,
-                    started_at: None,
-                    completed_at: at,
-                    runtime_ms: 100.0 + i as f64,
-                    credits: 0.5,
-                    tokens_in: 10,
-                    tokens_out: 5,
-                    model: None,
-                    error: None,
-                }),
-            };
+            let run = succeeded_run(&event_id, agent, at, 100.0 + i as f64, None);
             let hb = Event {
                 event_id: event_id.clone(),
                 agent_id: agent.clone(),

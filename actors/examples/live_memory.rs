@@ -10,12 +10,11 @@
 mod common;
 
 use chrono::{Duration, TimeZone, Utc};
-use shadower_actors::domain::event::{Event, EventKind, Run, RunStatus};
 use shadower_actors::domain::ids::{AgentId, EventId};
 use shadower_actors::domain::live::{LiveRules, LiveState};
 use shadower_actors::domain::window::Window;
 
-use common::{arg, rss_kib};
+use common::{arg, rss_kib, succeeded_run};
 
 fn main() {
     let (agents, models) = (arg("--agents", 1_000), arg("--models", 40));
@@ -46,26 +45,9 @@ fn main() {
         for (t, at) in times.iter().enumerate() {
             for m in 0..models {
                 let model = &model_names[(a * 7 + t * 13 + m) % model_names.len()];
-                live.apply(
-                    &Event {
-                        event_id: event_id.clone(),
-                        agent_id: agent.clone(),
-                        kind: EventKind::Run(Run {
-                            run_id: None,
-                            user_id: None,
-                            status: RunStatus::Succeeded,
-                            started_at: None,
-                            completed_at: *at,
-                            runtime_ms: 10.0 + (applied % 5_000) as f64,
-                            credits: 0.1,
-                            tokens_in: 100,
-                            tokens_out: 10,
-                            model: Some(model.clone()),
-                            error: None,
-                        }),
-                    },
-                    now,
-                );
+                let runtime = 10.0 + (applied % 5_000) as f64;
+                let run = succeeded_run(&event_id, &agent, *at, runtime, Some(model.clone()));
+                live.apply(&run, now);
                 applied += 1;
             }
         }
