@@ -224,6 +224,14 @@ pub fn run_event(id: &str, agent: &str, status: &str, runtime_ms: f64, at: DateT
            "tokens_in": 100, "tokens_out": 20, "model": "gpt-4o"})
 }
 
+/// Counts `agent_runs`' partition for `day` (1 when it exists).
+pub fn runs_partition(day: chrono::NaiveDate) -> String {
+    format!(
+        "SELECT count(*) FROM pg_class WHERE relname = 'agent_runs_p{}'",
+        day.format("%Y%m%d")
+    )
+}
+
 /// `n` succeeded runs of agent `bot`, stamped now, with ids `{prefix}0`, `{prefix}1`, …
 pub fn runs(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)

@@ -301,6 +301,13 @@ async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
         ("workspace.arbiters", json!(1)),
     ])
     .await;
+    // The hub's own partitions first: creating yesterday's meanwhile would wait on their
+    // locks, and partition creation gives up after 1 s (migration 0004).
+    let ahead = runs_partition((Utc::now() + chrono::Duration::days(2)).date_naive());
+    eventually("the start's partitions", || async {
+        app.count(&ahead).await == 1
+    })
+    .await;
     let db = app.db().await;
     let yesterday = (Utc::now() - chrono::Duration::days(1)).date_naive();
     db.execute("SELECT hub_ensure_day_partitions($1)", &[&yesterday])

@@ -4,14 +4,6 @@ use shadower_actors::store::{create_pool, Partitions};
 
 use crate::helpers::*;
 
-/// Counts `agent_runs`' partition for `day` (1 when it exists).
-fn runs_partition(day: NaiveDate) -> String {
-    format!(
-        "SELECT count(*) FROM pg_class WHERE relname = 'agent_runs_p{}'",
-        day.format("%Y%m%d")
-    )
-}
-
 /// Makes the partitions of a day 40 days back, as if the hub had been running that long, and
 /// records the ids of `events` (each `(id, event age, received age)` in days); returns the day.
 async fn old_day(app: &TestApp, events: &[(&str, i32, i32)]) -> NaiveDate {
