@@ -77,6 +77,7 @@ impl Application {
                     max_agents: settings.limits.max_agents_per_workspace,
                     max_models: settings.limits.max_models_per_workspace,
                     max_models_per_agent: settings.limits.max_models_per_agent,
+                    max_agent_bytes: settings.limits.max_agent_window_bytes,
                     stale_after: settings.resources.stale_after.to_chrono(),
                 },
                 mailbox: settings.workspace.mailbox,

@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
         max_agents: 10_000,
         max_models: 1_000,
         max_models_per_agent: 16,
+        max_agent_bytes: usize::MAX,
         stale_after: Duration::seconds(60),
     };
     let mut warm = LiveState::new(live_rules);

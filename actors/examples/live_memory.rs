@@ -1,15 +1,18 @@
 //! Resident memory of one workspace's live windows under the adversarial pattern: every
-//! agent has runs in every sub-bucket of all five windows (24 h of event time), each
-//! sub-bucket with `--models` distinct new models, read from VmRSS. The workspace's memory
-//! is bounded by `limits.max_agents_per_workspace` × the per-agent figure printed here
-//! (each agent keeps at most `limits.max_models_per_agent` models apart per sub-bucket).
+//! agent has runs and heartbeats in every sub-bucket of all five windows (24 h of event time),
+//! each sub-bucket with `--models` distinct models and `--values` distinct runtimes and CPU
+//! readings spread over twelve decades (so every quantile sketch takes a bin per value), read
+//! from VmRSS. The agents' windows are held to `limits.max_agent_window_bytes` (`--budget`,
+//! MiB); past it new events count under `_other`, so RSS stops growing however many agents
+//! are sent.
 //!
-//! `cargo run --release -p shadower-actors --example live_memory -- [--agents 1000] [--models 40]
-//!  [--per-agent 16]` (`--per-agent`: `limits.max_models_per_agent`)
+//! `cargo run --release -p shadower-actors --example live_memory -- [--agents 10000]
+//!  [--models 40] [--values 64] [--per-agent 16] [--budget 256]`
 
 mod common;
 
 use chrono::{Duration, TimeZone, Utc};
+use shadower_actors::domain::event::{Event, EventKind, Heartbeat};
 use shadower_actors::domain::ids::{AgentId, EventId};
 use shadower_actors::domain::live::{LiveRules, LiveState};
 use shadower_actors::domain::window::Window;
@@ -17,12 +20,13 @@ use shadower_actors::domain::window::Window;
 use common::{arg, rss_kib, succeeded_run};
 
 fn main() {
-    let (agents, models) = (arg("--agents", 1_000), arg("--models", 40));
-    let per_agent_models = arg("--per-agent", 16);
+    let (agents, models, values) = (arg("--agents", 10_000), arg("--models", 40), arg("--values", 64));
+    let budget_mib = arg("--budget", 256);
     let rules = LiveRules {
         max_agents: 10_000,
         max_models: 1_000,
-        max_models_per_agent: per_agent_models,
+        max_models_per_agent: arg("--per-agent", 16),
+        max_agent_bytes: budget_mib << 20,
         stale_after: Duration::seconds(60),
     };
     let now = Utc.timestamp_opt(1_767_225_600, 0).unwrap();
@@ -36,6 +40,10 @@ fn main() {
     let model_names: Vec<String> = (0..rules.max_models + 50)
         .map(|m| format!("model-{m}"))
         .collect();
+    // Twelve decades in `values` steps: each value its own sketch bin.
+    let spread: Vec<f64> = (0..values.max(1))
+        .map(|i| 10f64.powf(-3.0 + 12.0 * i as f64 / values.max(1) as f64))
+        .collect();
     let event_id = EventId::parse("e").unwrap();
     let before = rss_kib();
     let mut live = LiveState::new(rules);
@@ -43,23 +51,50 @@ fn main() {
     for a in 0..agents {
         let agent = AgentId::parse(&format!("agent-{a}")).unwrap();
         for (t, at) in times.iter().enumerate() {
-            for m in 0..models {
-                let model = &model_names[(a * 7 + t * 13 + m) % model_names.len()];
-                let runtime = 10.0 + (applied % 5_000) as f64;
-                let run = succeeded_run(&event_id, &agent, *at, runtime, Some(model.clone()));
-                live.apply(&run, now);
-                applied += 1;
+            for i in 0..models.max(values) {
+                let model = (i < models)
+                    .then(|| model_names[(a * 7 + t * 13 + i) % model_names.len()].clone());
+                let value = spread[(i + t) % spread.len()];
+                live.apply(&succeeded_run(&event_id, &agent, *at, value, model), now);
+                live.apply(&heartbeat(&event_id, &agent, *at, value.min(1e6)), now);
+                applied += 2;
             }
         }
     }
     let after = rss_kib();
-    let per_agent = (after.saturating_sub(before)) as f64 / agents as f64;
+    let grown_mib = after.saturating_sub(before) as f64 / 1024.0;
     println!(
-        "agents={agents} sub-buckets/agent={} models/sub-bucket sent={models} kept={per_agent_models} runs={applied} \
-         rss_kib={before}->{after} per_agent_kib={per_agent:.1} \
-         ceiling_at_10000_agents_mib={:.0} workspace_models={}",
+        "agents={agents} sub-buckets/agent={} models/sub-bucket={models} values/sub-bucket={values} \
+         kept_per_agent={} events={applied} budget_mib={budget_mib} accounted_mib={:.1} \
+         diverted_to_other={} rss_kib={before}->{after} rss_grown_mib={grown_mib:.1} \
+         rss_per_accounted={:.2} agents_held={} workspace_24h_runs={}",
         times.len(),
-        per_agent * 10_000.0 / 1024.0,
-        live.execution(None, Window::H24, now).models.len(),
+        rules.max_models_per_agent,
+        live.agent_bytes() as f64 / (1 << 20) as f64,
+        live.overflow_memory_events,
+        grown_mib * (1 << 20) as f64 / live.agent_bytes().max(1) as f64,
+        live.agent_count(),
+        live.execution(None, Window::H24, now).runs,
     );
+}
+
+fn heartbeat(
+    event_id: &EventId,
+    agent: &AgentId,
+    ts: chrono::DateTime<Utc>,
+    cpu_pct: f64,
+) -> Event {
+    Event {
+        event_id: event_id.clone(),
+        agent_id: agent.clone(),
+        kind: EventKind::Heartbeat(Heartbeat {
+            ts,
+            cpu_pct: Some(cpu_pct),
+            mem_mb: Some(512.0),
+            mem_limit_mb: Some(2048.0),
+            cpu_limit_cores: Some(2.0),
+            concurrent_runs: Some(1),
+            queue_depth: Some(0),
+        }),
+    }
 }

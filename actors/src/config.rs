@@ -95,6 +95,9 @@ pub struct LimitsConfig {
     pub max_models_per_workspace: usize,
     /// Models one agent keeps apart in one sub-bucket; its further ones count under `_other`.
     pub max_models_per_agent: usize,
+    /// Bytes the agents' windows of one workspace may hold together; past it, the
+    /// workspace's agents count their new events under `_other` until expiry frees room.
+    pub max_agent_window_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -51,8 +51,11 @@ pub struct HubMetrics {
     /// Messages sent to workspace actors and not yet handled, over all of them.
     pub workspace_mailbox_messages: Gauge,
     pub workspace_rebuild_seconds: Histogram,
-    /// Events counted live under `_other`, by `kind` = `agent` or `model`.
+    /// Events counted live under `_other`, by `kind` = `agent`, `model` or `memory`.
     pub live_overflow: Family<KindLabel, Counter>,
+    /// Bytes the agents' windows hold, over every running workspace actor (each is held to
+    /// `limits.max_agent_window_bytes`).
+    pub live_agent_window_bytes: Gauge,
     /// WebSocket sessions open.
     pub ws_sessions: Gauge,
     /// Frames handed to sessions.
@@ -112,6 +115,7 @@ impl HubMetrics {
             workspace_mailbox_messages: Gauge::default(),
             workspace_rebuild_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             live_overflow: Family::default(),
+            live_agent_window_bytes: Gauge::default(),
             ws_sessions: Gauge::default(),
             ws_frames_sent: Counter::default(),
             ws_broadcast_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
@@ -204,6 +208,11 @@ impl HubMetrics {
             "hub_live_overflow",
             "Events counted under _other past a cardinality limit.",
             m.live_overflow.clone(),
+        );
+        registry.register(
+            "hub_live_agent_window_bytes",
+            "Bytes the agents' live windows hold, over every running workspace.",
+            m.live_agent_window_bytes.clone(),
         );
         registry.register(
             "hub_ws_sessions",

@@ -72,8 +72,9 @@ pub struct WorkspaceActor {
     /// The rebuild's snapshot: applies of transactions it sees are already counted.
     snapshot: Snapshot,
     last_message: Instant,
-    /// Overflow counts already reported to the metrics.
-    reported_overflow: (u64, u64),
+    /// Overflow counts (agent, model, memory) and agent window bytes already reported to
+    /// the metrics.
+    reported_overflow: ([u64; 3], i64),
     /// While a background rebuild runs: the applies received since it started.
     resyncing: Option<Vec<Apply>>,
     /// Another resync was asked for while one ran (its snapshot may predate that commit).
@@ -111,7 +112,7 @@ impl WorkspaceActor {
             registry,
             snapshot: Snapshot::default(),
             last_message: Instant::now(),
-            reported_overflow: (0, 0),
+            reported_overflow: ([0; 3], 0),
             resyncing: None,
             resync_again: false,
             fanout,
@@ -372,6 +373,7 @@ impl WorkspaceActor {
                     }
                     act.live = live;
                     act.views.reset();
+                    act.report_overflow();
                     // A counter: the events found late so far stay counted.
                     anomalies.late_events = act.anomalies.late_events;
                     act.anomalies = anomalies;
@@ -409,16 +411,27 @@ impl WorkspaceActor {
     }
 
     fn report_overflow(&mut self) {
-        let (agents, models) = (
+        let counts = [
             self.live.overflow_agent_events,
             self.live.overflow_model_runs,
-        );
+            self.live.overflow_memory_events,
+        ];
         let m = &self.deps.metrics.live_overflow;
-        m.get_or_create(&KindLabel { kind: "agent" })
-            .inc_by(agents - self.reported_overflow.0);
-        m.get_or_create(&KindLabel { kind: "model" })
-            .inc_by(models - self.reported_overflow.1);
-        self.reported_overflow = (agents, models);
+        for ((kind, now), reported) in ["agent", "model", "memory"]
+            .into_iter()
+            .zip(counts)
+            .zip(self.reported_overflow.0)
+        {
+            // A rebuilt live state starts its counts again: only growth is reported.
+            m.get_or_create(&KindLabel { kind })
+                .inc_by(now.saturating_sub(reported));
+        }
+        let bytes = self.live.agent_bytes() as i64;
+        self.deps
+            .metrics
+            .live_agent_window_bytes
+            .inc_by(bytes - self.reported_overflow.1);
+        self.reported_overflow = (counts, bytes);
     }
 }
 
@@ -482,6 +495,10 @@ impl Actor for WorkspaceActor {
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
         self.shift_alert_gauges((0, 0));
+        self.deps
+            .metrics
+            .live_agent_window_bytes
+            .dec_by(self.reported_overflow.1);
         self.deps
             .metrics
             .anomaly_series

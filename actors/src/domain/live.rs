@@ -14,6 +14,9 @@ use super::ids::{AgentId, OTHER};
 use super::sketch::Sketch;
 use super::window::{Bucket, Series, Window};
 
+mod models;
+pub use models::Models;
+
 /// Cardinality and liveness settings of the live state.
 #[derive(Debug, Clone, Copy)]
 pub struct LiveRules {
@@ -26,6 +29,11 @@ pub struct LiveRules {
     /// sub-bucket count under `_other` (the workspace's own buckets keep up to `max_models`).
     /// Bounds an agent's memory whatever models it reports.
     pub max_models_per_agent: usize,
+    /// Bytes all agents' windows of the workspace may hold together ([`LiveState::agent_bytes`]).
+    /// Once they hold this much, every agent's new events count under `_other` (whose own
+    /// windows are bounded by construction) until expiry frees room; the workspace's own
+    /// windows stay exact.
+    pub max_agent_bytes: usize,
     /// An agent with no heartbeat for this long is `stale`.
     pub stale_after: Duration,
 }
@@ -59,7 +67,7 @@ pub struct ExecBucket {
     pub credits: f64,
     pub tokens_in: u64,
     pub tokens_out: u64,
-    pub models: HashMap<Arc<str>, ModelUsage>,
+    pub models: Models,
     pub feedback: u64,
     pub rating_sum: u64,
 }
@@ -89,20 +97,20 @@ impl ExecBucket {
         self.tokens_in = self.tokens_in.saturating_add(run.tokens_in as u64);
         self.tokens_out = self.tokens_out.saturating_add(run.tokens_out as u64);
         if let Some(model) = model {
-            let key = if self.models.len() < max_models || self.models.contains_key(model) {
+            let key = if self.models.len() < max_models || self.models.contains(model) {
                 model
             } else {
                 other
             };
-            self.models
-                .entry(key.clone())
-                .or_default()
-                .add(&ModelUsage {
+            self.models.add(
+                key,
+                &ModelUsage {
                     runs: 1,
                     tokens_in: run.tokens_in as u64,
                     tokens_out: run.tokens_out as u64,
                     credits: run.credits,
-                });
+                },
+            );
         }
     }
 }
@@ -117,11 +125,15 @@ impl Bucket for ExecBucket {
         self.credits += o.credits;
         self.tokens_in = self.tokens_in.saturating_add(o.tokens_in);
         self.tokens_out = self.tokens_out.saturating_add(o.tokens_out);
-        for (m, u) in &o.models {
-            self.models.entry(m.clone()).or_default().add(u);
+        for (m, u) in o.models.iter() {
+            self.models.add(m, u);
         }
         self.feedback += o.feedback;
         self.rating_sum += o.rating_sum;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.runtime.heap_bytes() + self.models.heap_bytes()
     }
 }
 
@@ -176,6 +188,10 @@ impl Bucket for ResBucket {
         self.mem_eff_n += o.mem_eff_n;
         self.mem_eff_sum += o.mem_eff_sum;
         self.mem_eff_max = self.mem_eff_max.max(o.mem_eff_max);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.cpu.heap_bytes()
     }
 }
 
@@ -342,6 +358,16 @@ struct AgentLive {
     latest: Option<Heartbeat>,
 }
 
+impl AgentLive {
+    /// What the agent costs the workspace: its map entry, its id and its windows.
+    fn bytes(&self, id: &AgentId) -> usize {
+        std::mem::size_of::<(AgentId, AgentLive)>()
+            + id.as_str().len()
+            + self.exec.bytes()
+            + self.res.bytes()
+    }
+}
+
 /// Execution views by (agent, window), each with the sub-bucket it was computed in, valid
 /// for one version of the live state: dashboards polling the same window between two
 /// applies share one computation (the workspace view walks every agent).
@@ -400,6 +426,10 @@ pub struct LiveState {
     pub overflow_agent_events: u64,
     /// Runs counted under `_other` because of the model limit.
     pub overflow_model_runs: u64,
+    /// Events counted under `_other` because the agents' windows held `max_agent_bytes`.
+    pub overflow_memory_events: u64,
+    /// Σ [`AgentLive::bytes`] over every agent but `_other`: what `max_agent_bytes` limits.
+    agent_bytes: usize,
     /// Moves on every change (apply, expire): views computed at the same version and in
     /// the same sub-bucket are equal but for their `to`.
     version: u64,
@@ -420,6 +450,8 @@ impl LiveState {
             other_model: Arc::from(OTHER),
             overflow_agent_events: 0,
             overflow_model_runs: 0,
+            overflow_memory_events: 0,
+            agent_bytes: 0,
             version: 0,
         }
     }
@@ -429,46 +461,69 @@ impl LiveState {
         self.version += 1;
         let now_ms = now.timestamp_millis();
         let ts_ms = event.time().timestamp_millis();
-        let agent = if self.agents.contains_key(&event.agent_id)
-            || self.agents.len() < self.rules.max_agents
-        {
-            event.agent_id.clone()
-        } else {
-            self.overflow_agent_events += 1;
-            AgentId::other()
-        };
+        let agent = self.agent_key(&event.agent_id);
         match &event.kind {
             EventKind::Run(run) => {
                 let model = run.model.as_deref().map(|m| self.model_key(m));
-                let (per_agent, other) = (self.rules.max_models_per_agent, &self.other_model);
-                let agent = self.agents.entry(agent).or_default();
-                agent.exec.record(ts_ms, now_ms, |b| {
-                    b.add_run(run, model.as_ref(), per_agent, other)
-                });
+                let (per_agent, other) = (self.rules.max_models_per_agent, self.other_model.clone());
                 self.workspace.record(ts_ms, now_ms, |b| {
-                    b.add_run(run, model.as_ref(), usize::MAX, other)
+                    b.add_run(run, model.as_ref(), usize::MAX, &other)
+                });
+                self.with_agent(agent, |a| {
+                    a.exec.record(ts_ms, now_ms, |b| {
+                        b.add_run(run, model.as_ref(), per_agent, &other)
+                    });
                 });
             }
-            EventKind::Heartbeat(hb) => {
-                let agent = self.agents.entry(agent).or_default();
-                agent.res.record(ts_ms, now_ms, |b| b.add(hb));
-                if agent.latest.as_ref().is_none_or(|l| l.ts <= hb.ts) {
-                    agent.latest = Some(hb.clone());
+            EventKind::Heartbeat(hb) => self.with_agent(agent, |a| {
+                a.res.record(ts_ms, now_ms, |b| b.add(hb));
+                if a.latest.as_ref().is_none_or(|l| l.ts <= hb.ts) {
+                    a.latest = Some(hb.clone());
                 }
-            }
+            }),
             EventKind::Feedback(fb) => {
                 let add = |b: &mut ExecBucket| {
                     b.feedback += 1;
                     b.rating_sum += fb.rating as u64;
                 };
-                self.agents
-                    .entry(agent)
-                    .or_default()
-                    .exec
-                    .record(ts_ms, now_ms, add);
                 self.workspace.record(ts_ms, now_ms, add);
+                self.with_agent(agent, |a| {
+                    a.exec.record(ts_ms, now_ms, add);
+                });
             }
         }
+    }
+
+    /// The agent an event of `id` counts under: itself, or `_other` past the agent limit or
+    /// once the agents' windows hold `max_agent_bytes`.
+    fn agent_key(&mut self, id: &AgentId) -> AgentId {
+        if !self.agents.contains_key(id) && self.agents.len() >= self.rules.max_agents {
+            self.overflow_agent_events += 1;
+            return AgentId::other();
+        }
+        if self.agent_bytes >= self.rules.max_agent_bytes && id.as_str() != OTHER {
+            self.overflow_memory_events += 1;
+            return AgentId::other();
+        }
+        id.clone()
+    }
+
+    /// Runs `f` on `id`'s live state (made if new) and keeps [`Self::agent_bytes`] true.
+    /// `_other` is not counted: one agent's windows are bounded by construction (sketches
+    /// of at most `MAX_BINS` bins, at most `max_models_per_agent` models a sub-bucket).
+    fn with_agent(&mut self, id: AgentId, f: impl FnOnce(&mut AgentLive)) {
+        let before = self.agents.get(&id).map_or(0, |a| a.bytes(&id));
+        let live = self.agents.entry(id.clone()).or_default();
+        f(live);
+        if id.as_str() != OTHER {
+            self.agent_bytes = self.agent_bytes + live.bytes(&id) - before;
+        }
+    }
+
+    /// Bytes all agents' windows hold together (`_other` aside): what
+    /// [`LiveRules::max_agent_bytes`] limits.
+    pub fn agent_bytes(&self) -> usize {
+        self.agent_bytes
     }
 
     fn model_key(&mut self, model: &str) -> Arc<str> {
@@ -694,12 +749,18 @@ impl LiveState {
         }
         self.models = models;
         let stale_after = self.rules.stale_after;
-        self.agents.retain(|_, a| {
+        let mut bytes = 0;
+        self.agents.retain(|id, a| {
             a.exec.expire(now_ms);
             a.res.expire(now_ms);
             let recent = a.latest.as_ref().is_some_and(|l| now - l.ts <= stale_after);
-            recent || !a.exec.is_idle(now_ms) || !a.res.is_idle(now_ms)
+            let keep = recent || !a.exec.is_idle(now_ms) || !a.res.is_idle(now_ms);
+            if keep && id.as_str() != OTHER {
+                bytes += a.bytes(id);
+            }
+            keep
         });
+        self.agent_bytes = bytes;
     }
 }
 

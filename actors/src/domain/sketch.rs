@@ -7,6 +7,11 @@
 //! the 7th), and the contract compares against `percentile_disc`. Its dense store also grows
 //! to the whole key range seen; here bins are a sorted sparse vector, so a sub-bucket holding
 //! three runs costs three entries.
+//!
+//! Memory is bounded whatever values arrive: a sketch keeps at most [`MAX_BINS`] bins. Past
+//! that, the lowest bins are folded into the lowest one kept (DDSketch's "collapsing lowest"
+//! store), so the sketch holds the top `MAX_BINS` distinct bins seen, with everything below
+//! counted in the lowest of them — the same whatever the order of additions and merges.
 
 /// Guaranteed bound on |estimate − exact| ÷ exact for any quantile (the contract asks ≤ 1 %;
 /// the margin absorbs floating-point rounding at bin edges).
@@ -17,6 +22,13 @@ const GAMMA: f64 = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
 
 /// Values at or below this are counted as zero (a zero-millisecond run is a real value).
 const MIN_INDEXABLE: f64 = 1e-9;
+
+/// Bins a sketch keeps at most (8 bytes each, so ≤ 8 KiB). A bin spans 1.8 %, so 1 024
+/// occupied bins take values spread over at least eight decades: quantiles keep their
+/// [`RELATIVE_ACCURACY`] unless more than that many distinct bins lie above them, and then
+/// read high (the folded bin's value), never below the true one. Past the limit, the memory
+/// of a sketch stays what it is.
+pub const MAX_BINS: usize = 1_024;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sketch {
@@ -63,8 +75,19 @@ impl Sketch {
         }
         let key = key_of(v);
         match self.bins.binary_search_by_key(&key, |&(k, _)| k) {
-            Ok(i) => self.bins[i].1 += 1,
-            Err(i) => self.bins.insert(i, (key, 1)),
+            Ok(i) => self.bins[i].1 = self.bins[i].1.saturating_add(1),
+            Err(i) if self.bins.len() < MAX_BINS => self.bins.insert(i, (key, 1)),
+            // Full, and below every bin kept: it counts in the lowest one.
+            Err(0) => self.bins[0].1 = self.bins[0].1.saturating_add(1),
+            // Full, and just above the lowest bin: this one becomes the lowest kept and takes
+            // what the old lowest held.
+            Err(1) => self.bins[0] = (key, self.bins[0].1.saturating_add(1)),
+            // Full: the lowest bin folds into the next, making room for this one.
+            Err(i) => {
+                let (_, lowest) = self.bins.remove(0);
+                self.bins[0].1 = self.bins[0].1.saturating_add(lowest);
+                self.bins.insert(i - 1, (key, 1));
+            }
         }
     }
 
@@ -106,7 +129,7 @@ impl Sketch {
                     if ka == kb {
                         a.next();
                         b.next();
-                        (ka, ca + cb)
+                        (ka, ca.saturating_add(cb))
                     } else if ka < kb {
                         a.next();
                         (ka, ca)
@@ -126,6 +149,15 @@ impl Sketch {
                 (None, None) => break,
             };
             merged.push(next);
+        }
+        if merged.len() > MAX_BINS {
+            // Keep the top MAX_BINS bins; everything below counts in the lowest of them.
+            let cut = merged.len() - MAX_BINS;
+            let folded = merged[..=cut]
+                .iter()
+                .fold(0u32, |n, &(_, c)| n.saturating_add(c));
+            merged.drain(..cut);
+            merged[0].1 = folded;
         }
         self.bins = merged;
     }
@@ -247,6 +279,59 @@ mod tests {
         let mut empty = Sketch::new();
         empty.merge(&a);
         assert_eq!(empty, a);
+    }
+
+    #[test]
+    fn a_sketch_keeps_at_most_max_bins_and_its_upper_quantiles() {
+        // Values spread over 20 decades: ~2 500 distinct bins, well past MAX_BINS.
+        let mut rng = Rng(7);
+        let mut data: Vec<f64> = (0..40_000)
+            .map(|_| 10f64.powf(-6.0 + 20.0 * rng.next_f64()))
+            .collect();
+        let mut sketch = Sketch::new();
+        data.iter().for_each(|&v| sketch.add(v));
+        assert_eq!(sketch.bins.len(), MAX_BINS, "positive control: the data needs more");
+        assert!(sketch.heap_bytes() <= MAX_BINS * 8);
+        assert_eq!(sketch.count(), 40_000);
+        data.sort_by(f64::total_cmp);
+        // The top 1 024 bins hold the upper ~40 % of this data: those quantiles stay exact
+        // to 1 %; the folded ones read high, never low.
+        for q in [0.7, 0.9, 0.95, 0.99, 1.0] {
+            let (want, got) = (exact(&data, q), sketch.quantile(q).unwrap());
+            assert!((got - want).abs() / want <= 0.01, "q={q} want {want} got {got}");
+        }
+        for q in [0.0, 0.1, 0.5] {
+            let (want, got) = (exact(&data, q), sketch.quantile(q).unwrap());
+            assert!(got >= want * 0.99, "q={q} want {want} got {got}");
+        }
+    }
+
+    #[test]
+    fn folding_does_not_depend_on_order_or_merges() {
+        let mut rng = Rng(11);
+        let data: Vec<f64> = (0..6_000)
+            .map(|_| 10f64.powf(-3.0 + 16.0 * rng.next_f64()))
+            .collect();
+        let mut whole = Sketch::new();
+        data.iter().for_each(|&v| whole.add(v));
+        let mut reversed = Sketch::new();
+        data.iter().rev().for_each(|&v| reversed.add(v));
+        let mut parts: Vec<Sketch> = data
+            .chunks(1_000)
+            .map(|c| {
+                let mut s = Sketch::new();
+                c.iter().for_each(|&v| s.add(v));
+                s
+            })
+            .collect();
+        let mut merged = parts.pop().unwrap();
+        for p in parts.iter().rev() {
+            merged.merge(p);
+        }
+        assert_eq!(whole.bins.len(), MAX_BINS);
+        assert_eq!(reversed.bins, whole.bins);
+        assert_eq!(merged.bins, whole.bins);
+        assert_eq!(merged.count(), whole.count());
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! ingest allows 5 minutes of skew) counts in the current sub-bucket.
 //!
 //! Only sub-buckets that received something are stored, so an idle agent costs nothing
-//! but its map entry.
+//! but its map entry. Each series knows the bytes it holds ([`Series::bytes`]), kept up to
+//! date as buckets fill and expire, so the live state can hold a workspace to a budget.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -102,6 +103,11 @@ impl fmt::Display for Window {
 pub trait Bucket: Default {
     /// Folds another bucket in (used to sum a window).
     fn merge(&mut self, other: &Self);
+
+    /// Heap bytes the bucket holds beyond its own size.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// The populated sub-buckets of one window, oldest first, keyed by `time ÷ bucket_ms`.
@@ -109,6 +115,8 @@ pub trait Bucket: Default {
 struct Ring<B> {
     window: Window,
     buckets: VecDeque<(i64, B)>,
+    /// Σ `heap_bytes` of the stored buckets.
+    heap: usize,
 }
 
 impl<B: Bucket> Ring<B> {
@@ -116,7 +124,12 @@ impl<B: Bucket> Ring<B> {
         Self {
             window,
             buckets: VecDeque::new(),
+            heap: 0,
         }
+    }
+
+    fn bytes(&self) -> usize {
+        self.buckets.capacity() * std::mem::size_of::<(i64, B)>() + self.heap
     }
 
     /// Index of the oldest sub-bucket still inside the window at `now_ms`.
@@ -127,7 +140,13 @@ impl<B: Bucket> Ring<B> {
     fn expire(&mut self, now_ms: i64) {
         let oldest = self.oldest(now_ms);
         while self.buckets.front().is_some_and(|(i, _)| *i < oldest) {
-            self.buckets.pop_front();
+            if let Some((_, b)) = self.buckets.pop_front() {
+                self.heap -= b.heap_bytes();
+            }
+        }
+        if self.buckets.is_empty() && self.buckets.capacity() > 0 {
+            // An agent that went quiet gives its ring's room back.
+            self.buckets = VecDeque::new();
         }
     }
 
@@ -195,11 +214,19 @@ impl<B: Bucket> Series<B> {
         let mut touched = 0;
         for ring in &mut self.rings {
             if let Some(b) = ring.bucket(ts_ms, now_ms) {
+                let before = b.heap_bytes();
                 f(b);
+                let after = b.heap_bytes();
+                ring.heap = ring.heap + after - before;
                 touched += 1;
             }
         }
         touched
+    }
+
+    /// Bytes the series holds: its sub-buckets' slots and their heap (not `self` itself).
+    pub fn bytes(&self) -> usize {
+        self.rings.iter().map(Ring::bytes).sum()
     }
 
     /// The stored sub-buckets of `window`, oldest first (expired ones go at `expire`).

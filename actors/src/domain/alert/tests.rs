@@ -17,6 +17,7 @@ fn live() -> LiveState {
         max_agents: 100,
         max_models: 10,
         max_models_per_agent: 16,
+        max_agent_bytes: usize::MAX,
         stale_after: Duration::seconds(60),
     })
 }

@@ -7,6 +7,7 @@ fn rules() -> LiveRules {
         max_agents: 2,
         max_models: 1,
         max_models_per_agent: 16,
+        max_agent_bytes: usize::MAX,
         stale_after: Duration::seconds(60),
     }
 }
@@ -278,6 +279,7 @@ fn an_agent_keeps_a_bounded_number_of_models_apart_and_the_workspace_all() {
         max_agents: 10,
         max_models: 100,
         max_models_per_agent: 3,
+        max_agent_bytes: usize::MAX,
         stale_after: Duration::seconds(60),
     });
     for m in 0..10 {
@@ -318,4 +320,92 @@ fn models_leave_the_set_with_the_last_day_of_runs() {
         vec!["new"]
     );
     assert_eq!(live.overflow_model_runs, 1);
+}
+
+/// Recomputes what `agent_bytes` must say from the structure itself.
+fn recount(live: &LiveState) -> usize {
+    live.agents
+        .iter()
+        .filter(|(id, _)| id.as_str() != OTHER)
+        .map(|(id, a)| a.bytes(id))
+        .sum()
+}
+
+#[test]
+fn agent_window_bytes_are_held_to_the_budget_and_the_workspace_stays_exact() {
+    let budget = 200_000;
+    let mut live = LiveState::new(LiveRules {
+        max_agents: 10_000,
+        max_models: 1_000,
+        max_models_per_agent: 16,
+        max_agent_bytes: budget,
+        stale_after: Duration::seconds(60),
+    });
+    // New agents, each with runs and heartbeats spread over the day and over models.
+    let mut sent = 0u64;
+    let mut largest_step = 0;
+    for a in 0..400 {
+        let agent = format!("agent-{a}");
+        for i in 0..20i64 {
+            let model = format!("m{}", (a + i) % 40);
+            let before = live.agent_bytes();
+            let ago = (i * 4_111 + a as i64 * 13) % 86_000;
+            live.apply(
+                &run(&agent, RunStatus::Succeeded, 1.0 + (i * i) as f64, ago, Some(&model)),
+                now(),
+            );
+            live.apply(&heartbeat(&agent, ago, i as f64, 100.0), now());
+            sent += 1;
+            largest_step = largest_step.max(live.agent_bytes().saturating_sub(before));
+            assert_eq!(live.agent_bytes(), recount(&live), "accounting drifted");
+        }
+    }
+    assert!(
+        live.overflow_memory_events > 0,
+        "positive control: this load is past the budget"
+    );
+    assert!(
+        live.agent_bytes() <= budget + largest_step,
+        "{} bytes against a budget of {budget} (one event adds at most {largest_step})",
+        live.agent_bytes()
+    );
+    let other = AgentId::other();
+    let day = live.execution(None, Window::H24, now());
+    assert_eq!(day.runs, sent, "the workspace counts every run");
+    assert!(live.execution(Some(&other), Window::H24, now()).runs > 0);
+    // A day later everything has expired: the accounting is back to nothing, and an agent's
+    // events count under its own name again.
+    let later = now() + Duration::hours(25);
+    live.expire(later);
+    assert_eq!(live.agent_bytes(), 0);
+    assert_eq!(recount(&live), 0);
+    let overflowed = live.overflow_memory_events;
+    live.apply(
+        &run("agent-1", RunStatus::Succeeded, 5.0, -90_000 + 1, None),
+        later,
+    );
+    assert_eq!(live.overflow_memory_events, overflowed);
+    let one = AgentId::parse("agent-1").unwrap();
+    assert_eq!(live.execution(Some(&one), Window::M1, later).runs, 1);
+}
+
+#[test]
+fn under_the_budget_nothing_is_diverted() {
+    let mut live = LiveState::new(LiveRules {
+        max_agent_bytes: 10 << 20,
+        max_agents: 10_000,
+        ..rules()
+    });
+    for a in 0..50 {
+        live.apply(
+            &run(&format!("a{a}"), RunStatus::Succeeded, 10.0, a, None),
+            now(),
+        );
+    }
+    assert_eq!(live.overflow_memory_events, 0);
+    assert!(live.agent_bytes() > 0 && live.agent_bytes() == recount(&live));
+    assert!(live
+        .execution(Some(&AgentId::other()), Window::M1, now())
+        .runs
+        == 0);
 }
