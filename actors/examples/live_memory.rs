@@ -6,8 +6,12 @@
 //! MiB); past it new events count under `_other`, so RSS stops growing however many agents
 //! are sent.
 //!
+//! With `--steady 1` the agents behave instead: each completes a run every 10 s over the
+//! whole day (two models, runtimes between 0.2 and 5 s) and sends a heartbeat every 15 s —
+//! what an ordinary busy agent costs, to size the budget.
+//!
 //! `cargo run --release -p shadower-actors --example live_memory -- [--agents 10000]
-//!  [--models 40] [--values 64] [--per-agent 16] [--budget 256]`
+//!  [--models 40] [--values 64] [--per-agent 16] [--budget 256] [--steady 1]`
 
 mod common;
 
@@ -20,7 +24,11 @@ use shadower_actors::domain::window::Window;
 use common::{arg, rss_kib, succeeded_run};
 
 fn main() {
-    let (agents, models, values) = (arg("--agents", 10_000), arg("--models", 40), arg("--values", 64));
+    let (agents, models, values) = (
+        arg("--agents", 10_000),
+        arg("--models", 40),
+        arg("--values", 64),
+    );
     let budget_mib = arg("--budget", 256);
     let rules = LiveRules {
         max_agents: 10_000,
@@ -48,7 +56,31 @@ fn main() {
     let before = rss_kib();
     let mut live = LiveState::new(rules);
     let mut applied = 0u64;
-    for a in 0..agents {
+    if arg("--steady", 0) == 1 {
+        let models = ["gpt-4o".to_string(), "claude".to_string()];
+        for a in 0..agents {
+            let agent = AgentId::parse(&format!("agent-{a}")).unwrap();
+            // Oldest first, as a day of live traffic arrives.
+            for s in (0..86_400i64).rev() {
+                let at = now - Duration::seconds(s) - Duration::milliseconds(a as i64 % 1000);
+                if s % 10 == 0 {
+                    let runtime = 200.0 + ((s * 7919 + a as i64 * 31) % 4_800) as f64;
+                    let model = models[(s / 10) as usize % 2].clone();
+                    live.apply(
+                        &succeeded_run(&event_id, &agent, at, runtime, Some(model)),
+                        now,
+                    );
+                    applied += 1;
+                }
+                if s % 15 == 0 {
+                    let cpu = 5.0 + ((s * 13 + a as i64) % 900) as f64 / 10.0;
+                    live.apply(&heartbeat(&event_id, &agent, at, cpu), now);
+                    applied += 1;
+                }
+            }
+        }
+    }
+    for a in (0..agents).filter(|_| arg("--steady", 0) != 1) {
         let agent = AgentId::parse(&format!("agent-{a}")).unwrap();
         for (t, at) in times.iter().enumerate() {
             for i in 0..models.max(values) {
@@ -64,15 +96,17 @@ fn main() {
     let after = rss_kib();
     let grown_mib = after.saturating_sub(before) as f64 / 1024.0;
     println!(
-        "agents={agents} sub-buckets/agent={} models/sub-bucket={models} values/sub-bucket={values} \
+        "steady={} agents={agents} sub-buckets/agent={} models/sub-bucket={models} values/sub-bucket={values} \
          kept_per_agent={} events={applied} budget_mib={budget_mib} accounted_mib={:.1} \
          diverted_to_other={} rss_kib={before}->{after} rss_grown_mib={grown_mib:.1} \
-         rss_per_accounted={:.2} agents_held={} workspace_24h_runs={}",
+         rss_per_accounted={:.2} accounted_kib_per_agent={:.1} agents_held={} workspace_24h_runs={}",
+        arg("--steady", 0),
         times.len(),
         rules.max_models_per_agent,
         live.agent_bytes() as f64 / (1 << 20) as f64,
         live.overflow_memory_events,
         grown_mib * (1 << 20) as f64 / live.agent_bytes().max(1) as f64,
+        live.agent_bytes() as f64 / 1024.0 / (live.agent_count().max(1) as f64),
         live.agent_count(),
         live.execution(None, Window::H24, now).runs,
     );

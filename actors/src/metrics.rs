@@ -51,6 +51,9 @@ pub struct HubMetrics {
     /// Messages sent to workspace actors and not yet handled, over all of them.
     pub workspace_mailbox_messages: Gauge,
     pub workspace_rebuild_seconds: Histogram,
+    /// Resyncs from storage completed (after a commit of unknown outcome, or late applies
+    /// past their bound).
+    pub workspace_resyncs: Counter,
     /// Events counted live under `_other`, by `kind` = `agent`, `model` or `memory`.
     pub live_overflow: Family<KindLabel, Counter>,
     /// Bytes the agents' windows hold, over every running workspace actor (each is held to
@@ -114,6 +117,7 @@ impl HubMetrics {
             workspace_actors: Gauge::default(),
             workspace_mailbox_messages: Gauge::default(),
             workspace_rebuild_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
+            workspace_resyncs: Counter::default(),
             live_overflow: Family::default(),
             live_agent_window_bytes: Gauge::default(),
             ws_sessions: Gauge::default(),
@@ -203,6 +207,11 @@ impl HubMetrics {
             "hub_workspace_rebuild_seconds",
             "Time to rebuild a workspace's windows from PostgreSQL.",
             m.workspace_rebuild_seconds.clone(),
+        );
+        registry.register(
+            "hub_workspace_resyncs",
+            "Workspace windows and detectors resynced from storage.",
+            m.workspace_resyncs.clone(),
         );
         registry.register(
             "hub_live_overflow",

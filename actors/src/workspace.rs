@@ -374,6 +374,7 @@ impl WorkspaceActor {
                     act.live = live;
                     act.views.reset();
                     act.report_overflow();
+                    act.deps.metrics.workspace_resyncs.inc();
                     // A counter: the events found late so far stay counted.
                     anomalies.late_events = act.anomalies.late_events;
                     act.anomalies = anomalies;

@@ -253,6 +253,7 @@ async fn measure(
         fanout: None,
         alert: Some(figures),
         ceiling: None,
+        noisy: None,
     })
 }
 

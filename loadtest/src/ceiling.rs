@@ -193,6 +193,7 @@ async fn measure(
         seeded: None,
         fanout: None,
         alert: None,
+        noisy: None,
         ceiling: Some(Ceiling {
             of: plan.scenario.trim_start_matches("ceiling-"),
             server: format!(
@@ -333,6 +334,8 @@ pub async fn fanout(plan: Plan) -> Result<Outcome> {
             sessions,
             rate,
             connect_timeout,
+            // The bare server sends every session the same frames.
+            distinct: false,
         },
     };
     let outcome = crate::run(scenario).await;

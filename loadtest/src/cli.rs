@@ -71,6 +71,33 @@ pub enum Scenario {
         common: Common,
         #[command(flatten)]
         load: FanoutArgs,
+        /// Every session subscribes to its own set of agents (every posted agent and a name
+        /// of its own), so no two sessions share a frame: what distinct subscriptions cost
+        /// the hub, against the same run without it.
+        #[arg(long)]
+        distinct_subscriptions: bool,
+    },
+    /// Tenant isolation: `fanout`'s load on tenant Y plus paced realtime reads of Y, run
+    /// twice against the hub: alone, then while tenant X (another fresh workspace) posts
+    /// back to back, ignoring Retry-After, from `--attackers` loops, a cycle of a valid batch
+    /// of 1 000 runs and hostile bodies (one event with 200 000 keys, 10^6 nested brackets,
+    /// a run with NUL in `model`). X is held only by the hub's own limits, so run the hub
+    /// with its default ingest rate limit. Y's ingest, push and read p99 are reported for
+    /// both phases with the change in %.
+    NoisyNeighbour {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        load: FanoutArgs,
+        /// Loops reading Y's realtime window, sharing one paced schedule.
+        #[arg(long, default_value_t = 4, value_parser = connections)]
+        readers: usize,
+        /// Realtime reads of Y per second, in all.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        read_rate: u32,
+        /// Tenant X's posting loops, each one request at a time.
+        #[arg(long, default_value_t = 2, value_parser = connections)]
+        attackers: usize,
     },
     /// Create a webhook channel to an in-process receiver and a per-agent error-rate rule,
     /// POST one failed run of a fresh agent per slot at `--rate` per second, and time each
@@ -247,6 +274,16 @@ pub enum Workload {
         sessions: usize,
         rate: u32,
         connect_timeout: Duration,
+        /// Each session subscribes to agents of its own.
+        distinct: bool,
+    },
+    /// `Fanout`'s load on Y (`fanout`, a `Workload::Fanout`) with `readers` loops reading
+    /// Y's realtime window at `read_rate` in all, alone and beside tenant X's `attackers`.
+    Noisy {
+        fanout: Box<Workload>,
+        readers: usize,
+        read_rate: u32,
+        attackers: usize,
     },
     /// `rate` failed runs per second of fresh agents, each answered by a webhook sent to a
     /// receiver listening on `receiver_bind`, which the hub reaches at `receiver_url`
@@ -325,7 +362,11 @@ impl Scenario {
                     seed: u64::from(seed),
                 },
             },
-            Self::Fanout { common, load } => Plan {
+            Self::Fanout {
+                common,
+                load,
+                distinct_subscriptions,
+            } => Plan {
                 scenario: "fanout",
                 common,
                 connections: load.connections,
@@ -333,6 +374,29 @@ impl Scenario {
                     sessions: load.sessions,
                     rate: load.rate,
                     connect_timeout: load.connect_timeout,
+                    distinct: distinct_subscriptions,
+                },
+            },
+            Self::NoisyNeighbour {
+                common,
+                load,
+                readers,
+                read_rate,
+                attackers,
+            } => Plan {
+                scenario: "noisy-neighbour",
+                common,
+                connections: load.connections,
+                workload: Workload::Noisy {
+                    fanout: Box::new(Workload::Fanout {
+                        sessions: load.sessions,
+                        rate: load.rate,
+                        connect_timeout: load.connect_timeout,
+                        distinct: false,
+                    }),
+                    readers,
+                    read_rate,
+                    attackers,
                 },
             },
             Self::Alert {
@@ -527,7 +591,8 @@ mod tests {
             Workload::Fanout {
                 sessions: 1000,
                 rate: 1000,
-                connect_timeout
+                connect_timeout,
+                distinct: false,
             } if connect_timeout == Duration::from_secs(120)
         ));
         let p = plan(&[
@@ -556,6 +621,43 @@ mod tests {
             Cli::try_parse_from(["loadtest", "fanout", "--secret", "x", "--rate", "-1"]).is_err()
         );
         assert!(Cli::try_parse_from(["loadtest", "query"]).is_err());
+        let p = plan(&[
+            "loadtest",
+            "fanout",
+            "--secret",
+            "x",
+            "--distinct-subscriptions",
+        ]);
+        assert!(matches!(
+            p.workload,
+            Workload::Fanout { distinct: true, .. }
+        ));
+        let p = plan(&[
+            "loadtest",
+            "noisy-neighbour",
+            "--secret",
+            "x",
+            "--rate",
+            "100",
+        ]);
+        assert_eq!(p.scenario, "noisy-neighbour");
+        match &p.workload {
+            Workload::Noisy {
+                fanout,
+                readers: 4,
+                read_rate: 100,
+                attackers: 2,
+            } => assert!(matches!(
+                **fanout,
+                Workload::Fanout {
+                    sessions: 1000,
+                    rate: 100,
+                    distinct: false,
+                    ..
+                }
+            )),
+            other => panic!("not a noisy plan: {other:?}"),
+        }
         let p = plan(&["loadtest", "alert", "--secret", "x"]);
         assert_eq!(p.scenario, "alert");
         assert_eq!(p.connections, 16);

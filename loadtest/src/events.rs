@@ -69,6 +69,11 @@ pub fn random_seed() -> u64 {
     h.finish()
 }
 
+/// The name of the posted agent `i` (modulo the agents posted).
+pub fn agent_name(i: usize) -> String {
+    format!("agent-{}", i % AGENTS)
+}
+
 /// The per-event parts that do not depend on the event's identity or time.
 #[derive(Debug)]
 pub struct Fragments {
@@ -83,7 +88,12 @@ impl Fragments {
     pub fn new(seed: u64) -> Arc<Self> {
         let mut rng = Rng::new(seed);
         let agents = (0..AGENTS)
-            .map(|i| (format!("agent-{i}"), format!("\"agent_id\":\"agent-{i}\",")))
+            .map(|i| {
+                (
+                    agent_name(i),
+                    format!("\"agent_id\":\"{}\",", agent_name(i)),
+                )
+            })
             .collect();
         let tails = (0..FRAGMENTS).map(|_| Tail::new(&mut rng)).collect();
         Arc::new(Self { agents, tails })

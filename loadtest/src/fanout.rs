@@ -17,6 +17,11 @@
 //! Client cost is kept low: 4 KiB read buffers per session, and per frame only the
 //! workspace's `execution` object is deserialized (into just the window's `runs`). Latencies
 //! go into a few shared histograms (one per session would be ~250 KiB each).
+//!
+//! With `--distinct-subscriptions` every session, once it has its snapshot, subscribes to
+//! every posted agent and a name of its own: no two subscriptions are equal, so the hub
+//! assembles and serializes every session's frame apart, while each update still reaches
+//! every session (and carries the workspace's windows the count comes from).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
@@ -87,10 +92,10 @@ impl CountWindow {
 
 /// When the posting runs; set once every session is connected.
 #[derive(Debug, Clone, Copy)]
-struct Timing {
-    start: Instant,
-    measure_start: Instant,
-    end: Instant,
+pub struct Timing {
+    pub start: Instant,
+    pub measure_start: Instant,
+    pub end: Instant,
 }
 
 /// The end of the posting: sessions stop once they counted `acked` events or at `deadline`.
@@ -112,6 +117,8 @@ struct Shared {
     /// Upgrades refused by the rate limit (and retried).
     refusals: AtomicU64,
     timing: OnceLock<Timing>,
+    /// Each session subscribes to agents of its own.
+    distinct: bool,
     rate: u32,
     fragments: Arc<Fragments>,
     /// Next event of the paced schedule.
@@ -168,6 +175,9 @@ struct SessionEnd {
     ws: Option<Ws>,
 }
 
+/// Runs the scenario; `started` (if given) is told the posting's timing once every session
+/// is connected, for load that runs beside it (`noisy-neighbour`).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     plan: &Plan,
     hub: Hub,
@@ -176,11 +186,13 @@ pub async fn run(
     fragments: Arc<Fragments>,
     rng: &mut Rng,
     settings: String,
+    started: Option<watch::Sender<Option<Timing>>>,
 ) -> Result<Outcome> {
     let Workload::Fanout {
         sessions,
         rate,
         connect_timeout,
+        distinct,
     } = plan.workload
     else {
         bail!("not a fanout plan");
@@ -231,6 +243,7 @@ pub async fn run(
         connects: Semaphore::new(CONNECTS_IN_FLIGHT),
         refusals: AtomicU64::new(0),
         timing: OnceLock::new(),
+        distinct,
         rate,
         fragments,
         next_event: AtomicUsize::new(0),
@@ -295,6 +308,9 @@ pub async fn run(
         end,
     };
     shared.timing.set(timing).expect("timing is set once");
+    if let Some(started) = &started {
+        let _ = started.send(Some(timing));
+    }
     if rate > 0 {
         eprintln!(
             "loadtest fanout: posting {rate} events/s from {} connections, warmup {}, measuring {}…",
@@ -415,6 +431,7 @@ pub async fn run(
         fanout: Some(figures),
         alert: None,
         ceiling: None,
+        noisy: None,
     })
 }
 
@@ -593,6 +610,11 @@ async fn session(
                 break;
             }
         };
+        if shared.distinct && text.as_str().starts_with(r#"{"type":"error""#) {
+            // The workspace was busy: subscribe again (the hub says so in the error).
+            let _ = ws.send(Message::text(subscription(index))).await;
+            continue;
+        }
         let now = Instant::now();
         end.frames_total += 1;
         end.frame_bytes += text.as_str().len() as u64;
@@ -637,7 +659,7 @@ async fn open(shared: &Shared, index: usize) -> Result<(Ws, u64), String> {
     let mut rng = Rng::new(index as u64);
     loop {
         let permit = shared.connects.acquire().await.map_err(|e| e.to_string())?;
-        let attempt = tokio::time::timeout(shared.timeout, handshake(shared)).await;
+        let attempt = tokio::time::timeout(shared.timeout, handshake(shared, index)).await;
         drop(permit);
         let wait = match attempt {
             Ok(Ok(opened)) => return Ok(opened),
@@ -674,8 +696,8 @@ enum Refusal {
     Final(String),
 }
 
-/// One attempt: the upgrade, then the snapshot.
-async fn handshake(shared: &Shared) -> Result<(Ws, u64), Refusal> {
+/// One attempt: the upgrade, then the snapshot (and the session's own subscription).
+async fn handshake(shared: &Shared, index: usize) -> Result<(Ws, u64), Refusal> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let mut ws = match tokio_tungstenite::connect_async_with_config(
         &shared.ws_uri,
@@ -703,10 +725,15 @@ async fn handshake(shared: &Shared) -> Result<(Ws, u64), Refusal> {
                         run::snippet(text.as_bytes())
                     )));
                 }
-                return match frame_runs(text, shared.window) {
-                    Some(runs) => Ok((ws, runs)),
-                    None => Err(Refusal::Final("the snapshot has no execution runs".into())),
+                let Some(runs) = frame_runs(text, shared.window) else {
+                    return Err(Refusal::Final("the snapshot has no execution runs".into()));
                 };
+                if shared.distinct {
+                    ws.send(Message::text(subscription(index)))
+                        .await
+                        .map_err(|e| Refusal::Final(format!("subscribing: {e}")))?;
+                }
+                return Ok((ws, runs));
             }
             Some(Ok(Message::Close(frame))) => closed(frame),
             Some(Ok(_)) => continue,
@@ -715,6 +742,15 @@ async fn handshake(shared: &Shared) -> Result<(Ws, u64), Refusal> {
         };
         return Err(Refusal::Final(why));
     }
+}
+
+/// Session `index`'s own subscription: every posted agent and a name no other session asks
+/// for.
+fn subscription(index: usize) -> String {
+    let agents: String = (0..crate::events::AGENTS)
+        .map(|a| format!(r#""{}","#, crate::events::agent_name(a)))
+        .collect();
+    format!(r#"{{"type":"subscribe","agent_ids":[{agents}"s-{index}"]}}"#)
 }
 
 /// A refused upgrade: retried when the rate limit (429 `rate_limited`) or a 503 refused it,
@@ -908,6 +944,7 @@ mod tests {
             connects: Semaphore::new(1),
             refusals: AtomicU64::new(0),
             timing: OnceLock::new(),
+            distinct: false,
             rate: 1000,
             fragments: Fragments::new(1),
             next_event: AtomicUsize::new(0),

@@ -27,6 +27,7 @@ mod cli;
 mod events;
 mod fanout;
 mod hub;
+mod noisy;
 mod report;
 mod run;
 
@@ -86,36 +87,64 @@ fn main() -> ExitCode {
     }
 }
 
+/// A fresh random workspace `lt-<hex>` on the hub, checked to be empty.
+pub(crate) struct Fresh {
+    workspace: String,
+    hub: Hub,
+    token_ttl: Duration,
+    fragments: Arc<Fragments>,
+}
+
+impl Fresh {
+    async fn new(plan: &Plan, rng: &mut Rng) -> Result<Self> {
+        let c = &plan.common;
+        let workspace = format!("lt-{:016x}", rng.next_u64());
+        let token_ttl = c.run.warmup + c.run.duration + c.run.timeout + Duration::from_secs(3600);
+        let hub = Hub::new(
+            &c.url,
+            &c.secret,
+            &workspace,
+            token_ttl,
+            plan.connections,
+            c.run.timeout,
+        )?;
+        let fragments = Fragments::new(rng.next_u64());
+        let before = hub.runs_24h().await.with_context(|| {
+            format!(
+                "the hub at {} did not answer a realtime read for the new workspace \
+                 (is it running, and is --secret its auth.jwt_secret?)",
+                c.url
+            )
+        })?;
+        if before != 0 {
+            bail!("the fresh workspace {workspace} already has {before} runs in its 24h window");
+        }
+        Ok(Self {
+            workspace,
+            hub,
+            token_ttl,
+            fragments,
+        })
+    }
+}
+
 async fn run(plan: Plan) -> Result<Outcome> {
     let c = &plan.common;
     let mut rng = Rng::new(random_seed());
-    let workspace = format!("lt-{:016x}", rng.next_u64());
-    let token_ttl = c.run.warmup + c.run.duration + c.run.timeout + Duration::from_secs(3600);
-    let hub = Hub::new(
-        &c.url,
-        &c.secret,
-        &workspace,
-        token_ttl,
-        plan.connections,
-        c.run.timeout,
-    )?;
-    let fragments = Fragments::new(rng.next_u64());
-
-    let before = hub.runs_24h().await.with_context(|| {
-        format!(
-            "the hub at {} did not answer a realtime read for the new workspace \
-             (is it running, and is --secret its auth.jwt_secret?)",
-            c.url
-        )
-    })?;
-    if before != 0 {
-        bail!("the fresh workspace {workspace} already has {before} runs in its 24h window");
+    if let Workload::Noisy { .. } = plan.workload {
+        return noisy::run(&plan, &mut rng).await;
     }
+    let Fresh {
+        workspace,
+        hub,
+        token_ttl,
+        fragments,
+    } = Fresh::new(&plan, &mut rng).await?;
 
     if let Workload::Fanout { .. } = plan.workload {
         let settings = settings_line(&plan, &workspace);
         return fanout::run(
-            &plan, hub, &workspace, token_ttl, fragments, &mut rng, settings,
+            &plan, hub, &workspace, token_ttl, fragments, &mut rng, settings, None,
         )
         .await;
     }
@@ -140,7 +169,9 @@ async fn run(plan: Plan) -> Result<Outcome> {
                 url: hub::realtime_url(&c.url, &workspace, window)?,
             }
         }
-        Workload::Fanout { .. } => unreachable!("fanout has its own runner"),
+        Workload::Fanout { .. } | Workload::Noisy { .. } => {
+            unreachable!("fanout and noisy-neighbour have their own runners")
+        }
         Workload::Alert { .. } => unreachable!("alert has its own runner"),
         Workload::CeilingIngest { .. } | Workload::CeilingFanout { .. } => {
             unreachable!("ceilings have their own runners")
@@ -200,6 +231,7 @@ async fn run(plan: Plan) -> Result<Outcome> {
         fanout: None,
         alert: None,
         ceiling: None,
+        noisy: None,
     })
 }
 
@@ -284,10 +316,24 @@ fn settings_line(plan: &Plan, workspace: &str) -> String {
             sessions,
             rate,
             connect_timeout,
+            distinct,
         } => {
             s.push_str(&format!(
-                " sessions={sessions} rate={rate} connect-timeout={}",
+                " sessions={sessions} rate={rate} connect-timeout={} distinct-subscriptions={distinct}",
                 show_duration(*connect_timeout)
+            ));
+        }
+        Workload::Noisy {
+            fanout,
+            readers,
+            read_rate,
+            attackers,
+        } => {
+            if let Workload::Fanout { sessions, rate, .. } = **fanout {
+                s.push_str(&format!(" sessions={sessions} rate={rate}"));
+            }
+            s.push_str(&format!(
+                " readers={readers} read-rate={read_rate} attackers={attackers}"
             ));
         }
         Workload::Alert {

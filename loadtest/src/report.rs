@@ -1,5 +1,6 @@
 //! The end of a run: the JSON line and the human summary.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -47,6 +48,53 @@ pub struct Report {
     pub client_cpu_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hub_cpu_pct: Option<f64>,
+    /// Noisy neighbour: p99 of tenant Y's POST → answer, and of its realtime reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_p99_ms: Option<f64>,
+    /// Noisy neighbour: the same figures of Y alone, before and after Y beside X.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alone: Option<Box<Report>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alone_again: Option<Box<Report>>,
+    /// Noisy neighbour: how much each of Y's p99s moved beside X, in % of the lower of its
+    /// two alone p99s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_change_pct: Option<P99Change>,
+    /// Noisy neighbour: what tenant X got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neighbour: Option<NeighbourReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct P99Change {
+    pub ingest: Option<f64>,
+    pub push: Option<f64>,
+    pub read: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NeighbourReport {
+    pub requests: u64,
+    /// Answers by HTTP status (`0`: none, e.g. a timeout).
+    pub answers: BTreeMap<u16, u64>,
+}
+
+/// Tenant X's requests in the `noisy-neighbour` scenario, by answer.
+#[derive(Debug, Default)]
+pub struct Neighbour {
+    pub requests: u64,
+    pub answers: BTreeMap<u16, u64>,
+}
+
+/// What the `noisy-neighbour` scenario adds to its second phase (Y beside X).
+pub struct Noisy {
+    /// Y alone before and after, each with its realtime reads.
+    pub alone: [(Box<Outcome>, Stats); 2],
+    /// Y's realtime reads beside X.
+    pub reads: Stats,
+    pub neighbour: Neighbour,
 }
 
 /// CPU use over the measured time, in % of one core.
@@ -199,6 +247,8 @@ pub struct Outcome {
     /// Set for a ceiling run; then `hub_runs` is the scratch table's row count (ingest), and
     /// `hub_rss` and `cpu` are the bare server's (fan-out).
     pub ceiling: Option<Ceiling>,
+    /// The `noisy-neighbour` scenario: this outcome is Y beside X.
+    pub noisy: Option<Noisy>,
 }
 
 fn round(x: f64, decimals: i32) -> f64 {
@@ -240,6 +290,39 @@ impl Outcome {
     }
 
     pub fn report(&self) -> Report {
+        let mut r = self.report_alone();
+        if let Some(n) = &self.noisy {
+            let [before, after] = n.alone.each_ref().map(|(o, reads)| {
+                let mut alone = o.report_alone();
+                alone.read_p99_ms = quantile_ms(&reads.latency, 0.99);
+                alone.ingest_p99_ms = quantile_ms(&o.stats.latency, 0.99);
+                alone.errors += reads.errors.total();
+                alone
+            });
+            r.read_p99_ms = quantile_ms(&n.reads.latency, 0.99);
+            r.ingest_p99_ms = quantile_ms(&self.stats.latency, 0.99);
+            let change = |of: fn(&Report) -> Option<f64>| {
+                let alone = of(&before)?.min(of(&after)?);
+                Some(round(100.0 * (of(&r)? - alone) / alone, 1))
+            };
+            r.p99_change_pct = Some(P99Change {
+                ingest: change(|r| r.ingest_p99_ms),
+                push: change(|r| r.p99_ms),
+                read: change(|r| r.read_p99_ms),
+            });
+            r.errors += n.reads.errors.total();
+            r.alone = Some(Box::new(before));
+            r.alone_again = Some(Box::new(after));
+            r.neighbour = Some(NeighbourReport {
+                requests: n.neighbour.requests,
+                answers: n.neighbour.answers.clone(),
+            });
+        }
+        r
+    }
+
+    /// The report of this outcome by itself (without a noisy-neighbour comparison).
+    fn report_alone(&self) -> Report {
         let secs = self.measured.as_secs_f64();
         let latency = self.headline_latency();
         let (requests, other_errors) = match (&self.fanout, &self.alert) {
@@ -288,6 +371,12 @@ impl Outcome {
                 .map(|k| round(k, 1)),
             client_cpu_pct: self.cpu.map(|c| round(c.client_pct, 1)),
             hub_cpu_pct: self.cpu.and_then(|c| c.hub_pct).map(|h| round(h, 1)),
+            ingest_p99_ms: None,
+            read_p99_ms: None,
+            alone: None,
+            alone_again: None,
+            p99_change_pct: None,
+            neighbour: None,
         }
     }
 
@@ -317,6 +406,36 @@ impl Outcome {
         }
         if let Some(n) = self.seeded {
             let _ = writeln!(out, "  seeded {n} run events before the warmup");
+        }
+        if let Some(n) = &self.noisy {
+            let (a, b) = (r.alone.as_deref(), r.alone_again.as_deref());
+            let three = |of: fn(&Report) -> Option<f64>| {
+                format!(
+                    "{} alone → {} beside X → {} alone again",
+                    ms(a.and_then(of)),
+                    ms(of(&r)),
+                    ms(b.and_then(of))
+                )
+            };
+            let _ = writeln!(
+                out,
+                "  noisy neighbour, Y's p99: ingest {}; push {}; read {}",
+                three(|r| r.ingest_p99_ms),
+                three(|r| r.p99_ms),
+                three(|r| r.read_p99_ms),
+            );
+            let _ = writeln!(
+                out,
+                "  Y's reads beside X: {} ok, {} failed (alone: {} and {} failed); X sent {} \
+                 requests: {}",
+                n.reads.ok,
+                n.reads.errors.total(),
+                n.alone[0].1.errors.total(),
+                n.alone[1].1.errors.total(),
+                n.neighbour.requests,
+                crate::noisy::show_answers(&n.neighbour.answers)
+            );
+            let _ = writeln!(out, "  Y beside X, in detail:");
         }
         if let Some(f) = &self.fanout {
             self.fanout_summary(f, &r, &mut out);
@@ -650,6 +769,7 @@ mod tests {
             fanout: None,
             alert: None,
             ceiling: None,
+            noisy: None,
         }
     }
 

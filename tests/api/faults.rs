@@ -325,7 +325,7 @@ async fn a_body_upload_past_server_request_timeout_gets_503() {
 /// the request is answered 503, and the windows end equal to the rows, whether PostgreSQL
 /// cancels the statement (`writer.statement_timeout`) or, with that off, the hub ends the
 /// backend of the unknown commit before it resyncs.
-async fn stuck_commit_converges(statement_timeout: &str) {
+async fn stuck_commit_converges(statement_timeout: &str, resyncs: bool) {
     let app = spawn_app_with(&[
         ("writer.commit_timeout", json!("2s")),
         ("writer.statement_timeout", json!(statement_timeout)),
@@ -352,6 +352,14 @@ async fn stuck_commit_converges(statement_timeout: &str) {
         app.realtime("ws1", "&window=1h").await["execution"]["runs"] == rows
     })
     .await;
+    // Positive control: the unknown outcome went through the resync (and only it did).
+    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
+    let resynced = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_workspace_resyncs_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("the resync counter");
+    assert_eq!(resynced > 0, resyncs, "resyncs: {resynced}");
     // The writer's connections are sound: ingest goes on.
     assert_eq!(app.post_events("ws1", &[run("after")]).await.status(), 200);
     assert_eq!(
@@ -363,10 +371,10 @@ async fn stuck_commit_converges(statement_timeout: &str) {
 
 #[actix_web::test]
 async fn a_stuck_commit_is_cancelled_by_postgresql_and_windows_equal_rows() {
-    stuck_commit_converges("1s").await;
+    stuck_commit_converges("1s", false).await;
 }
 
 #[actix_web::test]
 async fn a_stuck_commit_of_unknown_outcome_is_ended_and_windows_equal_rows() {
-    stuck_commit_converges("0s").await;
+    stuck_commit_converges("0s", true).await;
 }

@@ -435,3 +435,70 @@ async fn a_tenant_past_its_budget_is_refused_before_its_body_is_read() {
     assert!(text.starts_with("HTTP/1.1 429"), "{text}");
     app.stop().await;
 }
+
+/// The value of the metric line starting with `name` (labels included) in `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get_plain("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Past `limits.max_agent_window_bytes`, new events of a workspace's agents count under
+/// `_other`: the hub's memory stops growing with agents while the workspace's totals stay
+/// exact and every event is stored.
+#[actix_web::test]
+async fn agents_past_the_memory_budget_count_under_other_and_totals_stay_exact() {
+    const BUDGET: u64 = 100_000;
+    let app = spawn_app_with(&[("limits.max_agent_window_bytes", json!(BUDGET))]).await;
+    let mut sent = 0;
+    for batch in 0..20 {
+        // 25 new agents a batch, each with runs at several times of the day.
+        let now = Utc::now();
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                let at = now - chrono::Duration::minutes((i % 4) * 90 + i % 7);
+                let mut ev = run_event(
+                    &format!("b{batch}-{i}"),
+                    &format!("agent-{batch}-{}", i % 25),
+                    "succeeded",
+                    1.0 + i as f64,
+                    at,
+                );
+                ev["model"] = json!(format!("m{}", i % 9));
+                ev
+            })
+            .collect();
+        sent += events.len();
+        assert_eq!(app.post_events("ws-big", &events).await.status(), 200);
+    }
+    let day = app.realtime("ws-big", "&window=24h").await;
+    assert_eq!(
+        day["execution"]["runs"], sent,
+        "the workspace counts every run"
+    );
+    let other = app.realtime("ws-big", "&window=24h&agent_id=_other").await;
+    let diverted = other["execution"]["runs"].as_u64().unwrap();
+    assert!(
+        diverted > 0,
+        "positive control: 500 agents do not fit {BUDGET} bytes"
+    );
+    let overflow = metric(&app, "hub_live_overflow_total{kind=\"memory\"}").await;
+    assert_eq!(overflow as u64, diverted, "every diverted event is counted");
+    let held = metric(&app, "hub_live_agent_window_bytes").await;
+    assert!(
+        held > 0.0 && held < 2.0 * BUDGET as f64,
+        "the agents' windows hold {held} bytes against a budget of {BUDGET}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM agent_runs").await,
+        sent as i64,
+        "every run is stored"
+    );
+    // Another workspace has its own budget.
+    let res = app.post_events("ws-small", &runs("s", 3)).await;
+    assert_eq!(res.status(), 200);
+    let bot = app.realtime("ws-small", "&window=1m&agent_id=bot").await;
+    assert_eq!(bot["execution"]["runs"], 3);
+}

@@ -126,6 +126,69 @@ async fn loadtest_fanout() {
 }
 
 #[actix_web::test]
+async fn loadtest_fanout_with_distinct_subscriptions() {
+    let app = spawn_app().await;
+    let r = smoke(
+        &app,
+        "fanout",
+        &[
+            "--sessions",
+            "20",
+            "--rate",
+            "10",
+            "--connections",
+            "2",
+            "--distinct-subscriptions",
+        ],
+    )
+    .await;
+    assert_eq!(r["lost"], 0, "{r}");
+}
+
+/// Both phases run, X is answered (its hostile bodies with 400s), and Y loses nothing in
+/// either phase.
+#[actix_web::test]
+async fn loadtest_noisy_neighbour() {
+    let app = spawn_app().await;
+    let r = smoke(
+        &app,
+        "noisy-neighbour",
+        &[
+            "--sessions",
+            "10",
+            "--rate",
+            "10",
+            "--connections",
+            "2",
+            "--readers",
+            "2",
+            "--read-rate",
+            "20",
+            "--attackers",
+            "1",
+        ],
+    )
+    .await;
+    let (alone, again) = (&r["alone"], &r["alone_again"]);
+    for phase in [alone, again] {
+        assert_eq!(phase["errors"], 0, "{r}");
+        assert_eq!(phase["lost"], 0, "{r}");
+    }
+    for report in [&r, alone, again] {
+        for key in ["ingest_p99_ms", "read_p99_ms", "p99_ms"] {
+            assert!(report[key].is_number(), "{key}: {r}");
+        }
+    }
+    let x = &r["neighbour"];
+    assert!(x["requests"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        x["answers"]["400"].as_u64().unwrap_or(0) > 0,
+        "X's hostile bodies are refused: {r}"
+    );
+    assert!(r["p99_change_pct"]["push"].is_number(), "{r}");
+}
+
+#[actix_web::test]
 async fn loadtest_alert() {
     let app = spawn_app().await;
     let r = smoke(&app, "alert", &["--rate", "10", "--connections", "2"]).await;

@@ -86,6 +86,9 @@ async fn two_nodes_share_one_budget_through_redis() {
     assert_eq!(a.post_events("ws1", &runs("a", 70)).await.status(), 200);
     assert_eq!(b.post_events("ws1", &runs("b", 70)).await.status(), 429);
     assert_eq!(b.post_events("ws1", &runs("c", 30)).await.status(), 200);
+    // Positive control: node b admits 70 where the budget is not spent (its refusal above
+    // came from a's spending, not from b refusing anything that large).
+    assert_eq!(b.post_events("ws2", &runs("d", 70)).await.status(), 200);
     b.stop().await;
     a.stop().await;
 }

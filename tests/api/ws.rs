@@ -299,6 +299,44 @@ async fn a_burst_is_coalesced_into_a_handful_of_frames() {
     app.stop().await;
 }
 
+/// Positive control of the coalescing test: the same posts, one after the other, give one
+/// update each with `ws.coalesce_ms = 0`, and at most one per period with 100 ms.
+#[actix_web::test]
+async fn coalescing_is_what_merges_updates() {
+    for coalesce_ms in [0u64, 100] {
+        let app = spawn_app_with(&[("ws.coalesce_ms", json!(coalesce_ms))]).await;
+        let mut ws = connect(&app, "ws1", "").await;
+        next(&mut ws).await;
+        let started = Instant::now();
+        for r in 0..20 {
+            let run = run_event(&format!("s{r}"), "bot", "succeeded", 2.0, Utc::now());
+            assert_eq!(app.post_events("ws1", &[run]).await.status(), 200);
+        }
+        let posting_ms = started.elapsed().as_millis() as u64;
+        let mut frames = 0;
+        loop {
+            let f = until(&mut ws, "update", |_| true).await;
+            frames += 1;
+            if f["execution"]["5m"]["runs"] == 20 {
+                break;
+            }
+        }
+        match posting_ms.checked_div(coalesce_ms) {
+            // Each post's events reach the windows before its 200, one apply each.
+            None => assert!(
+                frames >= 20,
+                "{frames} updates for 20 applies without coalescing"
+            ),
+            Some(periods) => assert!(
+                frames <= 2 + periods,
+                "{frames} updates for {posting_ms} ms of posts (bound {})",
+                2 + periods
+            ),
+        }
+        app.stop().await;
+    }
+}
+
 #[actix_web::test]
 async fn resume_replays_missed_alert_frames_or_says_not_recovered() {
     let app = spawn_app_with(&[

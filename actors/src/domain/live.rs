@@ -465,7 +465,8 @@ impl LiveState {
         match &event.kind {
             EventKind::Run(run) => {
                 let model = run.model.as_deref().map(|m| self.model_key(m));
-                let (per_agent, other) = (self.rules.max_models_per_agent, self.other_model.clone());
+                let (per_agent, other) =
+                    (self.rules.max_models_per_agent, self.other_model.clone());
                 self.workspace.record(ts_ms, now_ms, |b| {
                     b.add_run(run, model.as_ref(), usize::MAX, &other)
                 });

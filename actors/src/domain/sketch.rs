@@ -290,7 +290,11 @@ mod tests {
             .collect();
         let mut sketch = Sketch::new();
         data.iter().for_each(|&v| sketch.add(v));
-        assert_eq!(sketch.bins.len(), MAX_BINS, "positive control: the data needs more");
+        assert_eq!(
+            sketch.bins.len(),
+            MAX_BINS,
+            "positive control: the data needs more"
+        );
         assert!(sketch.heap_bytes() <= MAX_BINS * 8);
         assert_eq!(sketch.count(), 40_000);
         data.sort_by(f64::total_cmp);
@@ -298,7 +302,10 @@ mod tests {
         // to 1 %; the folded ones read high, never low.
         for q in [0.7, 0.9, 0.95, 0.99, 1.0] {
             let (want, got) = (exact(&data, q), sketch.quantile(q).unwrap());
-            assert!((got - want).abs() / want <= 0.01, "q={q} want {want} got {got}");
+            assert!(
+                (got - want).abs() / want <= 0.01,
+                "q={q} want {want} got {got}"
+            );
         }
         for q in [0.0, 0.1, 0.5] {
             let (want, got) = (exact(&data, q), sketch.quantile(q).unwrap());

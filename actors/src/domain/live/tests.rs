@@ -349,9 +349,15 @@ fn agent_window_bytes_are_held_to_the_budget_and_the_workspace_stays_exact() {
         for i in 0..20i64 {
             let model = format!("m{}", (a + i) % 40);
             let before = live.agent_bytes();
-            let ago = (i * 4_111 + a as i64 * 13) % 86_000;
+            let ago = (i * 4_111 + a * 13) % 86_000;
             live.apply(
-                &run(&agent, RunStatus::Succeeded, 1.0 + (i * i) as f64, ago, Some(&model)),
+                &run(
+                    &agent,
+                    RunStatus::Succeeded,
+                    1.0 + (i * i) as f64,
+                    ago,
+                    Some(&model),
+                ),
                 now(),
             );
             live.apply(&heartbeat(&agent, ago, i as f64, 100.0), now());
@@ -404,8 +410,9 @@ fn under_the_budget_nothing_is_diverted() {
     }
     assert_eq!(live.overflow_memory_events, 0);
     assert!(live.agent_bytes() > 0 && live.agent_bytes() == recount(&live));
-    assert!(live
-        .execution(Some(&AgentId::other()), Window::M1, now())
-        .runs
-        == 0);
+    assert!(
+        live.execution(Some(&AgentId::other()), Window::M1, now())
+            .runs
+            == 0
+    );
 }

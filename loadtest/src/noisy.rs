@@ -1,0 +1,321 @@
+//! The `noisy-neighbour` scenario: does one tenant's hostile traffic reach another's?
+//!
+//! Tenant Y gets the `fanout` load (WebSocket sessions, one run event per POST at `--rate`)
+//! plus `--readers` loops reading its realtime window at `--read-rate` in all. The run has
+//! three phases against the same hub, each on a fresh workspace for Y: Y alone, Y beside X,
+//! and Y alone again (a first phase on a cold hub measures worse than later ones, so the
+//! comparison is with the better of the two alone phases). Beside Y,
+//! tenant X, another fresh workspace with a token of its own, posts back to back from
+//! `--attackers` loops that ignore `Retry-After`, cycling through
+//! - a valid batch of 1 000 runs (new event ids each time),
+//! - one event with 200 000 unknown keys (2.8 MB),
+//! - 10⁶ nested brackets under an unknown key (2 MB),
+//! - a run whose `model` holds NUL.
+//!
+//! X is held only by the hub's own limits: run the hub with its default ingest rate limit,
+//! so X is at its limit (and its reads budget raised for Y's sessions). Y's figures are
+//! measured the same way in both phases: POST → answer (ingest), POST → frame (push),
+//! realtime GET → answer (read). The JSON line is Y's beside X, with `ingest_p99_ms` and
+//! `read_p99_ms`, Y alone under `alone` and `alone_again`, the change of each p99 in % from
+//! the lower of the two alone p99s under `p99_change_pct`, and X's answers by status under
+//! `neighbour`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Url;
+use tokio::sync::watch;
+
+use crate::cli::{Plan, Workload};
+use crate::events::{EventGen, Fragments, Rng};
+use crate::fanout::{self, Timing};
+use crate::hub::{self, Hub};
+use crate::report::{Neighbour, Noisy, Outcome};
+use crate::run::{self, Stats};
+use crate::{settings_line, Fresh};
+
+/// Runs per valid batch of tenant X.
+const X_BATCH: usize = 1_000;
+/// Unknown keys in X's wide event.
+const X_KEYS: usize = 200_000;
+/// Nesting depth of X's deep event.
+const X_DEPTH: usize = 1_000_000;
+
+pub async fn run(plan: &Plan, rng: &mut Rng) -> Result<Outcome> {
+    let Workload::Noisy {
+        fanout,
+        readers,
+        read_rate,
+        attackers,
+    } = &plan.workload
+    else {
+        bail!("not a noisy-neighbour plan");
+    };
+    let y = Plan {
+        workload: (**fanout).clone(),
+        ..plan.clone()
+    };
+    let reads = ReadLoad {
+        loops: *readers,
+        rate: *read_rate,
+    };
+    eprintln!("loadtest noisy-neighbour: phase 1, tenant Y alone");
+    let (alone, alone_reads, _) = phase(&y, rng, reads, None).await?;
+    let x = Arc::new(Attacker::new(plan, rng)?);
+    eprintln!(
+        "loadtest noisy-neighbour: phase 2, tenant Y beside tenant X ({} loops posting to {})",
+        attackers, x.workspace
+    );
+    let (mut beside, beside_reads, answers) =
+        phase(&y, rng, reads, Some((x.clone(), *attackers))).await?;
+    eprintln!("loadtest noisy-neighbour: phase 3, tenant Y alone again");
+    let (again, again_reads, _) = phase(&y, rng, reads, None).await?;
+    beside.settings = format!("{} neighbour={}", beside.settings, x.workspace);
+    beside.noisy = Some(Noisy {
+        alone: [(alone, alone_reads), (again, again_reads)].map(|(o, r)| (Box::new(o), r)),
+        reads: beside_reads,
+        neighbour: answers.unwrap_or_default(),
+    });
+    Ok(beside)
+}
+
+/// The realtime reads of Y: `loops` loops sharing a schedule of `rate` reads per second.
+#[derive(Debug, Clone, Copy)]
+struct ReadLoad {
+    loops: usize,
+    rate: u32,
+}
+
+/// One phase on a fresh workspace for Y; X attacks when given.
+async fn phase(
+    plan: &Plan,
+    rng: &mut Rng,
+    reads: ReadLoad,
+    attacker: Option<(Arc<Attacker>, usize)>,
+) -> Result<(Outcome, Stats, Option<Neighbour>)> {
+    let fresh = Fresh::new(plan, rng).await?;
+    let settings = settings_line(plan, &fresh.workspace);
+    let max_latency_us = (plan.common.run.timeout + Duration::from_secs(1)).as_micros() as u64;
+    let (started, timing) = watch::channel(None);
+    let url = hub::realtime_url(&plan.common.url, &fresh.workspace, "5m")?;
+    let readers = tokio::spawn(read(
+        fresh.hub.clone(),
+        url,
+        reads,
+        timing.clone(),
+        max_latency_us,
+    ));
+    let attack = attacker.map(|(x, loops)| tokio::spawn(x.attack(loops, timing)));
+    let outcome = fanout::run(
+        plan,
+        fresh.hub,
+        &fresh.workspace,
+        fresh.token_ttl,
+        fresh.fragments,
+        rng,
+        settings,
+        Some(started),
+    )
+    .await;
+    let reads = readers.await.context("the read loops failed")?;
+    let answers = match attack {
+        Some(a) => Some(a.await.context("the attacking loops failed")?),
+        None => None,
+    };
+    Ok((outcome?, reads, answers))
+}
+
+/// Waits for the posting's timing; `None` when the run ended before it started.
+async fn wait_for_start(mut timing: watch::Receiver<Option<Timing>>) -> Option<Timing> {
+    timing.wait_for(Option::is_some).await.ok().and_then(|t| *t)
+}
+
+/// Y's realtime reads over the posting's time; measured when sent in the measured time.
+async fn read(
+    hub: Hub,
+    url: Url,
+    load: ReadLoad,
+    timing: watch::Receiver<Option<Timing>>,
+    max_latency_us: u64,
+) -> Stats {
+    let mut stats = Stats::new(max_latency_us);
+    let Some(t) = wait_for_start(timing).await else {
+        return stats;
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let per_read = 1.0 / f64::from(load.rate);
+    let loops: Vec<_> = (0..load.loops)
+        .map(|_| {
+            let (hub, url, next) = (hub.clone(), url.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut stats = Stats::new(max_latency_us);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let due = t.start + Duration::from_secs_f64(i as f64 * per_read);
+                    if due >= t.end {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    let request = hub
+                        .client
+                        .get(url.clone())
+                        .header(AUTHORIZATION, hub.auth.clone());
+                    let sent = Instant::now();
+                    let outcome = run::execute(request, false).await;
+                    // A failed read is counted; the schedule, not Retry-After, paces reads.
+                    stats.count(outcome, sent.elapsed(), sent >= t.measure_start);
+                }
+                stats
+            })
+        })
+        .collect();
+    for l in loops {
+        if let Ok(s) = l.await {
+            stats.merge(s);
+        }
+    }
+    stats
+}
+
+/// Tenant X: its own workspace and token, and the bodies it cycles through.
+struct Attacker {
+    workspace: String,
+    hub: Hub,
+    fragments: Arc<Fragments>,
+    seed: u64,
+    /// The hostile bodies, built once.
+    hostile: Vec<bytes::Bytes>,
+}
+
+impl Attacker {
+    fn new(plan: &Plan, rng: &mut Rng) -> Result<Self> {
+        let c = &plan.common;
+        let workspace = format!("lt-x-{:016x}", rng.next_u64());
+        let ttl = c.run.warmup + c.run.duration + c.run.timeout + Duration::from_secs(3600);
+        let hub = Hub::new(&c.url, &c.secret, &workspace, ttl, 16, c.run.timeout)?;
+        Ok(Self {
+            workspace,
+            hub,
+            fragments: Fragments::new(rng.next_u64()),
+            seed: rng.next_u64(),
+            hostile: hostile_bodies(),
+        })
+    }
+
+    /// `loops` loops posting back to back over the posting's time; answers by status (0: no
+    /// answer).
+    async fn attack(
+        self: Arc<Self>,
+        loops: usize,
+        timing: watch::Receiver<Option<Timing>>,
+    ) -> Neighbour {
+        let Some(t) = wait_for_start(timing).await else {
+            return Neighbour::default();
+        };
+        let tasks: Vec<_> = (0..loops)
+            .map(|i| {
+                let x = self.clone();
+                tokio::spawn(async move {
+                    let mut gen =
+                        EventGen::new(format!("x{i}"), x.seed ^ i as u64, x.fragments.clone());
+                    let mut answers = Neighbour::default();
+                    let mut round = i;
+                    while Instant::now() < t.end {
+                        let body = match round % (x.hostile.len() + 1) {
+                            0 => bytes::Bytes::from(gen.body(X_BATCH)),
+                            k => x.hostile[k - 1].clone(),
+                        };
+                        round += 1;
+                        let status = x
+                            .hub
+                            .client
+                            .post(x.hub.events_url.clone())
+                            .header(AUTHORIZATION, x.hub.auth.clone())
+                            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                            .body(body)
+                            .send()
+                            .await;
+                        let code = match status {
+                            Ok(r) => {
+                                let code = r.status().as_u16();
+                                // Read the answer so the connection is reused.
+                                let _ = r.bytes().await;
+                                code
+                            }
+                            Err(_) => 0,
+                        };
+                        *answers.answers.entry(code).or_default() += 1;
+                        answers.requests += 1;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let mut all = Neighbour::default();
+        for task in tasks {
+            if let Ok(a) = task.await {
+                all.requests += a.requests;
+                for (code, n) in a.answers {
+                    *all.answers.entry(code).or_default() += n;
+                }
+            }
+        }
+        all
+    }
+}
+
+/// X's hostile bodies: many keys, deep nesting, NUL in a text field.
+fn hostile_bodies() -> Vec<bytes::Bytes> {
+    let mut keys = String::with_capacity(X_KEYS * 14);
+    keys.push_str(r#"{"events":[{"type":"run""#);
+    for i in 0..X_KEYS {
+        keys.push_str(&format!(r#","k{i}":1"#));
+    }
+    keys.push_str("}]}");
+    let mut deep = String::with_capacity(2 * X_DEPTH + 64);
+    deep.push_str(r#"{"events":[{"type":"run","x":"#);
+    deep.extend(std::iter::repeat_n('[', X_DEPTH));
+    deep.push('1');
+    deep.extend(std::iter::repeat_n(']', X_DEPTH));
+    deep.push_str("}]}");
+    let nul = r#"{"events":[{"type":"run","event_id":"n","agent_id":"x","status":"failed","completed_at":"2026-01-01T00:00:00Z","runtime_ms":1,"model":"gpt\u0000x"}]}"#;
+    vec![keys.into(), deep.into(), nul.into()]
+}
+
+/// What an answer map reads like in the summary: `400×12 429×300`.
+pub fn show_answers(answers: &BTreeMap<u16, u64>) -> String {
+    answers
+        .iter()
+        .map(|(code, n)| match code {
+            0 => format!("no-answer×{n}"),
+            c => format!("{c}×{n}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_bodies_are_what_they_say() {
+        let bodies = hostile_bodies();
+        assert_eq!(bodies.len(), 3);
+        let keys = std::str::from_utf8(&bodies[0]).unwrap();
+        assert_eq!(keys.matches("\"k").count(), X_KEYS);
+        assert!(serde_json::from_str::<serde_json::Value>(keys).is_ok());
+        let deep = &bodies[1];
+        assert_eq!(deep.iter().filter(|&&b| b == b'[').count(), X_DEPTH + 1);
+        let nul: serde_json::Value = serde_json::from_slice(&bodies[2]).unwrap();
+        assert!(nul["events"][0]["model"].as_str().unwrap().contains('\0'));
+        let mut a = BTreeMap::new();
+        a.insert(0, 1);
+        a.insert(429, 3);
+        assert_eq!(show_answers(&a), "no-answer×1 429×3");
+    }
+}
