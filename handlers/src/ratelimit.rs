@@ -44,8 +44,10 @@ pub struct RateLimitConfig {
     pub redis_timeout: HubDuration,
 }
 
-/// Body bytes that cost one ingest unit (an ordinary event is a few hundred bytes).
-pub const BYTES_PER_UNIT: usize = 1024;
+/// Body bytes that cost one ingest unit. An ordinary event is 200–400 bytes, so a batch of
+/// ordinary events costs its events; bytes past 512 per event (padding, unknown keys,
+/// nesting: what makes parsing cost more) are paid for as if they were events.
+pub const BYTES_PER_UNIT: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Budget {

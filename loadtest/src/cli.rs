@@ -99,6 +99,14 @@ pub enum Scenario {
         #[arg(long, default_value_t = 2, value_parser = connections)]
         attackers: usize,
     },
+    /// Only tenant X of `noisy-neighbour`, which starts it as a child process so that X's
+    /// work does not run in the measuring client's runtime: posts to `--workspace` from
+    /// `--attackers` loops for `--duration`, then prints its answers as one JSON line.
+    #[command(hide = true)]
+    NoisyAttacker {
+        #[command(flatten)]
+        args: AttackArgs,
+    },
     /// Create a webhook channel to an in-process receiver and a per-agent error-rate rule,
     /// POST one failed run of a fresh agent per slot at `--rate` per second, and time each
     /// slot to the signed `alert.firing` webhook for its agent; checks that every acked event
@@ -178,6 +186,29 @@ pub enum Ceiling {
         #[command(flatten)]
         server: BareArgs,
     },
+}
+
+/// Tenant X of `noisy-neighbour`.
+#[derive(Debug, Clone, Args)]
+pub struct AttackArgs {
+    /// Base URL of the hub.
+    #[arg(long)]
+    pub url: String,
+    /// The hub's HS256 JWT secret.
+    #[arg(long)]
+    pub secret: String,
+    /// X's workspace.
+    #[arg(long)]
+    pub workspace: String,
+    /// Posting loops, each one request at a time.
+    #[arg(long, default_value_t = 2, value_parser = connections)]
+    pub attackers: usize,
+    /// How long to post.
+    #[arg(long, value_parser = positive_duration)]
+    pub duration: Duration,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub timeout: Duration,
 }
 
 /// The database of an ingest ceiling.
@@ -322,6 +353,8 @@ pub enum Command {
     Run(Plan),
     /// `ceiling serve`: only the bare broadcast server, until its standard input closes.
     Serve { bind: SocketAddr, server: BareArgs },
+    /// `noisy-attacker`: only tenant X, for `--duration`.
+    Attack(AttackArgs),
 }
 
 impl Scenario {
@@ -416,6 +449,7 @@ impl Scenario {
                 },
             },
             Self::Ceiling { ceiling } => return ceiling.into_command(),
+            Self::NoisyAttacker { args } => return Command::Attack(args),
         };
         Command::Run(plan)
     }
@@ -563,7 +597,7 @@ mod tests {
             .into_command()
         {
             Command::Run(plan) => plan,
-            Command::Serve { .. } => panic!("not a run: {args:?}"),
+            Command::Serve { .. } | Command::Attack(_) => panic!("not a run: {args:?}"),
         };
         let p = plan(&["loadtest", "ingest-batch", "--secret", "x"]);
         assert_eq!(p.connections, 4);

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
     let plan = match Cli::parse().scenario.into_command() {
         Command::Run(plan) => plan,
         Command::Serve { bind, server } => return bare::serve(bind, server),
+        Command::Attack(args) => return noisy::attack_alone(args),
     };
     // Hundreds of connections (and WebSocket sessions, later) need more than 1 024 files.
     match rlimit::increase_nofile_limit(u64::MAX) {

@@ -6,7 +6,9 @@
 //! and Y alone again (a first phase on a cold hub measures worse than later ones, so the
 //! comparison is with the better of the two alone phases). Beside Y,
 //! tenant X, another fresh workspace with a token of its own, posts back to back from
-//! `--attackers` loops that ignore `Retry-After`, cycling through
+//! `--attackers` loops that ignore `Retry-After` (in a child process, `loadtest
+//! noisy-attacker`, so its uploads do not run in the measuring client's runtime), cycling
+//! through
 //! - a valid batch of 1 000 runs (new event ids each time),
 //! - one event with 200 000 unknown keys (2.8 MB),
 //! - 10⁶ nested brackets under an unknown key (2 MB),
@@ -21,6 +23,7 @@
 //! `neighbour`.
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +33,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Url;
 use tokio::sync::watch;
 
-use crate::cli::{Plan, Workload};
+use crate::cli::{AttackArgs, Plan, Workload};
 use crate::events::{EventGen, Fragments, Rng};
 use crate::fanout::{self, Timing};
 use crate::hub::{self, Hub};
@@ -109,7 +112,7 @@ async fn phase(
         timing.clone(),
         max_latency_us,
     ));
-    let attack = attacker.map(|(x, loops)| tokio::spawn(x.attack(loops, timing)));
+    let attack = attacker.map(|(x, loops)| tokio::spawn(x.attack(plan.clone(), loops, timing)));
     let outcome = fanout::run(
         plan,
         fresh.hub,
@@ -123,7 +126,7 @@ async fn phase(
     .await;
     let reads = readers.await.context("the read loops failed")?;
     let answers = match attack {
-        Some(a) => Some(a.await.context("the attacking loops failed")?),
+        Some(a) => Some(a.await.context("tenant X's task failed")??),
         None => None,
     };
     Ok((outcome?, reads, answers))
@@ -181,91 +184,148 @@ async fn read(
     stats
 }
 
-/// Tenant X: its own workspace and token, and the bodies it cycles through.
+/// Tenant X's workspace, before its process starts.
 struct Attacker {
     workspace: String,
-    hub: Hub,
-    fragments: Arc<Fragments>,
-    seed: u64,
-    /// The hostile bodies, built once.
-    hostile: Vec<bytes::Bytes>,
 }
 
 impl Attacker {
-    fn new(plan: &Plan, rng: &mut Rng) -> Result<Self> {
-        let c = &plan.common;
-        let workspace = format!("lt-x-{:016x}", rng.next_u64());
-        let ttl = c.run.warmup + c.run.duration + c.run.timeout + Duration::from_secs(3600);
-        let hub = Hub::new(&c.url, &c.secret, &workspace, ttl, 16, c.run.timeout)?;
+    fn new(_plan: &Plan, rng: &mut Rng) -> Result<Self> {
         Ok(Self {
-            workspace,
-            hub,
-            fragments: Fragments::new(rng.next_u64()),
-            seed: rng.next_u64(),
-            hostile: hostile_bodies(),
+            workspace: format!("lt-x-{:016x}", rng.next_u64()),
         })
     }
 
-    /// `loops` loops posting back to back over the posting's time; answers by status (0: no
-    /// answer).
+    /// Once the posting starts, runs X as a child process (`loadtest noisy-attacker`) with
+    /// `loops` loops until the posting's end, and returns what it got. In a process of its
+    /// own, X's uploads do not delay the measuring client's runtime (they still share the
+    /// machine's cores, as any neighbour would).
     async fn attack(
         self: Arc<Self>,
+        plan: Plan,
         loops: usize,
         timing: watch::Receiver<Option<Timing>>,
-    ) -> Neighbour {
+    ) -> Result<Neighbour> {
         let Some(t) = wait_for_start(timing).await else {
-            return Neighbour::default();
+            return Ok(Neighbour::default());
         };
-        let tasks: Vec<_> = (0..loops)
-            .map(|i| {
-                let x = self.clone();
-                tokio::spawn(async move {
-                    let mut gen =
-                        EventGen::new(format!("x{i}"), x.seed ^ i as u64, x.fragments.clone());
-                    let mut answers = Neighbour::default();
-                    let mut round = i;
-                    while Instant::now() < t.end {
-                        let body = match round % (x.hostile.len() + 1) {
-                            0 => bytes::Bytes::from(gen.body(X_BATCH)),
-                            k => x.hostile[k - 1].clone(),
-                        };
-                        round += 1;
-                        let status = x
-                            .hub
-                            .client
-                            .post(x.hub.events_url.clone())
-                            .header(AUTHORIZATION, x.hub.auth.clone())
-                            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                            .body(body)
-                            .send()
-                            .await;
-                        let code = match status {
-                            Ok(r) => {
-                                let code = r.status().as_u16();
-                                // Read the answer so the connection is reused.
-                                let _ = r.bytes().await;
-                                code
-                            }
-                            Err(_) => 0,
-                        };
-                        *answers.answers.entry(code).or_default() += 1;
-                        answers.requests += 1;
-                    }
-                    answers
-                })
-            })
-            .collect();
-        let mut all = Neighbour::default();
-        for task in tasks {
-            if let Ok(a) = task.await {
-                all.requests += a.requests;
-                for (code, n) in a.answers {
-                    *all.answers.entry(code).or_default() += n;
-                }
-            }
+        let left = t.end.saturating_duration_since(Instant::now());
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let c = &plan.common;
+        let out = tokio::process::Command::new(exe)
+            .args(["noisy-attacker", "--url", &c.url, "--secret", &c.secret])
+            .args(["--workspace", &self.workspace])
+            .args(["--attackers", &loops.to_string()])
+            .args(["--duration", &format!("{}ms", left.as_millis().max(1))])
+            .args(["--timeout", &format!("{}ms", c.run.timeout.as_millis())])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running tenant X (loadtest noisy-attacker)")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "tenant X failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        all
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).with_context(|| format!("tenant X printed {last:?}"))
     }
+}
+
+/// `loadtest noisy-attacker`: tenant X alone, in this process, for `--duration`; prints
+/// its answers by status as one JSON line.
+pub fn attack_alone(args: AttackArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadtest noisy-attacker: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(attack(args)) {
+        Ok(answers) => {
+            println!(
+                "{}",
+                serde_json::to_string(&answers).expect("answers serialize")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadtest noisy-attacker: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// X's loops: each posts back to back, ignoring `Retry-After`, cycling through a valid batch
+/// (new ids each time) and the hostile bodies, until the end.
+async fn attack(args: AttackArgs) -> Result<Neighbour> {
+    let ttl = args.duration + args.timeout + Duration::from_secs(3600);
+    let hub = Hub::new(
+        &args.url,
+        &args.secret,
+        &args.workspace,
+        ttl,
+        args.attackers,
+        args.timeout,
+    )?;
+    let end = Instant::now() + args.duration;
+    let hostile = Arc::new(hostile_bodies());
+    let fragments = Fragments::new(crate::events::random_seed());
+    let tasks: Vec<_> = (0..args.attackers)
+        .map(|i| {
+            let (hub, hostile, fragments) = (hub.clone(), hostile.clone(), fragments.clone());
+            tokio::spawn(async move {
+                let mut gen = EventGen::new(format!("x{i}"), i as u64, fragments);
+                let mut answers = Neighbour::default();
+                let mut round = i;
+                while Instant::now() < end {
+                    let body = match round % (hostile.len() + 1) {
+                        0 => bytes::Bytes::from(gen.body(X_BATCH)),
+                        k => hostile[k - 1].clone(),
+                    };
+                    round += 1;
+                    let sent = hub
+                        .client
+                        .post(hub.events_url.clone())
+                        .header(AUTHORIZATION, hub.auth.clone())
+                        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                        .body(body)
+                        .send()
+                        .await;
+                    let code = match sent {
+                        Ok(r) => {
+                            let code = r.status().as_u16();
+                            // Read the answer so the connection is reused.
+                            let _ = r.bytes().await;
+                            code
+                        }
+                        Err(_) => 0,
+                    };
+                    *answers.answers.entry(code).or_default() += 1;
+                    answers.requests += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut all = Neighbour::default();
+    for task in tasks {
+        let a = task.await.context("an attacking loop failed")?;
+        all.requests += a.requests;
+        for (code, n) in a.answers {
+            *all.answers.entry(code).or_default() += n;
+        }
+    }
+    Ok(all)
 }
 
 /// X's hostile bodies: many keys, deep nesting, NUL in a text field.

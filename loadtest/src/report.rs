@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::show_duration;
 use crate::run::Stats;
@@ -64,7 +64,7 @@ pub struct Report {
     pub p99_change_pct: Option<P99Change>,
     /// Noisy neighbour: what tenant X got.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub neighbour: Option<NeighbourReport>,
+    pub neighbour: Option<Neighbour>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,17 +74,12 @@ pub struct P99Change {
     pub read: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct NeighbourReport {
-    pub requests: u64,
-    /// Answers by HTTP status (`0`: none, e.g. a timeout).
-    pub answers: BTreeMap<u16, u64>,
-}
-
-/// Tenant X's requests in the `noisy-neighbour` scenario, by answer.
-#[derive(Debug, Default)]
+/// Tenant X's requests in the `noisy-neighbour` scenario, by answer (the line its process
+/// prints, and the `neighbour` field).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Neighbour {
     pub requests: u64,
+    /// Answers by HTTP status (`0`: none, e.g. a timeout).
     pub answers: BTreeMap<u16, u64>,
 }
 
@@ -313,10 +308,7 @@ impl Outcome {
             r.errors += n.reads.errors.total();
             r.alone = Some(Box::new(before));
             r.alone_again = Some(Box::new(after));
-            r.neighbour = Some(NeighbourReport {
-                requests: n.neighbour.requests,
-                answers: n.neighbour.answers.clone(),
-            });
+            r.neighbour = Some(n.neighbour.clone());
         }
         r
     }

@@ -394,13 +394,14 @@ async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
 /// Runs the slow workspace rebuilds: enough for a rebuild far longer than a commit.
 const SLOW_RUNS: i64 = 300_000;
 
-/// A body costs its events, or one unit per KiB when that is more: a tenant's bytes, which
+/// A body costs its events, or one unit per 512 bytes when that is more: a tenant's bytes, which
 /// are what parsing costs, are limited as well as its events.
 #[actix_web::test]
 async fn a_large_body_costs_its_size_in_the_rate_limit() {
     let app = spawn_app_with(&tight_ingest_budget()).await;
     let mut padded = run_event("p", "bot", "succeeded", 1.0, Utc::now());
-    padded["note"] = json!("n".repeat(40 * 1024));
+    // 20 KiB: 40 units at 512 bytes a unit (20 if a unit were a KiB).
+    padded["note"] = json!("n".repeat(20 * 1024));
     let res = app.post_events("ws-x", &[padded]).await;
     assert_eq!(res.status(), 200);
     let remaining: u64 = res.headers()["x-ratelimit-remaining"]
@@ -410,7 +411,7 @@ async fn a_large_body_costs_its_size_in_the_rate_limit() {
         .unwrap();
     assert!(
         remaining <= 10,
-        "one event of 40 KiB cost {} units",
+        "one event of 20 KiB cost {} units",
         50 - remaining
     );
     assert_eq!(app.post_events("ws-x", &runs("x", 20)).await.status(), 429);
