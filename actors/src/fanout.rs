@@ -3,7 +3,9 @@
 //!
 //! Frames are JSON text built once per distinct [`Subscription`] per broadcast (most
 //! sessions share the default one) and handed to sessions as a cheaply cloned
-//! [`ByteString`]. Delivery is `try_send` into each session's bounded mailbox
+//! [`ByteString`]. An update frame is assembled from views serialized once per broadcast
+//! ([`Views`]): a subscription of its own costs its frame's bytes copied, not a
+//! serialization, so sessions watching distinct agents cost about what shared ones do. Delivery is `try_send` into each session's bounded mailbox
 //! (`ws.max_queue`): a session whose mailbox is full is evicted with close code 4008, so a
 //! slow consumer never slows the others nor makes the hub hold more than its queue.
 
@@ -76,9 +78,10 @@ pub struct FanOut {
     rules: FanOutRules,
 }
 
-/// An `update` frame, serialized straight from the views (no intermediate JSON tree: this
-/// runs on every broadcast). Top-level keys are declared in sorted order, as the other frames
-/// have them; the views inside keep their declaration order.
+/// An `update` frame as serde writes it: what [`Views::update`] assembles by hand from the
+/// serialized views (the tests hold the two equal). Top-level keys are in sorted order, as
+/// the other frames have them; the views inside keep their declaration order.
+#[cfg(test)]
 #[derive(Serialize)]
 struct Update<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,14 +100,94 @@ struct Update<'a> {
 /// An execution view: of the workspace (`None`) or one agent, in one window.
 type ViewKey = (Option<AgentId>, Window);
 
-/// The views of one update, each computed at most once whatever the sessions ask: frames
-/// for many different subscriptions are assembled from the same views, so 10 000 sessions
-/// watching distinct agents cost one view per (agent, window), not one per session.
+/// The views of one update, each computed (and serialized) at most once whatever the
+/// sessions ask: frames for many different subscriptions are assembled from the same views,
+/// so 10 000 sessions watching distinct agents cost one view per (agent, window), not one
+/// per session.
 struct Views<'l> {
     live: &'l LiveState,
     now: DateTime<Utc>,
     exec: RefCell<HashMap<ViewKey, Rc<ExecView>>>,
     res: RefCell<HashMap<AgentId, Option<Rc<ResourceView>>>>,
+    /// The same views as JSON text, for [`Views::update`].
+    exec_json: RefCell<HashMap<ViewKey, Rc<str>>>,
+    res_json: RefCell<HashMap<AgentId, Rc<str>>>,
+}
+
+/// Frames queued, and the sessions that were full or gone.
+type HandedOut = (u64, Vec<u64>, Vec<u64>);
+
+/// Tries to queue each session's frame, built once per distinct `key` (what of the broadcast
+/// a subscription selects: sessions whose subscriptions differ but select the same share one
+/// frame).
+fn hand_out<'s, K: std::hash::Hash + Eq>(
+    sessions: &'s HashMap<u64, SessionSink>,
+    key: impl Fn(&'s Subscription) -> K,
+    build: impl Fn(&Subscription) -> Option<ByteString>,
+) -> HandedOut {
+    let mut built: HashMap<K, Option<ByteString>> = HashMap::new();
+    let (mut sent, mut slow, mut gone) = (0u64, Vec::new(), Vec::new());
+    for (id, s) in sessions {
+        let Some(frame) = built.entry(key(&s.sub)).or_insert_with(|| build(&s.sub)) else {
+            continue;
+        };
+        match s.frames.try_send(Frame(frame.clone())) {
+            Ok(()) => sent += 1,
+            Err(SendError::Full(_)) => slow.push(*id),
+            Err(SendError::Closed(_)) => gone.push(*id),
+        }
+    }
+    (sent, slow, gone)
+}
+
+/// What of an update a subscription selects: two subscriptions with the same selection get
+/// the same frame, however they differ (10 000 dashboards each naming its own agents share
+/// one frame when the update touches the same of them).
+#[derive(PartialEq, Eq, Hash)]
+struct Selection<'a> {
+    /// The agents' window, the workspace windows, whether every agent is wanted, and the
+    /// changed agents wanted.
+    execution: Option<(Window, &'a BTreeSet<Window>, bool, Vec<&'a AgentId>)>,
+    /// The agents with changed resources wanted.
+    resources: Option<Vec<&'a AgentId>>,
+}
+
+impl<'a> Selection<'a> {
+    fn of(sub: &'a Subscription, dirty: &'a Dirty) -> Self {
+        let wanted = |agents: &'a BTreeSet<AgentId>| -> Vec<&'a AgentId> {
+            agents.iter().filter(|a| sub.wants_agent(a)).collect()
+        };
+        Self {
+            execution: (sub.wants(Channel::Execution) && dirty.execution).then(|| {
+                (
+                    sub.agent_window(),
+                    &sub.windows,
+                    sub.agents.is_none(),
+                    wanted(&dirty.agents),
+                )
+            }),
+            resources: (sub.wants(Channel::Resources) && !dirty.resources.is_empty())
+                .then(|| wanted(&dirty.resources)),
+        }
+    }
+}
+
+/// What one update frame carries besides the views.
+struct UpdateHead<'a> {
+    epoch: u64,
+    seq: u64,
+    ts: &'a str,
+}
+
+fn json_text(value: &impl Serialize) -> Rc<str> {
+    // Serializing our own view types cannot fail.
+    Rc::from(serde_json::to_string(value).unwrap_or_default())
+}
+
+/// Appends `"key":` (JSON-escaped).
+fn push_key(out: &mut String, key: &str) {
+    out.push_str(&serde_json::to_string(key).unwrap_or_default());
+    out.push(':');
 }
 
 impl<'l> Views<'l> {
@@ -114,7 +197,86 @@ impl<'l> Views<'l> {
             now,
             exec: RefCell::default(),
             res: RefCell::default(),
+            exec_json: RefCell::default(),
+            res_json: RefCell::default(),
         }
+    }
+
+    fn execution_json(&self, agent: Option<&AgentId>, window: Window) -> Rc<str> {
+        let key = (agent.cloned(), window);
+        if let Some(text) = self.exec_json.borrow().get(&key) {
+            return text.clone();
+        }
+        let text = json_text(&*self.execution(agent, window));
+        self.exec_json.borrow_mut().insert(key, text.clone());
+        text
+    }
+
+    fn resource_json(&self, agent: &AgentId, view: &ResourceView) -> Rc<str> {
+        self.res_json
+            .borrow_mut()
+            .entry(agent.clone())
+            .or_insert_with(|| json_text(view))
+            .clone()
+    }
+
+    /// `sub`'s update frame for what changed (`None` when nothing of it concerns `sub`),
+    /// written from the serialized views: the bytes serde would write for [`Update`].
+    fn update(&self, sub: &Subscription, dirty: &Dirty, head: &UpdateHead) -> Option<ByteString> {
+        let mut out = String::with_capacity(4096);
+        let mut any = false;
+        out.push('{');
+        let execution = sub.wants(Channel::Execution) && dirty.execution;
+        if execution {
+            let window = sub.agent_window();
+            out.push_str("\"agents\":{");
+            let mut agents = 0;
+            for agent in dirty.agents.iter().filter(|a| sub.wants_agent(a)) {
+                if agents > 0 {
+                    out.push(',');
+                }
+                agents += 1;
+                push_key(&mut out, agent.as_str());
+                out.push('{');
+                push_key(&mut out, window.as_str());
+                out.push_str(&self.execution_json(Some(agent), window));
+                out.push('}');
+            }
+            out.push_str("},");
+            any |= sub.agents.is_none() || agents > 0;
+        }
+        out.push_str(&format!("\"epoch\":{},", head.epoch));
+        if execution {
+            // Windows by name, as a map keyed by name is written.
+            let mut windows: Vec<Window> = sub.windows.iter().copied().collect();
+            windows.sort_by_key(|w| w.as_str());
+            out.push_str("\"execution\":{");
+            for (i, w) in windows.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_key(&mut out, w.as_str());
+                out.push_str(&self.execution_json(None, w));
+            }
+            out.push_str("},");
+        }
+        if sub.wants(Channel::Resources) && !dirty.resources.is_empty() {
+            let views = self.resources(sub, &dirty.resources);
+            any |= !views.is_empty();
+            out.push_str("\"resources\":{");
+            for (i, (agent, view)) in views.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_key(&mut out, agent.as_str());
+                out.push_str(&self.resource_json(agent, view));
+            }
+            out.push_str("},");
+        }
+        out.push_str(&format!("\"seq\":{},\"ts\":", head.seq));
+        out.push_str(&serde_json::to_string(head.ts).unwrap_or_default());
+        out.push_str(",\"type\":\"update\"}");
+        any.then(|| ByteString::from(out))
     }
 
     fn execution(&self, agent: Option<&AgentId>, window: Window) -> Rc<ExecView> {
@@ -322,43 +484,19 @@ impl FanOut {
                 self.liveness.insert(agent.clone(), is_live);
             }
         }
-        let (epoch, seq, ts) = (self.epoch, self.seq, ts_json(now));
+        let ts = ts_json(now);
+        let head = UpdateHead {
+            epoch: self.epoch,
+            seq: self.seq,
+            ts: &ts,
+        };
         let views = Views::new(live, now);
-        self.deliver(metrics, started, |sub| {
-            let mut update = Update {
-                agents: None,
-                epoch,
-                execution: None,
-                resources: None,
-                seq,
-                ts: &ts,
-                kind: "update",
-            };
-            let mut any = false;
-            if sub.wants(Channel::Execution) && dirty.execution {
-                update.execution = Some(views.windows(sub));
-                let agents: BTreeMap<&AgentId, _> = dirty
-                    .agents
-                    .iter()
-                    .filter(|a| sub.wants_agent(a))
-                    .map(|a| {
-                        let w = sub.agent_window();
-                        (
-                            a,
-                            BTreeMap::from([(w.as_str(), views.execution(Some(a), w))]),
-                        )
-                    })
-                    .collect();
-                any |= sub.agents.is_none() || !agents.is_empty();
-                update.agents = Some(agents);
-            }
-            if sub.wants(Channel::Resources) && !dirty.resources.is_empty() {
-                let res = views.resources(sub, &dirty.resources);
-                any |= !res.is_empty();
-                update.resources = Some(res);
-            }
-            any.then(|| frame(&update))
-        });
+        let outcome = hand_out(
+            &self.sessions,
+            |sub| Selection::of(sub, &dirty),
+            |sub| views.update(sub, &dirty, &head),
+        );
+        self.delivered(metrics, started, outcome);
     }
 
     /// Sends an `alert` or `anomaly` frame at once and keeps it for resume.
@@ -380,9 +518,12 @@ impl FanOut {
                 self.replay_lost_upto = s;
             }
         }
-        self.deliver(metrics, started, |sub| {
-            sub.wants(channel).then(|| live.clone())
-        });
+        let outcome = hand_out(
+            &self.sessions,
+            |sub| sub.wants(channel),
+            |sub| sub.wants(channel).then(|| live.clone()),
+        );
+        self.delivered(metrics, started, outcome);
     }
 
     /// Closes every session with `code` (hub shutdown).
@@ -393,25 +534,10 @@ impl FanOut {
         }
     }
 
-    /// Hands each session its subscription's frame, built once per distinct subscription.
-    fn deliver(
-        &mut self,
-        metrics: &HubMetrics,
-        started: Instant,
-        build: impl Fn(&Subscription) -> Option<ByteString>,
-    ) {
-        let mut built: HashMap<&Subscription, Option<ByteString>> = HashMap::new();
-        let (mut sent, mut slow, mut gone) = (0u64, Vec::new(), Vec::new());
-        for (id, s) in &self.sessions {
-            let Some(frame) = built.entry(&s.sub).or_insert_with(|| build(&s.sub)) else {
-                continue;
-            };
-            match s.frames.try_send(Frame(frame.clone())) {
-                Ok(()) => sent += 1,
-                Err(SendError::Full(_)) => slow.push(*id),
-                Err(SendError::Closed(_)) => gone.push(*id),
-            }
-        }
+    /// Counts what [`hand_out`] sent, and drops the sessions that were gone or full (those
+    /// are closed with 4008).
+    fn delivered(&mut self, metrics: &HubMetrics, started: Instant, outcome: HandedOut) {
+        let (sent, slow, gone) = outcome;
         metrics.ws_frames_sent.inc_by(sent);
         if !self.sessions.is_empty() {
             metrics
@@ -435,5 +561,183 @@ impl FanOut {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{Event, EventKind, Heartbeat, Run, RunStatus};
+    use crate::domain::ids::EventId;
+    use crate::domain::live::LiveRules;
+
+    fn live(now: DateTime<Utc>) -> LiveState {
+        let mut live = LiveState::new(LiveRules {
+            max_agents: 100,
+            max_models: 100,
+            max_models_per_agent: 16,
+            max_agent_bytes: usize::MAX,
+            stale_after: chrono::Duration::seconds(60),
+        });
+        for (i, agent) in ["b", "a", "c.d:e-f"].into_iter().enumerate() {
+            let agent_id = AgentId::parse(agent).unwrap();
+            let run = Event {
+                event_id: EventId::parse("e").unwrap(),
+                agent_id: agent_id.clone(),
+                kind: EventKind::Run(Run {
+                    run_id: None,
+                    user_id: None,
+                    status: RunStatus::Failed,
+                    started_at: None,
+                    completed_at: now - chrono::Duration::seconds(i as i64 * 40),
+                    runtime_ms: 100.0 * (i + 1) as f64,
+                    credits: 0.3,
+                    tokens_in: 7,
+                    tokens_out: 3,
+                    model: Some(format!("m{i}")),
+                    error: None,
+                }),
+            };
+            live.apply(&run, now);
+            let hb = Event {
+                event_id: EventId::parse("h").unwrap(),
+                agent_id,
+                kind: EventKind::Heartbeat(Heartbeat {
+                    ts: now,
+                    cpu_pct: Some(12.5 * (i + 1) as f64),
+                    mem_mb: Some(100.0),
+                    mem_limit_mb: Some(400.0),
+                    cpu_limit_cores: Some(1.0),
+                    concurrent_runs: Some(1),
+                    queue_depth: None,
+                }),
+            };
+            live.apply(&hb, now);
+        }
+        live
+    }
+
+    /// The frame serde writes for the same update (what the frames were before they were
+    /// assembled by hand).
+    fn reference(
+        views: &Views,
+        sub: &Subscription,
+        dirty: &Dirty,
+        head: &UpdateHead,
+    ) -> Option<String> {
+        let mut update = Update {
+            agents: None,
+            epoch: head.epoch,
+            execution: None,
+            resources: None,
+            seq: head.seq,
+            ts: head.ts,
+            kind: "update",
+        };
+        let mut any = false;
+        if sub.wants(Channel::Execution) && dirty.execution {
+            update.execution = Some(views.windows(sub));
+            let agents: BTreeMap<&AgentId, _> = dirty
+                .agents
+                .iter()
+                .filter(|a| sub.wants_agent(a))
+                .map(|a| {
+                    let w = sub.agent_window();
+                    (
+                        a,
+                        BTreeMap::from([(w.as_str(), views.execution(Some(a), w))]),
+                    )
+                })
+                .collect();
+            any |= sub.agents.is_none() || !agents.is_empty();
+            update.agents = Some(agents);
+        }
+        if sub.wants(Channel::Resources) && !dirty.resources.is_empty() {
+            let res = views.resources(sub, &dirty.resources);
+            any |= !res.is_empty();
+            update.resources = Some(res);
+        }
+        any.then(|| serde_json::to_string(&update).unwrap())
+    }
+
+    #[test]
+    fn assembled_update_frames_are_what_serde_writes() {
+        let now: DateTime<Utc> = "2026-11-24T12:00:00.250Z".parse().unwrap();
+        let live = live(now);
+        let ids = |names: &[&str]| -> BTreeSet<AgentId> {
+            names.iter().map(|n| AgentId::parse(n).unwrap()).collect()
+        };
+        let dirties = [
+            Dirty {
+                execution: true,
+                agents: ids(&["a", "b", "c.d:e-f"]),
+                resources: ids(&["a", "c.d:e-f"]),
+            },
+            Dirty {
+                execution: true,
+                agents: ids(&["b"]),
+                resources: BTreeSet::new(),
+            },
+            Dirty {
+                execution: false,
+                agents: BTreeSet::new(),
+                resources: ids(&["b"]),
+            },
+        ];
+        let subs = [
+            r#"{"type":"subscribe"}"#,
+            r#"{"type":"subscribe","agent_ids":["a","zz"]}"#,
+            r#"{"type":"subscribe","windows":["24h","15m","1m"]}"#,
+            r#"{"type":"subscribe","channels":["resources"]}"#,
+            r#"{"type":"subscribe","channels":["execution"],"agent_ids":["nobody"]}"#,
+            r#"{"type":"subscribe","agent_ids":["b"],"windows":["1h"]}"#,
+        ];
+        let head = UpdateHead {
+            epoch: 7,
+            seq: 42,
+            ts: "2026-11-24T12:00:00.250Z",
+        };
+        let mut compared = 0;
+        for dirty in &dirties {
+            let views = Views::new(&live, now);
+            for text in subs {
+                let sub = Subscription::parse(text).unwrap();
+                let ours = views.update(&sub, dirty, &head).map(|b| b.to_string());
+                let theirs = reference(&views, &sub, dirty, &head);
+                assert_eq!(ours, theirs, "{text}");
+                compared += usize::from(ours.is_some());
+            }
+        }
+        assert!(
+            compared >= 10,
+            "positive control: most cases make a frame ({compared})"
+        );
+    }
+
+    #[test]
+    fn subscriptions_that_select_the_same_share_a_frame() {
+        let ids = |names: &[&str]| -> BTreeSet<AgentId> {
+            names.iter().map(|n| AgentId::parse(n).unwrap()).collect()
+        };
+        let dirty = Dirty {
+            execution: true,
+            agents: ids(&["a", "b"]),
+            resources: ids(&["a"]),
+        };
+        let sub = |t: &str| Subscription::parse(t).unwrap();
+        let (one, two, three, four) = (
+            sub(r#"{"type":"subscribe","agent_ids":["a","b","x1"]}"#),
+            sub(r#"{"type":"subscribe","agent_ids":["b","a","x2"]}"#),
+            sub(r#"{"type":"subscribe","agent_ids":["a","x3"]}"#),
+            sub(r#"{"type":"subscribe","agent_ids":["a","b","x1"],"windows":["1m"]}"#),
+        );
+        assert!(Selection::of(&one, &dirty) == Selection::of(&two, &dirty));
+        assert!(Selection::of(&one, &dirty) != Selection::of(&three, &dirty));
+        assert!(Selection::of(&one, &dirty) != Selection::of(&four, &dirty));
+        let all = Subscription::default();
+        assert!(
+            Selection::of(&all, &dirty) != Selection::of(&one, &dirty),
+            "every agent"
+        );
     }
 }
