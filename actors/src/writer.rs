@@ -117,6 +117,8 @@ pub struct Writer {
     queued_rows: usize,
     /// Transactions in flight (≤ `cfg.concurrency`).
     in_flight: usize,
+    /// Workspaces with a transaction in flight, and how many they have.
+    flushing: HashMap<WorkspaceId, usize>,
     /// Committed batches whose events are still being applied and answered (no slot held).
     applying: usize,
     /// Answered when the queue is empty and nothing is in flight or applying.
@@ -140,6 +142,7 @@ impl Writer {
             queue: VecDeque::new(),
             queued_rows: 0,
             in_flight: 0,
+            flushing: HashMap::new(),
             applying: 0,
             drains: Vec::new(),
         }
@@ -147,13 +150,21 @@ impl Writer {
 
     /// Whether another transaction should start now. The first [`EAGER_FLUSHES`] start as soon
     /// as anything waits (low latency at low load). Past them, up to `writer.concurrency`,
-    /// one starts only for at least `writer.parallel_min_rows` waiting rows: big batches gain
+    /// one starts for at least `writer.parallel_min_rows` waiting rows (big batches gain
     /// from PostgreSQL working on several at once, while small requests are cheaper merged
-    /// into the next commit than spread over more, smaller ones.
+    /// into the next commit than spread over more, smaller ones), or for a request of a
+    /// workspace that has no transaction in flight: a tenant whose big batches hold the
+    /// eager slots does not make another tenant's single event wait for them.
     fn may_start(&self) -> bool {
         !self.queue.is_empty()
             && self.in_flight < self.cfg.concurrency.max(1)
-            && (self.in_flight < EAGER_FLUSHES || self.queued_rows >= self.cfg.parallel_min_rows)
+            && (self.in_flight < EAGER_FLUSHES
+                || self.queued_rows >= self.cfg.parallel_min_rows
+                // Under `parallel_min_rows` rows, so a short scan.
+                || self
+                    .queue
+                    .iter()
+                    .any(|s| !self.flushing.contains_key(&s.workspace)))
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
@@ -169,6 +180,13 @@ impl Writer {
             }
             self.queued_rows -= rows;
             self.in_flight += 1;
+            let mut workspaces: Vec<WorkspaceId> =
+                batch.iter().map(|s| s.workspace.clone()).collect();
+            workspaces.sort_unstable();
+            workspaces.dedup();
+            for ws in &workspaces {
+                *self.flushing.entry(ws.clone()).or_default() += 1;
+            }
             let job = Flush {
                 pool: self.pool.clone(),
                 registry: self.registry.clone(),
@@ -179,15 +197,27 @@ impl Writer {
             };
             // The slot is free once the transaction is over; applying the events to the
             // windows and answering goes on without it.
-            ctx.spawn(job.run(batch).into_actor(self).map(|settled, act, ctx| {
-                act.in_flight -= 1;
-                act.applying += 1;
-                ctx.spawn(settled.finish().into_actor(act).map(|(), act, ctx| {
-                    act.applying -= 1;
-                    act.pump(ctx);
-                }));
-                act.pump(ctx);
-            }));
+            ctx.spawn(
+                job.run(batch)
+                    .into_actor(self)
+                    .map(move |settled, act, ctx| {
+                        act.in_flight -= 1;
+                        for ws in workspaces {
+                            if let Some(n) = act.flushing.get_mut(&ws) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    act.flushing.remove(&ws);
+                                }
+                            }
+                        }
+                        act.applying += 1;
+                        ctx.spawn(settled.finish().into_actor(act).map(|(), act, ctx| {
+                            act.applying -= 1;
+                            act.pump(ctx);
+                        }));
+                        act.pump(ctx);
+                    }),
+            );
         }
         self.metrics
             .writer_queue_requests

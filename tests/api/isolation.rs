@@ -503,3 +503,67 @@ async fn agents_past_the_memory_budget_count_under_other_and_totals_stay_exact()
     let bot = app.realtime("ws-small", "&window=1m&agent_id=bot").await;
     assert_eq!(bot["execution"]["runs"], 3);
 }
+
+/// Tenant X's two batches hold the writer's eager transactions (each waits on a row lock the
+/// test holds); tenant Y's single event still commits and is answered while they wait, on
+/// the next transaction slot, instead of waiting behind them.
+#[actix_web::test]
+async fn a_workspace_with_nothing_in_flight_does_not_wait_behind_anothers_transactions() {
+    let app = spawn_app_with(&[
+        ("writer.concurrency", json!(3)),
+        ("writer.commit_timeout", json!("20s")),
+        ("writer.statement_timeout", json!("15s")),
+        ("server.request_timeout", json!("30s")),
+    ])
+    .await;
+    // The ids X will send, claimed by an open transaction: X's inserts wait on them.
+    let mut locker = app.db().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute(
+        "INSERT INTO ingested_events (workspace_id, event_id, kind, event_time) \
+         VALUES ('ws-x', 'x1', 1, now()), ('ws-x', 'x2', 1, now())",
+    )
+    .await
+    .unwrap();
+    let x = |id: &'static str| {
+        let app = &app;
+        async move {
+            app.post_events(
+                "ws-x",
+                &[run_event(id, "bot", "succeeded", 1.0, Utc::now())],
+            )
+            .await
+            .status()
+        }
+    };
+    let xs = futures_util::future::join(x("x1"), x("x2"));
+    let y = async {
+        eventually("X's two transactions wait on the test's lock", || async {
+            app.count(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+                == 2
+        })
+        .await;
+        let run = run_event("y1", "bot", "succeeded", 1.0, Utc::now());
+        let answer =
+            tokio::time::timeout(StdDuration::from_secs(10), app.post_events("ws-y", &[run]))
+                .await
+                .map(|res| res.status());
+        let counted = app.realtime("ws-y", "&window=1m").await["execution"]["runs"].clone();
+        tx.rollback().await.unwrap();
+        (answer, counted)
+    };
+    let ((x1, x2), (answer, counted)) = futures_util::future::join(xs, y).await;
+    assert_eq!(
+        answer.ok(),
+        Some(reqwest::StatusCode::OK),
+        "Y was answered while X's transactions waited"
+    );
+    assert_eq!(counted, 1);
+    // X's own requests go through once the lock is gone.
+    assert_eq!((x1, x2), (reqwest::StatusCode::OK, reqwest::StatusCode::OK));
+    app.stop().await;
+}
