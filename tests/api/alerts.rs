@@ -579,6 +579,28 @@ async fn error_rate_fires_once_and_resolves_once_with_valid_signatures() {
     .await;
 }
 
+/// Positive control of the cooldown check above: the same runs with `cooldown: 0s` fire a
+/// second time, so the second firing held back there was held back by the cooldown.
+#[actix_web::test]
+async fn without_a_cooldown_the_same_runs_fire_again() {
+    let app = spawn_app().await;
+    let rx = Receiver::start(0).await;
+    let (channel, _) = app.channel("w1", &rx.url, "shadower").await;
+    app.rule("w1", error_rule(&channel, json!({"cooldown": "0s"})))
+        .await;
+    app.runs("w1", "bot", "failed", "f1", 10).await;
+    rx.wait_for(1).await;
+    app.runs("w1", "bot", "succeeded", "s1", 200).await;
+    rx.wait_for(2).await;
+    app.runs("w1", "bot", "failed", "f4", 500).await;
+    let got = rx.wait_for(3).await;
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["alert.firing", "alert.resolved", "alert.firing"]);
+}
+
 #[actix_web::test]
 async fn targets_are_checked_again_at_delivery_time() {
     // A channel made while private targets were allowed...

@@ -98,11 +98,9 @@ async fn readiness_is_checked_at_most_once_a_second_whatever_the_probes() {
     for res in answers {
         assert_eq!(res.status(), 200);
     }
-    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
-    let probes: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hub_ready_probes_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let probes = app
+        .metric("hub_ready_probes_total")
+        .await
         .expect("the probe counter");
     assert!(probes >= 1.0);
     assert!(

@@ -278,6 +278,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The value of the `/metrics` line that starts with `series` (name and labels, e.g.
+    /// `hub_live_overflow_total{kind="memory"}`), or `None` when the hub shows no such line.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get_plain("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     pub async fn realtime(&self, ws: &str, query: &str) -> Value {
         let res = self
             .get(

@@ -133,18 +133,12 @@ async fn idle_workspaces_are_stopped_and_rebuilt_on_the_next_request() {
             .status(),
         200
     );
-    let actors = |body: String| -> i64 {
-        body.lines()
-            .find_map(|l| l.strip_prefix("hub_workspace_actors "))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap()
-    };
-    let metrics = || async { app.get_plain("/metrics").await.text().await.unwrap() };
-    assert_eq!(actors(metrics().await), 1);
+    let actors = || async { app.metric("hub_workspace_actors").await.unwrap() };
+    assert_eq!(actors().await, 1.0);
     // The housekeeping tick (5 s) stops it once idle; poll rather than sleep a fixed time.
     let mut stopped = false;
     for _ in 0..100 {
-        if actors(metrics().await) == 0 {
+        if actors().await == 0.0 {
             stopped = true;
             break;
         }

@@ -107,13 +107,8 @@ async fn without_redis_each_node_still_limits() {
         200,
         "never refusing everything"
     );
-    let metrics = app.get_plain("/metrics").await.text().await.unwrap();
-    let local: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hub_rate_limit_local_total "))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap();
-    assert!(local >= 3, "{local}");
+    let local = app.metric("hub_rate_limit_local_total").await.unwrap();
+    assert!(local >= 3.0, "{local}");
     app.stop().await;
 }
 
