@@ -135,6 +135,11 @@ impl Bucket for ExecBucket {
     fn heap_bytes(&self) -> usize {
         self.runtime.heap_bytes() + self.models.heap_bytes()
     }
+
+    fn shrink(&mut self) {
+        self.runtime.shrink();
+        self.models.shrink();
+    }
 }
 
 /// What one resource sub-bucket accumulates (over heartbeats).
@@ -192,6 +197,10 @@ impl Bucket for ResBucket {
 
     fn heap_bytes(&self) -> usize {
         self.cpu.heap_bytes()
+    }
+
+    fn shrink(&mut self) {
+        self.cpu.shrink();
     }
 }
 

@@ -182,6 +182,11 @@ impl Sketch {
         Some(self.max)
     }
 
+    /// Gives back the bins' spare capacity.
+    pub fn shrink(&mut self) {
+        self.bins.shrink_to_fit();
+    }
+
     /// Heap bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.bins.capacity() * std::mem::size_of::<(i32, u32)>()

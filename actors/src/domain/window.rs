@@ -108,6 +108,10 @@ pub trait Bucket: Default {
     fn heap_bytes(&self) -> usize {
         0
     }
+
+    /// Gives back spare capacity: called when time has moved past the sub-bucket, so few
+    /// (late) events will still reach it.
+    fn shrink(&mut self) {}
 }
 
 /// The populated sub-buckets of one window, oldest first, keyed by `time ÷ bucket_ms`.
@@ -150,6 +154,17 @@ impl<B: Bucket> Ring<B> {
         }
     }
 
+    /// Room for one more sub-bucket: the ring doubles as usual, but never past the
+    /// `buckets()` it can hold at most (96 slots, not 128, for a full day).
+    fn make_room(&mut self) {
+        let (len, cap) = (self.buckets.len(), self.buckets.capacity());
+        if len == cap {
+            let most = self.window.buckets() as usize;
+            let want = (cap * 2).clamp(4, most.max(len + 1));
+            self.buckets.reserve_exact(want - len);
+        }
+    }
+
     /// The sub-bucket for `ts_ms`, or `None` when that time is older than the window.
     fn bucket(&mut self, ts_ms: i64, now_ms: i64) -> Option<&mut B> {
         self.expire(now_ms);
@@ -160,16 +175,25 @@ impl<B: Bucket> Ring<B> {
         let pos = match self.buckets.back() {
             Some((last, _)) if *last == idx => self.buckets.len() - 1,
             Some((last, _)) if *last < idx => {
+                // Time moved past the last sub-bucket: it keeps only what it holds.
+                if let Some((_, closed)) = self.buckets.back_mut() {
+                    let before = closed.heap_bytes();
+                    closed.shrink();
+                    self.heap = self.heap + closed.heap_bytes() - before;
+                }
+                self.make_room();
                 self.buckets.push_back((idx, B::default()));
                 self.buckets.len() - 1
             }
             None => {
+                self.make_room();
                 self.buckets.push_back((idx, B::default()));
                 0
             }
             Some(_) => match self.buckets.binary_search_by_key(&idx, |(i, _)| *i) {
                 Ok(p) => p,
                 Err(p) => {
+                    self.make_room();
                     self.buckets.insert(p, (idx, B::default()));
                     p
                 }

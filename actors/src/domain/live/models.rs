@@ -81,6 +81,14 @@ impl Models {
         }
     }
 
+    /// Gives back spare capacity.
+    pub fn shrink(&mut self) {
+        match self {
+            Self::Few(v) => v.shrink_to_fit(),
+            Self::Many(m) => m.shrink_to_fit(),
+        }
+    }
+
     /// Heap bytes held (the key strings are shared with the live state's model set).
     pub fn heap_bytes(&self) -> usize {
         const ENTRY: usize = std::mem::size_of::<(Arc<str>, ModelUsage)>();
