@@ -98,6 +98,9 @@ pub enum Scenario {
         /// Tenant X's posting loops, each one request at a time.
         #[arg(long, default_value_t = 2, value_parser = connections)]
         attackers: usize,
+        /// Rounds of (Y alone, Y beside X), followed by one more phase alone.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
     },
     /// Only tenant X of `noisy-neighbour`, which starts it as a child process so that X's
     /// work does not run in the measuring client's runtime: posts to `--workspace` from
@@ -315,6 +318,8 @@ pub enum Workload {
         readers: usize,
         read_rate: u32,
         attackers: usize,
+        /// Rounds of (alone, beside X), then one phase alone.
+        rounds: u32,
     },
     /// `rate` failed runs per second of fresh agents, each answered by a webhook sent to a
     /// receiver listening on `receiver_bind`, which the hub reaches at `receiver_url`
@@ -416,6 +421,7 @@ impl Scenario {
                 readers,
                 read_rate,
                 attackers,
+                rounds,
             } => Plan {
                 scenario: "noisy-neighbour",
                 common,
@@ -430,6 +436,7 @@ impl Scenario {
                     readers,
                     read_rate,
                     attackers,
+                    rounds,
                 },
             },
             Self::Alert {
@@ -681,6 +688,7 @@ mod tests {
                 readers: 4,
                 read_rate: 100,
                 attackers: 2,
+                rounds: 2,
             } => assert!(matches!(
                 **fanout,
                 Workload::Fanout {

@@ -329,12 +329,13 @@ fn settings_line(plan: &Plan, workspace: &str) -> String {
             readers,
             read_rate,
             attackers,
+            rounds,
         } => {
             if let Workload::Fanout { sessions, rate, .. } = **fanout {
                 s.push_str(&format!(" sessions={sessions} rate={rate}"));
             }
             s.push_str(&format!(
-                " readers={readers} read-rate={read_rate} attackers={attackers}"
+                " readers={readers} read-rate={read_rate} attackers={attackers} rounds={rounds}"
             ));
         }
         Workload::Alert {

@@ -2,9 +2,10 @@
 //!
 //! Tenant Y gets the `fanout` load (WebSocket sessions, one run event per POST at `--rate`)
 //! plus `--readers` loops reading its realtime window at `--read-rate` in all. The run has
-//! three phases against the same hub, each on a fresh workspace for Y: Y alone, Y beside X,
-//! and Y alone again (a first phase on a cold hub measures worse than later ones, so the
-//! comparison is with the better of the two alone phases). Beside Y,
+//! `2 × --rounds + 1` phases against the same hub, each on a fresh workspace for Y: alone,
+//! beside X, alone, … alone. One phase's p99 can double when the machine has a slow spell
+//! (a PostgreSQL checkpoint, a neighbour VM), so the comparison is between the medians of the
+//! phases' p99s per condition. Beside Y,
 //! tenant X, another fresh workspace with a token of its own, posts back to back from
 //! `--attackers` loops that ignore `Retry-After` (in a child process, `loadtest
 //! noisy-attacker`, so its uploads do not run in the measuring client's runtime), cycling
@@ -17,10 +18,10 @@
 //! X is held only by the hub's own limits: run the hub with its default ingest rate limit,
 //! so X is at its limit (and its reads budget raised for Y's sessions). Y's figures are
 //! measured the same way in both phases: POST → answer (ingest), POST → frame (push),
-//! realtime GET → answer (read). The JSON line is Y's beside X, with `ingest_p99_ms` and
-//! `read_p99_ms`, Y alone under `alone` and `alone_again`, the change of each p99 in % from
-//! the lower of the two alone p99s under `p99_change_pct`, and X's answers by status under
-//! `neighbour`.
+//! realtime GET → answer (read). The JSON line is Y's last phase beside X, with
+//! `ingest_p99_ms` and `read_p99_ms`; Y's first and last phases alone under `alone` and
+//! `alone_again`; every phase's p99s and their medians under `phases`; the change of each
+//! median in % under `p99_change_pct`; X's answers by status under `neighbour`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -54,6 +55,7 @@ pub async fn run(plan: &Plan, rng: &mut Rng) -> Result<Outcome> {
         readers,
         read_rate,
         attackers,
+        rounds,
     } = &plan.workload
     else {
         bail!("not a noisy-neighbour plan");
@@ -66,24 +68,45 @@ pub async fn run(plan: &Plan, rng: &mut Rng) -> Result<Outcome> {
         loops: *readers,
         rate: *read_rate,
     };
-    eprintln!("loadtest noisy-neighbour: phase 1, tenant Y alone");
-    let (alone, alone_reads, _) = phase(&y, rng, reads, None).await?;
     let x = Arc::new(Attacker::new(plan, rng)?);
-    eprintln!(
-        "loadtest noisy-neighbour: phase 2, tenant Y beside tenant X ({} loops posting to {})",
-        attackers, x.workspace
+    let (mut alone, mut beside) = (Vec::new(), Vec::new());
+    let mut neighbour = Neighbour::default();
+    // Alone and beside X in turn, `rounds` times, then alone once more: a slow spell of the
+    // machine (a checkpoint, another VM) lands in either condition alike.
+    let phases = 2 * rounds + 1;
+    for phase in 0..phases {
+        let with_x = phase % 2 == 1;
+        eprintln!(
+            "loadtest noisy-neighbour: phase {} of {phases}, tenant Y {}",
+            phase + 1,
+            if with_x { "beside tenant X" } else { "alone" }
+        );
+        let attacker = with_x.then(|| (x.clone(), *attackers));
+        let (outcome, reads, answers) = phase_run(&y, rng, reads, attacker).await?;
+        if let Some(a) = answers {
+            neighbour.requests += a.requests;
+            for (code, n) in a.answers {
+                *neighbour.answers.entry(code).or_default() += n;
+            }
+        }
+        if with_x {
+            beside.push((outcome, reads));
+        } else {
+            alone.push((outcome, reads));
+        }
+    }
+    let (mut last, reads) = beside.pop().context("no phase beside X ran")?;
+    last.settings = format!(
+        "{} neighbour={} rounds={rounds}",
+        last.settings, x.workspace
     );
-    let (mut beside, beside_reads, answers) =
-        phase(&y, rng, reads, Some((x.clone(), *attackers))).await?;
-    eprintln!("loadtest noisy-neighbour: phase 3, tenant Y alone again");
-    let (again, again_reads, _) = phase(&y, rng, reads, None).await?;
-    beside.settings = format!("{} neighbour={}", beside.settings, x.workspace);
-    beside.noisy = Some(Noisy {
-        alone: [(alone, alone_reads), (again, again_reads)].map(|(o, r)| (Box::new(o), r)),
-        reads: beside_reads,
-        neighbour: answers.unwrap_or_default(),
+    last.noisy = Some(Noisy {
+        alone,
+        beside,
+        reads,
+        neighbour,
     });
-    Ok(beside)
+    Ok(last)
 }
 
 /// The realtime reads of Y: `loops` loops sharing a schedule of `rate` reads per second.
@@ -94,7 +117,7 @@ struct ReadLoad {
 }
 
 /// One phase on a fresh workspace for Y; X attacks when given.
-async fn phase(
+async fn phase_run(
     plan: &Plan,
     rng: &mut Rng,
     reads: ReadLoad,

@@ -53,13 +53,16 @@ pub struct Report {
     pub ingest_p99_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_p99_ms: Option<f64>,
-    /// Noisy neighbour: the same figures of Y alone, before and after Y beside X.
+    /// Noisy neighbour: the same figures of Y alone, in the first and the last phase.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alone: Option<Box<Report>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alone_again: Option<Box<Report>>,
-    /// Noisy neighbour: how much each of Y's p99s moved beside X, in % of the lower of its
-    /// two alone p99s.
+    /// Noisy neighbour: Y's p99s in every phase, alone and beside X (ms), and their medians.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
+    /// Noisy neighbour: how much the median of each of Y's p99s moved beside X, in % of its
+    /// median alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_change_pct: Option<P99Change>,
     /// Noisy neighbour: what tenant X got.
@@ -67,7 +70,38 @@ pub struct Report {
     pub neighbour: Option<Neighbour>,
 }
 
+/// Y's p99s per phase of one condition.
+#[derive(Debug, Default, Serialize)]
+pub struct P99s {
+    pub ingest: Vec<Option<f64>>,
+    pub push: Vec<Option<f64>>,
+    pub read: Vec<Option<f64>>,
+}
+
+impl P99s {
+    fn push(&mut self, r: &Report) {
+        self.ingest.push(r.ingest_p99_ms);
+        self.push.push(r.p99_ms);
+        self.read.push(r.read_p99_ms);
+    }
+}
+
 #[derive(Debug, Serialize)]
+pub struct Phases {
+    pub alone: P99s,
+    pub beside: P99s,
+    pub median_alone: P99Change,
+    pub median_beside: P99Change,
+}
+
+/// The median of the known values (the lower middle one of an even count).
+fn median(values: &[Option<f64>]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().flatten().copied().collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().checked_sub(1)? / 2).copied()
+}
+
+#[derive(Debug, Default, Serialize)]
 pub struct P99Change {
     pub ingest: Option<f64>,
     pub push: Option<f64>,
@@ -83,12 +117,15 @@ pub struct Neighbour {
     pub answers: BTreeMap<u16, u64>,
 }
 
-/// What the `noisy-neighbour` scenario adds to its second phase (Y beside X).
+/// What the `noisy-neighbour` scenario adds to its last phase beside X.
 pub struct Noisy {
-    /// Y alone before and after, each with its realtime reads.
-    pub alone: [(Box<Outcome>, Stats); 2],
-    /// Y's realtime reads beside X.
+    /// Every phase of Y alone, in order, each with its realtime reads.
+    pub alone: Vec<(Outcome, Stats)>,
+    /// The phases beside X before the last one (which is this outcome).
+    pub beside: Vec<(Outcome, Stats)>,
+    /// Y's realtime reads in the last phase beside X.
     pub reads: Stats,
+    /// What X got, over every phase beside it.
     pub neighbour: Neighbour,
 }
 
@@ -287,27 +324,46 @@ impl Outcome {
     pub fn report(&self) -> Report {
         let mut r = self.report_alone();
         if let Some(n) = &self.noisy {
-            let [before, after] = n.alone.each_ref().map(|(o, reads)| {
-                let mut alone = o.report_alone();
-                alone.read_p99_ms = quantile_ms(&reads.latency, 0.99);
-                alone.ingest_p99_ms = quantile_ms(&o.stats.latency, 0.99);
-                alone.errors += reads.errors.total();
-                alone
-            });
+            let with_reads = |o: &Outcome, reads: &Stats| {
+                let mut phase = o.report_alone();
+                phase.read_p99_ms = quantile_ms(&reads.latency, 0.99);
+                phase.ingest_p99_ms = quantile_ms(&o.stats.latency, 0.99);
+                phase.errors += reads.errors.total();
+                phase
+            };
+            let alone: Vec<Report> = n.alone.iter().map(|(o, s)| with_reads(o, s)).collect();
             r.read_p99_ms = quantile_ms(&n.reads.latency, 0.99);
             r.ingest_p99_ms = quantile_ms(&self.stats.latency, 0.99);
-            let change = |of: fn(&Report) -> Option<f64>| {
-                let alone = of(&before)?.min(of(&after)?);
-                Some(round(100.0 * (of(&r)? - alone) / alone, 1))
-            };
-            r.p99_change_pct = Some(P99Change {
-                ingest: change(|r| r.ingest_p99_ms),
-                push: change(|r| r.p99_ms),
-                read: change(|r| r.read_p99_ms),
-            });
             r.errors += n.reads.errors.total();
-            r.alone = Some(Box::new(before));
-            r.alone_again = Some(Box::new(after));
+            let mut phases = Phases {
+                alone: P99s::default(),
+                beside: P99s::default(),
+                median_alone: P99Change::default(),
+                median_beside: P99Change::default(),
+            };
+            alone.iter().for_each(|a| phases.alone.push(a));
+            for (o, s) in &n.beside {
+                phases.beside.push(&with_reads(o, s));
+            }
+            phases.beside.push(&r);
+            let medians = |p: &P99s| P99Change {
+                ingest: median(&p.ingest),
+                push: median(&p.push),
+                read: median(&p.read),
+            };
+            phases.median_alone = medians(&phases.alone);
+            phases.median_beside = medians(&phases.beside);
+            let change = |a: Option<f64>, b: Option<f64>| Some(round(100.0 * (b? - a?) / a?, 1));
+            let (a, b) = (&phases.median_alone, &phases.median_beside);
+            r.p99_change_pct = Some(P99Change {
+                ingest: change(a.ingest, b.ingest),
+                push: change(a.push, b.push),
+                read: change(a.read, b.read),
+            });
+            r.phases = Some(phases);
+            let mut alone = alone.into_iter();
+            r.alone = alone.next().map(Box::new);
+            r.alone_again = alone.next_back().map(Box::new);
             r.neighbour = Some(n.neighbour.clone());
         }
         r
@@ -367,6 +423,7 @@ impl Outcome {
             read_p99_ms: None,
             alone: None,
             alone_again: None,
+            phases: None,
             p99_change_pct: None,
             neighbour: None,
         }
@@ -399,31 +456,30 @@ impl Outcome {
         if let Some(n) = self.seeded {
             let _ = writeln!(out, "  seeded {n} run events before the warmup");
         }
-        if let Some(n) = &self.noisy {
-            let (a, b) = (r.alone.as_deref(), r.alone_again.as_deref());
-            let three = |of: fn(&Report) -> Option<f64>| {
+        if let (Some(n), Some(p)) = (&self.noisy, &r.phases) {
+            let list = |v: &[Option<f64>]| v.iter().map(|x| ms(*x)).collect::<Vec<_>>().join(" ");
+            let line = |name: &str, a: &[Option<f64>], b: &[Option<f64>], ma, mb| {
                 format!(
-                    "{} alone → {} beside X → {} alone again",
-                    ms(a.and_then(of)),
-                    ms(of(&r)),
-                    ms(b.and_then(of))
+                    "    {name}: alone {} (median {}), beside X {} (median {})",
+                    list(a),
+                    ms(ma),
+                    list(b),
+                    ms(mb)
                 )
             };
+            let _ = writeln!(out, "  noisy neighbour, Y's p99 per phase:");
+            let (a, b) = (&p.alone, &p.beside);
+            let (ma, mb) = (&p.median_alone, &p.median_beside);
             let _ = writeln!(
                 out,
-                "  noisy neighbour, Y's p99: ingest {}; push {}; read {}",
-                three(|r| r.ingest_p99_ms),
-                three(|r| r.p99_ms),
-                three(|r| r.read_p99_ms),
+                "{}",
+                line("ingest", &a.ingest, &b.ingest, ma.ingest, mb.ingest)
             );
+            let _ = writeln!(out, "{}", line("push", &a.push, &b.push, ma.push, mb.push));
+            let _ = writeln!(out, "{}", line("read", &a.read, &b.read, ma.read, mb.read));
             let _ = writeln!(
                 out,
-                "  Y's reads beside X: {} ok, {} failed (alone: {} and {} failed); X sent {} \
-                 requests: {}",
-                n.reads.ok,
-                n.reads.errors.total(),
-                n.alone[0].1.errors.total(),
-                n.alone[1].1.errors.total(),
+                "  X sent {} requests over the phases beside Y: {}",
                 n.neighbour.requests,
                 crate::noisy::show_answers(&n.neighbour.answers)
             );

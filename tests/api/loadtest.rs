@@ -166,6 +166,8 @@ async fn loadtest_noisy_neighbour() {
             "20",
             "--attackers",
             "1",
+            "--rounds",
+            "1",
         ],
     )
     .await;
@@ -186,6 +188,10 @@ async fn loadtest_noisy_neighbour() {
         "X's hostile bodies are refused: {r}"
     );
     assert!(r["p99_change_pct"]["push"].is_number(), "{r}");
+    let phases = &r["phases"];
+    assert_eq!(phases["alone"]["push"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(phases["beside"]["read"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(phases["median_beside"]["read"], r["read_p99_ms"], "{r}");
 }
 
 #[actix_web::test]
