@@ -10,7 +10,7 @@
 #                               (its summary goes to stderr)
 #   scripts/bench.sh ceiling ingest-batch --batch 1000 --connections 4 --duration 15s
 #                               one ceiling (ingest ceilings get --pg-url of the hub's server)
-#   scripts/bench.sh noisy --sessions 1000 --rate 100 --duration 20s
+#   scripts/bench.sh noisy --sessions 1000 --rate 100 --duration 15s --rounds 3
 #                               tenant Y's fan-out load and reads alone, then beside tenant X
 #                               posting hostile bodies at its rate limit (see `noisy` below)
 #   scripts/bench.sh --table .local/bench/<time>
