@@ -360,9 +360,17 @@ async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
             tx.rollback().await.unwrap();
         };
         let (slow, fast, ()) = tokio::join!(slow, fast, release);
-        (slow.status().as_u16(), fast)
+        // Positive control of the mailbox gauge: while ws-slow rebuilds, its read (and its
+        // late apply) wait in its mailbox.
+        let queued = app.metric("hub_workspace_mailbox_messages").await;
+        (slow.status().as_u16(), fast, queued, started.elapsed())
     };
-    let ((read_done, live), (slow_status, fast)) = tokio::join!(slow_read, posts);
+    let ((read_done, live), (slow_status, fast, queued, sampled)) = tokio::join!(slow_read, posts);
+    assert!(sampled < read_done, "the gauge was read after the rebuild");
+    assert!(
+        queued.is_some_and(|q| q >= 1.0),
+        "messages wait while the actor rebuilds: {queued:?}"
+    );
     assert_eq!(slow_status, 200);
     for (status, done) in &fast {
         assert_eq!(*status, 200);
@@ -384,6 +392,10 @@ async fn a_rebuilding_workspace_does_not_delay_other_workspaces_acks() {
     );
     eventually("ws-slow's own run in its windows", || async {
         app.realtime("ws-slow", "&window=24h").await["execution"]["runs"] == SLOW_RUNS + 1
+    })
+    .await;
+    eventually("every queued message handled", || async {
+        app.metric("hub_workspace_mailbox_messages").await == Some(0.0)
     })
     .await;
     owned.stop().await;
