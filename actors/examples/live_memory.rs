@@ -30,6 +30,7 @@ fn main() {
         arg("--values", 64),
     );
     let budget_mib = arg("--budget", 256);
+    let steady = arg("--steady", 0) == 1;
     let rules = LiveRules {
         max_agents: 10_000,
         max_models: 1_000,
@@ -56,7 +57,7 @@ fn main() {
     let before = rss_kib();
     let mut live = LiveState::new(rules);
     let mut applied = 0u64;
-    if arg("--steady", 0) == 1 {
+    if steady {
         let models = ["gpt-4o".to_string(), "claude".to_string()];
         for a in 0..agents {
             let agent = AgentId::parse(&format!("agent-{a}")).unwrap();
@@ -79,17 +80,19 @@ fn main() {
                 }
             }
         }
-    }
-    for a in (0..agents).filter(|_| arg("--steady", 0) != 1) {
-        let agent = AgentId::parse(&format!("agent-{a}")).unwrap();
-        for (t, at) in times.iter().enumerate() {
-            for i in 0..models.max(values) {
-                let model = (i < models)
-                    .then(|| model_names[(a * 7 + t * 13 + i) % model_names.len()].clone());
-                let value = spread[(i + t) % spread.len()];
-                live.apply(&succeeded_run(&event_id, &agent, *at, value, model), now);
-                live.apply(&heartbeat(&event_id, &agent, *at, value.min(1e6)), now);
-                applied += 2;
+    } else {
+        // The adversarial pattern.
+        for a in 0..agents {
+            let agent = AgentId::parse(&format!("agent-{a}")).unwrap();
+            for (t, at) in times.iter().enumerate() {
+                for i in 0..models.max(values) {
+                    let model = (i < models)
+                        .then(|| model_names[(a * 7 + t * 13 + i) % model_names.len()].clone());
+                    let value = spread[(i + t) % spread.len()];
+                    live.apply(&succeeded_run(&event_id, &agent, *at, value, model), now);
+                    live.apply(&heartbeat(&event_id, &agent, *at, value.min(1e6)), now);
+                    applied += 2;
+                }
             }
         }
     }
@@ -100,7 +103,7 @@ fn main() {
          kept_per_agent={} events={applied} budget_mib={budget_mib} accounted_mib={:.1} \
          diverted_to_other={} rss_kib={before}->{after} rss_grown_mib={grown_mib:.1} \
          rss_per_accounted={:.2} accounted_kib_per_agent={:.1} agents_held={} workspace_24h_runs={}",
-        arg("--steady", 0),
+        u8::from(steady),
         times.len(),
         rules.max_models_per_agent,
         live.agent_bytes() as f64 / (1 << 20) as f64,

@@ -68,7 +68,7 @@ pub async fn run(plan: &Plan, rng: &mut Rng) -> Result<Outcome> {
         loops: *readers,
         rate: *read_rate,
     };
-    let x = Arc::new(Attacker::new(plan, rng)?);
+    let x = Arc::new(Attacker::new(rng));
     let (mut alone, mut beside) = (Vec::new(), Vec::new());
     let mut neighbour = Neighbour::default();
     // Alone and beside X in turn, `rounds` times, then alone once more: a slow spell of the
@@ -84,10 +84,7 @@ pub async fn run(plan: &Plan, rng: &mut Rng) -> Result<Outcome> {
         let attacker = with_x.then(|| (x.clone(), *attackers));
         let (outcome, reads, answers) = phase_run(&y, rng, reads, attacker).await?;
         if let Some(a) = answers {
-            neighbour.requests += a.requests;
-            for (code, n) in a.answers {
-                *neighbour.answers.entry(code).or_default() += n;
-            }
+            neighbour.add(a);
         }
         if with_x {
             beside.push((outcome, reads));
@@ -213,10 +210,10 @@ struct Attacker {
 }
 
 impl Attacker {
-    fn new(_plan: &Plan, rng: &mut Rng) -> Result<Self> {
-        Ok(Self {
+    fn new(rng: &mut Rng) -> Self {
+        Self {
             workspace: format!("lt-x-{:016x}", rng.next_u64()),
-        })
+        }
     }
 
     /// Once the posting starts, runs X as a child process (`loadtest noisy-attacker`) with
@@ -333,8 +330,7 @@ async fn attack(args: AttackArgs) -> Result<Neighbour> {
                         }
                         Err(_) => 0,
                     };
-                    *answers.answers.entry(code).or_default() += 1;
-                    answers.requests += 1;
+                    answers.count(code);
                 }
                 answers
             })
@@ -342,11 +338,7 @@ async fn attack(args: AttackArgs) -> Result<Neighbour> {
         .collect();
     let mut all = Neighbour::default();
     for task in tasks {
-        let a = task.await.context("an attacking loop failed")?;
-        all.requests += a.requests;
-        for (code, n) in a.answers {
-            *all.answers.entry(code).or_default() += n;
-        }
+        all.add(task.await.context("an attacking loop failed")?);
     }
     Ok(all)
 }

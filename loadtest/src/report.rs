@@ -86,7 +86,7 @@ impl P99s {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Phases {
     pub alone: P99s,
     pub beside: P99s,
@@ -115,6 +115,22 @@ pub struct Neighbour {
     pub requests: u64,
     /// Answers by HTTP status (`0`: none, e.g. a timeout).
     pub answers: BTreeMap<u16, u64>,
+}
+
+impl Neighbour {
+    /// Counts one answer (`0`: none).
+    pub fn count(&mut self, status: u16) {
+        self.requests += 1;
+        *self.answers.entry(status).or_default() += 1;
+    }
+
+    /// Adds what another loop or phase of X got.
+    pub fn add(&mut self, other: Neighbour) {
+        self.requests += other.requests;
+        for (status, n) in other.answers {
+            *self.answers.entry(status).or_default() += n;
+        }
+    }
 }
 
 /// What the `noisy-neighbour` scenario adds to its last phase beside X.
@@ -322,50 +338,44 @@ impl Outcome {
     }
 
     pub fn report(&self) -> Report {
-        let mut r = self.report_alone();
-        if let Some(n) = &self.noisy {
-            let with_reads = |o: &Outcome, reads: &Stats| {
-                let mut phase = o.report_alone();
-                phase.read_p99_ms = quantile_ms(&reads.latency, 0.99);
-                phase.ingest_p99_ms = quantile_ms(&o.stats.latency, 0.99);
-                phase.errors += reads.errors.total();
-                phase
-            };
-            let alone: Vec<Report> = n.alone.iter().map(|(o, s)| with_reads(o, s)).collect();
-            r.read_p99_ms = quantile_ms(&n.reads.latency, 0.99);
-            r.ingest_p99_ms = quantile_ms(&self.stats.latency, 0.99);
-            r.errors += n.reads.errors.total();
-            let mut phases = Phases {
-                alone: P99s::default(),
-                beside: P99s::default(),
-                median_alone: P99Change::default(),
-                median_beside: P99Change::default(),
-            };
-            alone.iter().for_each(|a| phases.alone.push(a));
-            for (o, s) in &n.beside {
-                phases.beside.push(&with_reads(o, s));
-            }
-            phases.beside.push(&r);
-            let medians = |p: &P99s| P99Change {
-                ingest: median(&p.ingest),
-                push: median(&p.push),
-                read: median(&p.read),
-            };
-            phases.median_alone = medians(&phases.alone);
-            phases.median_beside = medians(&phases.beside);
-            let change = |a: Option<f64>, b: Option<f64>| Some(round(100.0 * (b? - a?) / a?, 1));
-            let (a, b) = (&phases.median_alone, &phases.median_beside);
-            r.p99_change_pct = Some(P99Change {
-                ingest: change(a.ingest, b.ingest),
-                push: change(a.push, b.push),
-                read: change(a.read, b.read),
-            });
-            r.phases = Some(phases);
-            let mut alone = alone.into_iter();
-            r.alone = alone.next().map(Box::new);
-            r.alone_again = alone.next_back().map(Box::new);
-            r.neighbour = Some(n.neighbour.clone());
+        let Some(n) = &self.noisy else {
+            return self.report_alone();
+        };
+        // One phase of Y: its fan-out figures, its POST p99 and its reads.
+        let with_reads = |o: &Outcome, reads: &Stats| {
+            let mut phase = o.report_alone();
+            phase.read_p99_ms = quantile_ms(&reads.latency, 0.99);
+            phase.ingest_p99_ms = quantile_ms(&o.stats.latency, 0.99);
+            phase.errors += reads.errors.total();
+            phase
+        };
+        let mut r = with_reads(self, &n.reads);
+        let alone: Vec<Report> = n.alone.iter().map(|(o, s)| with_reads(o, s)).collect();
+        let mut phases = Phases::default();
+        alone.iter().for_each(|a| phases.alone.push(a));
+        for (o, s) in &n.beside {
+            phases.beside.push(&with_reads(o, s));
         }
+        phases.beside.push(&r);
+        let medians = |p: &P99s| P99Change {
+            ingest: median(&p.ingest),
+            push: median(&p.push),
+            read: median(&p.read),
+        };
+        phases.median_alone = medians(&phases.alone);
+        phases.median_beside = medians(&phases.beside);
+        let change = |a: Option<f64>, b: Option<f64>| Some(round(100.0 * (b? - a?) / a?, 1));
+        let (a, b) = (&phases.median_alone, &phases.median_beside);
+        r.p99_change_pct = Some(P99Change {
+            ingest: change(a.ingest, b.ingest),
+            push: change(a.push, b.push),
+            read: change(a.read, b.read),
+        });
+        r.phases = Some(phases);
+        let mut alone = alone.into_iter();
+        r.alone = alone.next().map(Box::new);
+        r.alone_again = alone.next_back().map(Box::new);
+        r.neighbour = Some(n.neighbour.clone());
         r
     }
 

@@ -579,17 +579,23 @@ async fn error_rate_fires_once_and_resolves_once_with_valid_signatures() {
     .await;
 }
 
-/// Positive control of the cooldown check above: the same runs with `cooldown: 0s` fire a
-/// second time, so the second firing held back there was held back by the cooldown.
-#[actix_web::test]
-async fn without_a_cooldown_the_same_runs_fire_again() {
-    let app = spawn_app().await;
+/// An error-rate rule without cooldown on `w1` that has fired once (its webhook received).
+async fn fired_once(app: &TestApp) -> Receiver {
     let rx = Receiver::start(0).await;
     let (channel, _) = app.channel("w1", &rx.url, "shadower").await;
     app.rule("w1", error_rule(&channel, json!({"cooldown": "0s"})))
         .await;
     app.runs("w1", "bot", "failed", "f1", 10).await;
     rx.wait_for(1).await;
+    rx
+}
+
+/// Positive control of the cooldown check above: the same runs with `cooldown: 0s` fire a
+/// second time, so the second firing held back there was held back by the cooldown.
+#[actix_web::test]
+async fn without_a_cooldown_the_same_runs_fire_again() {
+    let app = spawn_app().await;
+    let rx = fired_once(&app).await;
     app.runs("w1", "bot", "succeeded", "s1", 200).await;
     rx.wait_for(2).await;
     app.runs("w1", "bot", "failed", "f4", 500).await;
@@ -766,12 +772,7 @@ async fn alert_frames_reach_dashboards_and_the_snapshot_lists_active_alerts() {
 #[actix_web::test]
 async fn a_restart_keeps_a_firing_alert_without_firing_it_again() {
     let app = spawn_app().await;
-    let rx = Receiver::start(0).await;
-    let (channel, _) = app.channel("w1", &rx.url, "shadower").await;
-    app.rule("w1", error_rule(&channel, json!({"cooldown": "0s"})))
-        .await;
-    app.runs("w1", "bot", "failed", "f1", 10).await;
-    rx.wait_for(1).await;
+    let rx = fired_once(&app).await;
     let db = app.stop().await;
 
     let app = spawn_on(db, &[]).await;

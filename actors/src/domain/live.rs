@@ -125,9 +125,7 @@ impl Bucket for ExecBucket {
         self.credits += o.credits;
         self.tokens_in = self.tokens_in.saturating_add(o.tokens_in);
         self.tokens_out = self.tokens_out.saturating_add(o.tokens_out);
-        for (m, u) in o.models.iter() {
-            self.models.add(m, u);
-        }
+        o.models.for_each(|m, u| self.models.add(m, u));
         self.feedback += o.feedback;
         self.rating_sum += o.rating_sum;
     }
@@ -755,7 +753,11 @@ impl LiveState {
         // Models no run of the last 24 h names leave the set (and free their place).
         let mut models: HashSet<Arc<str>> = HashSet::new();
         for bucket in self.workspace.buckets(Window::H24) {
-            models.extend(bucket.models.keys().filter(|m| ***m != *OTHER).cloned());
+            bucket.models.for_each(|m, _| {
+                if **m != *OTHER {
+                    models.insert(m.clone());
+                }
+            });
         }
         self.models = models;
         let stale_after = self.rules.stale_after;

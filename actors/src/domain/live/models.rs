@@ -67,17 +67,12 @@ impl Models {
         }
     }
 
-    pub fn keys(&self) -> Box<dyn Iterator<Item = &Arc<str>> + '_> {
+    /// Calls `f` on every entry (no iterator is boxed: this runs for every sub-bucket a
+    /// window sums).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<str>, &ModelUsage)) {
         match self {
-            Self::Few(v) => Box::new(v.iter().map(|(k, _)| k)),
-            Self::Many(m) => Box::new(m.keys()),
-        }
-    }
-
-    pub fn iter(&self) -> Box<dyn Iterator<Item = (&Arc<str>, &ModelUsage)> + '_> {
-        match self {
-            Self::Few(v) => Box::new(v.iter().map(|(k, u)| (k, u))),
-            Self::Many(m) => Box::new(m.iter()),
+            Self::Few(v) => v.iter().for_each(|(k, u)| f(k, u)),
+            Self::Many(m) => m.iter().for_each(|(k, u)| f(k, u)),
         }
     }
 
