@@ -7,6 +7,7 @@
 //! not the read rate limit: a workspace may hold 10 000 sessions, and a reconnect storm
 //! after a restart must not turn into thousands of 429s per second.
 
+mod close;
 mod session;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use crate::auth::{bearer, Scope};
 use crate::error::ApiError;
 use crate::AppState;
 
+pub use close::{record_socket, ConnSocket};
 pub use session::Session;
 
 #[derive(Deserialize)]
@@ -155,8 +157,12 @@ pub async fn connect(
             ApiError::TooManySessions(format!("WebSocket session limit reached ({reason})"))
         })?;
     let session = Session::new(slot, ws, since, state.clone().into_inner());
-    actix_web_actors::ws::WsResponseBuilder::new(session, &req, stream)
+    let socket = req.conn_data::<ConnSocket>().copied();
+    let res = actix_web_actors::ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(64 * 1024)
         .start()
-        .map_err(|e| ApiError::bad_request("not_a_websocket", e.to_string()))
+        .map_err(|e| ApiError::bad_request("not_a_websocket", e.to_string()))?;
+    Ok(res
+        .map_body(|_, body| close::EndsConnection::new(body, socket))
+        .map_into_boxed_body())
 }
