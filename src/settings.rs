@@ -51,11 +51,15 @@ pub struct ServerConfig {
     pub keep_alive: HubDuration,
     /// A client that has not sent a whole request head within this gets 408.
     pub client_request_timeout: HubDuration,
-    /// After a connection's last response (a WebSocket after its closing handshake, a
-    /// `Connection: close` answer), how long the hub waits for the client to hang up before
-    /// it closes the connection itself. RFC 6455 has the server close first, so a WebSocket
-    /// client waits out all of it.
+    /// After an answer sent before its request body was read (a `413`, an early `429`), how
+    /// long the hub reads and discards for the client to hang up before it closes the
+    /// connection itself, so the client sees the answer and not a reset. WebSocket sessions
+    /// end their connection at once instead (`shadower_handlers::ws::close`).
     pub client_disconnect_timeout: HubDuration,
+    /// A peer that acknowledges none of the hub's bytes for this long (it stopped reading, or
+    /// it is gone) loses its connection (`TCP_USER_TIMEOUT`); `0s` leaves the kernel's
+    /// default (about 15 minutes of retransmissions, and never for a full receive window).
+    pub send_timeout: HubDuration,
     /// Bound on handling one request, body upload included; past it the client gets 503 +
     /// `Retry-After`. Must exceed `writer.commit_timeout` (ingest answers after the commit).
     pub request_timeout: HubDuration,

@@ -205,7 +205,9 @@ impl Application {
                 .configure(shadower_handlers::configure)
                 .default_service(web::to(shadower_handlers::error::not_found))
         })
-        .on_connect(shadower_handlers::ws::record_socket)
+        .on_connect(shadower_handlers::ws::on_connect(
+            settings.server.send_timeout.get(),
+        ))
         .listen(listener)?
         // Our own signal handling closes WebSocket sessions first (see `Shutdown`).
         .disable_signals()

@@ -397,22 +397,9 @@ async fn resume_replays_missed_alert_frames_or_says_not_recovered() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn a_client_that_never_reads_is_closed_with_4008_and_readers_keep_up() {
-    let app = spawn_app_with(&[("ws.max_queue", json!(4)), ("ws.coalesce_ms", json!(5))]).await;
-    let mut slow = connect(&app, "ws1", "").await; // never read until the end
-    let mut reader = connect(&app, "ws1", "").await;
-    next(&mut reader).await;
-    let reading = actix_web::rt::spawn(async move {
-        loop {
-            let f = until(&mut reader, "update", |_| true).await;
-            if f["execution"]["5m"]["runs"] == 40_000 {
-                return f;
-            }
-        }
-    });
-    // Big frames (500 agents each, ~275 KB; 22 MB in all) fill the socket buffers (a few MB on
-    // loopback), then the slow session's queue.
+/// 80 posts of 500 agents' runs to ws1: big frames (500 agents each, ~275 KB; 22 MB in all)
+/// that fill a non-reading client's socket buffers (a few MB on loopback), then its queue.
+async fn flood(app: &TestApp) {
     for r in 0..80 {
         let events: Vec<Value> = (0..500)
             .map(|i| {
@@ -427,6 +414,23 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_readers_keep_up() {
             .collect();
         assert_eq!(app.post_events("ws1", &events).await.status(), 200);
     }
+}
+
+#[actix_web::test]
+async fn a_client_that_never_reads_is_closed_with_4008_and_readers_keep_up() {
+    let app = spawn_app_with(&[("ws.max_queue", json!(4)), ("ws.coalesce_ms", json!(5))]).await;
+    let mut slow = connect(&app, "ws1", "").await; // never read until the end
+    let mut reader = connect(&app, "ws1", "").await;
+    next(&mut reader).await;
+    let reading = actix_web::rt::spawn(async move {
+        loop {
+            let f = until(&mut reader, "update", |_| true).await;
+            if f["execution"]["5m"]["runs"] == 40_000 {
+                return f;
+            }
+        }
+    });
+    flood(&app).await;
     let last = reading.await.unwrap();
     assert_eq!(last["agents"].as_object().map(|a| a.len()), Some(500));
     let metrics = app.get_plain("/metrics").await.text().await.unwrap();
@@ -451,6 +455,83 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_readers_keep_up() {
             }
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    app.stop().await;
+}
+
+/// Whether the hub's end of a TCP connection from the client port `peer` to the hub's
+/// `port` is still open, read from the kernel's table (the hub runs in this process's
+/// network namespace).
+fn hub_holds_connection(port: u16, peer: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port_of = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 3 && port_of(f[1]) == Some(port) && port_of(f[2]) == Some(peer)
+    })
+}
+
+/// A client that stops reading holds nothing of the hub's past `server.send_timeout`: once its
+/// session is evicted, the bytes still queued for it can never be flushed, and before the
+/// bound (TCP_USER_TIMEOUT) the hub kept that connection until the client read or left, so
+/// one token could pile up evicted connections without end.
+#[actix_web::test]
+async fn a_client_that_stops_reading_loses_its_connection_after_the_send_timeout() {
+    let app = spawn_app_with(&[
+        ("ws.max_queue", json!(4)),
+        ("ws.coalesce_ms", json!(5)),
+        ("server.send_timeout", json!("1s")),
+    ])
+    .await;
+    let mut slow = connect(&app, "ws1", "").await; // never read until the end
+    let peer = match slow.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(s) => s.local_addr().unwrap().port(),
+        _ => unreachable!("the test connects without TLS"),
+    };
+    let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        hub_holds_connection(port, peer),
+        "the connection is not in the table"
+    );
+    flood(&app).await;
+    let mut evicted = false;
+    for _ in 0..200 {
+        let n = app
+            .metric("hub_ws_evictions_total{reason=\"slow_consumer\"}")
+            .await;
+        if n == Some(1.0) {
+            evicted = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(evicted, "the slow session was not evicted");
+    let mut released = false;
+    for _ in 0..300 {
+        if !hub_holds_connection(port, peer) {
+            released = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        released,
+        "the hub still holds the non-reading client's connection"
+    );
+    // The client finds what reached its buffer, then a reset: the 4008 never left the hub.
+    loop {
+        match tokio::time::timeout(FRAME_WAIT, slow.next())
+            .await
+            .expect("the end in time")
+        {
+            Some(Ok(Message::Close(_))) => panic!("the close frame was flushed after all"),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => break,
         }
     }
     app.stop().await;

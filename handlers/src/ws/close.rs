@@ -14,18 +14,32 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::Extensions;
 use actix_web::web::Bytes;
 
-/// The socket of an accepted connection, recorded by [`record_socket`].
+/// The socket of an accepted connection, recorded by [`on_connect`].
 #[derive(Clone, Copy, Debug)]
 pub struct ConnSocket(RawFd);
 
-/// `HttpServer::on_connect` hook: remembers each TCP connection's socket.
-pub fn record_socket(conn: &dyn Any, data: &mut Extensions) {
-    if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+/// The `HttpServer::on_connect` hook: remembers each TCP connection's socket and bounds
+/// how long its peer may leave the hub's bytes unacknowledged (`send_timeout`, zero = the
+/// kernel's default). Without that bound a client that stops reading holds its connection,
+/// and the bytes queued for it, for as long as it likes, even after its session ended: the
+/// dispatcher's last flush has no timer of its own.
+pub fn on_connect(send_timeout: Duration) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync {
+    move |conn, data| {
+        let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+            return;
+        };
+        if !send_timeout.is_zero() {
+            if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(send_timeout))
+            {
+                tracing::warn!(error = %e, "Setting TCP_USER_TIMEOUT failed.");
+            }
+        }
         data.insert(ConnSocket(stream.as_raw_fd()));
     }
 }

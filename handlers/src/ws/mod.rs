@@ -25,7 +25,7 @@ use crate::auth::{bearer, Scope};
 use crate::error::ApiError;
 use crate::AppState;
 
-pub use close::{record_socket, ConnSocket};
+pub use close::{on_connect, ConnSocket};
 pub use session::Session;
 
 #[derive(Deserialize)]
