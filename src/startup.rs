@@ -199,13 +199,14 @@ impl Application {
                     !origins.is_empty(),
                     cors(&origins),
                 ))
+                .wrap_fn(shadower_handlers::conn::end_unread_uploads)
                 // Outermost: every answer, CORS refusals and timeouts included, carries
                 // its request id.
                 .wrap_fn(move |req, srv| log_request(req, srv, request_timeout))
                 .configure(shadower_handlers::configure)
                 .default_service(web::to(shadower_handlers::error::not_found))
         })
-        .on_connect(shadower_handlers::ws::on_connect(
+        .on_connect(shadower_handlers::conn::on_connect(
             settings.server.send_timeout.get(),
         ))
         .listen(listener)?

@@ -8,12 +8,14 @@
 //!   over history; [`channels`]: webhook channels and deliveries.
 //! - [`ratelimit`]: per-workspace limits in Redis, node-local while Redis is away.
 //! - [`ws`]: the WebSocket stream (the only `actix-web-actors` code).
+//! - [`conn`]: when the hub stops reading a connection (WebSocket close, refused uploads).
 
 pub mod alerts;
 pub mod anomalies;
 pub mod auth;
 pub mod cache;
 pub mod channels;
+pub mod conn;
 pub mod error;
 pub mod forecast;
 pub mod health;

@@ -574,3 +574,55 @@ async fn a_workspace_with_nothing_in_flight_does_not_wait_behind_anothers_transa
     assert_eq!((x1, x2), (reqwest::StatusCode::OK, reqwest::StatusCode::OK));
     app.stop().await;
 }
+
+/// A body the hub refuses without reading it (here its token is not valid) is not read
+/// afterwards either: the hub ends the connection's reading side once its answer is out, so
+/// the upload fails after what the two kernels had buffered, and the client still reads the
+/// answer. Before, the hub read and discarded the whole upload for as long as its linger
+/// (`server.client_disconnect_timeout`, 60 s here) allowed, at memory speed and for free.
+#[actix_web::test]
+async fn a_refused_upload_is_not_read_to_its_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DECLARED: usize = 64 << 20;
+    let app = spawn_app_with(&[("server.client_disconnect_timeout", json!("60s"))]).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/workspaces/ws-x/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer not-a-token\r\ncontent-type: application/json\r\ncontent-length: {DECLARED}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    let upload = tokio::time::timeout(StdDuration::from_secs(30), async {
+        while sent < DECLARED {
+            match conn.write(&chunk).await {
+                Ok(n) => sent += n,
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(upload.is_ok(), "the upload neither ended nor failed");
+    assert!(
+        sent < DECLARED,
+        "the hub took the whole refused upload ({sent} bytes)"
+    );
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(StdDuration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    // A body read to its end keeps its connection open for the next request.
+    let res = app
+        .post_events(
+            "ws-x",
+            &[run_event("k", "bot", "succeeded", 1.0, Utc::now())],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers().get("connection"), None, "{:?}", res.headers());
+    app.stop().await;
+}

@@ -7,7 +7,6 @@
 //! not the read rate limit: a workspace may hold 10 000 sessions, and a reconnect storm
 //! after a restart must not turn into thousands of 429s per second.
 
-mod close;
 mod session;
 
 use std::collections::HashMap;
@@ -25,7 +24,6 @@ use crate::auth::{bearer, Scope};
 use crate::error::ApiError;
 use crate::AppState;
 
-pub use close::{on_connect, ConnSocket};
 pub use session::Session;
 
 #[derive(Deserialize)]
@@ -157,12 +155,12 @@ pub async fn connect(
             ApiError::TooManySessions(format!("WebSocket session limit reached ({reason})"))
         })?;
     let session = Session::new(slot, ws, since, state.clone().into_inner());
-    let socket = req.conn_data::<ConnSocket>().copied();
+    let socket = req.conn_data::<crate::conn::ConnSocket>().copied();
     let res = actix_web_actors::ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(64 * 1024)
         .start()
         .map_err(|e| ApiError::bad_request("not_a_websocket", e.to_string()))?;
     Ok(res
-        .map_body(|_, body| close::EndsConnection::new(body, socket))
+        .map_body(|_, body| crate::conn::EndsConnection::new(body, socket))
         .map_into_boxed_body())
 }
