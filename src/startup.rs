@@ -146,6 +146,7 @@ impl Application {
             &settings.redis.key_prefix,
             settings.rate_limit.clone(),
             metrics.rate_limit_local.clone(),
+            metrics.rate_limit_redis_calls.clone(),
         );
         let state = web::Data::new(AppState {
             auth: AuthKeys::new(secret, &rotated),

@@ -73,6 +73,8 @@ pub struct HubMetrics {
     pub rate_limited: Family<ReasonLabel, Counter>,
     /// Rate-limit checks decided by the node-local limiter because Redis did not answer.
     pub rate_limit_local: Counter,
+    /// Calls made to Redis by the rate limiter.
+    pub rate_limit_redis_calls: Counter,
     /// Alert series by `state` (pending, firing), over all workspaces.
     pub alerts: Family<StateLabel, Gauge>,
     /// Alert transitions notified, by `state` (firing, resolved, repeat).
@@ -127,6 +129,7 @@ impl HubMetrics {
             ws_refused: Family::default(),
             rate_limited: Family::default(),
             rate_limit_local: Counter::default(),
+            rate_limit_redis_calls: Counter::default(),
             alerts: Family::default(),
             alert_transitions: Family::default(),
             webhook_deliveries: Family::default(),
@@ -257,6 +260,11 @@ impl HubMetrics {
             "hub_rate_limit_local",
             "Rate-limit checks made by the node-local limiter while Redis did not answer.",
             m.rate_limit_local.clone(),
+        );
+        registry.register(
+            "hub_rate_limit_redis_calls",
+            "Calls the rate limiter made to Redis (refusals settled by Redis's last answer make none).",
+            m.rate_limit_redis_calls.clone(),
         );
         registry.register(
             "hub_alerts",

@@ -147,3 +147,32 @@ async fn leases_claimed_ahead_never_admit_more_than_the_shared_budget() {
     b.stop().await;
     a.stop().await;
 }
+
+/// A tenant past its budget that keeps sending is refused from Redis's last answer, without a
+/// round trip per request; and it refuses only what Redis would: the unit that refills a
+/// second later admits a one-event post at once.
+#[actix_web::test]
+async fn refusals_past_the_budget_make_no_redis_call() {
+    let app = spawn_app_with(&limits(50, 50)).await;
+    assert_eq!(app.post_events("ws1", &runs("a", 50)).await.status(), 200);
+    let calls = app.metric("hub_rate_limit_redis_calls_total").await;
+    let calls = calls.expect("the Redis call counter");
+    assert!(
+        calls >= 1.0,
+        "positive control: the admitted batch asked Redis"
+    );
+    // Ten events need ten seconds of refill: far more than these posts take on any machine.
+    for i in 0..10 {
+        let res = app.post_events("ws1", &runs(&format!("b{i}-"), 10)).await;
+        assert_eq!(res.status(), 429);
+        let retry = header(&res, "retry-after");
+        assert!((1..=10).contains(&retry), "retry-after {retry}");
+    }
+    let after = app.metric("hub_rate_limit_redis_calls_total").await;
+    assert_eq!(after, Some(calls), "refusals asked Redis");
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(app.post_events("ws1", &runs("c", 1)).await.status(), 200);
+    let last = app.metric("hub_rate_limit_redis_calls_total").await;
+    assert!(last > Some(calls), "the admitted event asked Redis");
+    app.stop().await;
+}
