@@ -15,7 +15,8 @@
 //! - 10⁶ nested brackets under an unknown key (2 MB),
 //! - a run whose `model` holds NUL.
 //!
-//! X is held only by the hub's own limits: run the hub with its default ingest rate limit,
+//! X runs at `nice 19`: its client's CPU stands for another machine's. X is held only by the
+//! hub's own limits: run the hub with its default ingest rate limit,
 //! so X is at its limit (and its reads budget raised for Y's sessions). Y's figures are
 //! measured the same way in both phases: POST → answer (ingest), POST → frame (push),
 //! realtime GET → answer (read). The JSON line is Y's last phase beside X, with
@@ -232,7 +233,13 @@ impl Attacker {
         let left = t.end.saturating_duration_since(Instant::now());
         let exe = std::env::current_exe().context("finding this executable")?;
         let c = &plan.common;
-        let out = tokio::process::Command::new(exe)
+        // At the lowest CPU priority: X's own client stands for a machine elsewhere, so its
+        // CPU must not come out of what the hub and Y's client have (on 2 cores, an X posting
+        // back to back took a third of the machine for itself). It still gets every idle
+        // cycle, so it posts as fast as the hub answers it whenever the machine has room.
+        let out = tokio::process::Command::new("nice")
+            .args(["-n", "19"])
+            .arg(exe)
             .args(["noisy-attacker", "--url", &c.url, "--secret", &c.secret])
             .args(["--workspace", &self.workspace])
             .args(["--attackers", &loops.to_string()])
