@@ -79,20 +79,20 @@ impl Hub {
         auth.set_sensitive(true);
         // reqwest's TLS (for https:// hubs) runs on rustls with the ring provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::builder()
-            // Only ever the given URL: no proxies from the environment.
-            .no_proxy()
-            .pool_max_idle_per_host(connections)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .build()
-            .context("building the HTTP client")?;
         Ok(Self {
-            client,
+            client: client(connections, timeout)?,
             auth,
             events_url,
             realtime_url,
+        })
+    }
+
+    /// The same hub and token through a client of its own, for use from another runtime
+    /// (a client's pooled connections are driven by the runtime that opened them).
+    pub fn with_own_client(&self, connections: usize, timeout: Duration) -> Result<Self> {
+        Ok(Self {
+            client: client(connections, timeout)?,
+            ..self.clone()
         })
     }
 
@@ -180,6 +180,18 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
     let utime: f64 = fields.next()?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
     Some(Duration::from_secs_f64((utime + stime) / TICKS_PER_SEC))
+}
+
+fn client(connections: usize, timeout: Duration) -> Result<Client> {
+    Client::builder()
+        // Only ever the given URL: no proxies from the environment.
+        .no_proxy()
+        .pool_max_idle_per_host(connections)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")
 }
 
 #[cfg(test)]

@@ -126,13 +126,15 @@ async fn phase_run(
     let max_latency_us = (plan.common.run.timeout + Duration::from_secs(1)).as_micros() as u64;
     let (started, timing) = watch::channel(None);
     let url = hub::realtime_url(&plan.common.url, &fresh.workspace, "5m")?;
-    let readers = tokio::spawn(read(
-        fresh.hub.clone(),
+    let readers = spawn_readers(
+        fresh
+            .hub
+            .with_own_client(reads.loops, plan.common.run.timeout)?,
         url,
         reads,
         timing.clone(),
         max_latency_us,
-    ));
+    )?;
     let attack = attacker.map(|(x, loops)| tokio::spawn(x.attack(plan.clone(), loops, timing)));
     let outcome = fanout::run(
         plan,
@@ -145,7 +147,10 @@ async fn phase_run(
         Some(started),
     )
     .await;
-    let reads = readers.await.context("the read loops failed")?;
+    let reads = tokio::task::spawn_blocking(move || readers.join())
+        .await
+        .context("waiting for the read loops")?
+        .map_err(|_| anyhow::anyhow!("the read loops panicked"))?;
     let answers = match attack {
         Some(a) => Some(a.await.context("tenant X's task failed")??),
         None => None,
@@ -156,6 +161,26 @@ async fn phase_run(
 /// Waits for the posting's timing; `None` when the run ended before it started.
 async fn wait_for_start(mut timing: watch::Receiver<Option<Timing>>) -> Option<Timing> {
     timing.wait_for(Option::is_some).await.ok().and_then(|t| *t)
+}
+
+/// Y's reads on a thread and runtime of their own: a dashboard's API reads come from another
+/// client than its WebSocket sessions, so they must not queue behind the 1 000 sessions'
+/// frames in this process's runtime (which would measure this client, not the hub).
+fn spawn_readers(
+    hub: Hub,
+    url: Url,
+    load: ReadLoad,
+    timing: watch::Receiver<Option<Timing>>,
+    max_latency_us: u64,
+) -> Result<std::thread::JoinHandle<Stats>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the readers' runtime")?;
+    std::thread::Builder::new()
+        .name("y-readers".into())
+        .spawn(move || runtime.block_on(read(hub, url, load, timing, max_latency_us)))
+        .context("starting the readers' thread")
 }
 
 /// Y's realtime reads over the posting's time; measured when sent in the measured time.
