@@ -37,7 +37,18 @@ struct Load {
 }
 
 impl Load {
+    /// `writers` loops posting `batch` events back to back.
     fn start(base: &str, ws: &str, writers: usize, batch: usize) -> Self {
+        Self::spawn(base, ws, writers, batch, None)
+    }
+
+    /// `writers` loops each posting `batch` events every `period`: a tenant at an ordinary
+    /// rate, whose latency shows what others cost it rather than its own saturation.
+    fn paced(base: &str, ws: &str, writers: usize, batch: usize, period: Duration) -> Self {
+        Self::spawn(base, ws, writers, batch, Some(period))
+    }
+
+    fn spawn(base: &str, ws: &str, writers: usize, batch: usize, period: Option<Duration>) -> Self {
         let acked: Arc<Mutex<Vec<String>>> = Arc::default();
         let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
         let answers: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
@@ -53,7 +64,11 @@ impl Load {
                 let client = http_client();
                 actix_web::rt::spawn(async move {
                     let mut n = 0u64;
+                    let mut tick = period.map(actix_web::rt::time::interval);
                     while !stop.load(Ordering::Relaxed) {
+                        if let Some(t) = tick.as_mut() {
+                            t.tick().await;
+                        }
                         n += 1;
                         let ids: Vec<String> =
                             (0..batch).map(|i| format!("c{w}-{n}-{i}")).collect();
@@ -452,7 +467,7 @@ async fn chaos_session_churn_returns_memory_to_baseline() {
     hub.wait().unwrap();
 }
 
-/// Tenant Y ingests at a steady rate for one phase alone, then for one phase while tenant X
+/// Tenant Y ingests at an ordinary rate for one phase alone, then for one phase while tenant X
 /// runs `hostile`; prints Y's p99 and answers in both, and asserts Y saw only 200s and
 /// lost nothing.
 async fn neighbour<F, Fut>(name: &str, hostile: F)
@@ -472,7 +487,9 @@ where
     )
     .await
     .unwrap();
-    let load = Load::start(&app.base, "ws-y", 2, 20);
+    // Y at an ordinary rate (100 posts of 20 events a second): back to back, Y alone would
+    // keep both cores busy, and any CPU X takes would show as Y's latency.
+    let load = Load::paced(&app.base, "ws-y", 2, 20, Duration::from_millis(20));
     load.until_more_acked(200).await;
     load.take_p99();
     load.take_answers();
