@@ -147,6 +147,7 @@ impl Application {
             settings.rate_limit.clone(),
             metrics.rate_limit_local.clone(),
             metrics.rate_limit_redis_calls.clone(),
+            metrics.rate_limit_held.clone(),
         );
         let state = web::Data::new(AppState {
             auth: AuthKeys::new(secret, &rotated),

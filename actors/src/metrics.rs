@@ -75,6 +75,8 @@ pub struct HubMetrics {
     pub rate_limit_local: Counter,
     /// Calls made to Redis by the rate limiter.
     pub rate_limit_redis_calls: Counter,
+    /// Refusals held for `rate_limit.refusal_delay` before their answer.
+    pub rate_limit_held: Counter,
     /// Alert series by `state` (pending, firing), over all workspaces.
     pub alerts: Family<StateLabel, Gauge>,
     /// Alert transitions notified, by `state` (firing, resolved, repeat).
@@ -130,6 +132,7 @@ impl HubMetrics {
             rate_limited: Family::default(),
             rate_limit_local: Counter::default(),
             rate_limit_redis_calls: Counter::default(),
+            rate_limit_held: Counter::default(),
             alerts: Family::default(),
             alert_transitions: Family::default(),
             webhook_deliveries: Family::default(),
@@ -265,6 +268,11 @@ impl HubMetrics {
             "hub_rate_limit_redis_calls",
             "Calls the rate limiter made to Redis (refusals settled by Redis's last answer make none).",
             m.rate_limit_redis_calls.clone(),
+        );
+        registry.register(
+            "hub_rate_limit_held",
+            "Refusals held for rate_limit.refusal_delay before they were answered.",
+            m.rate_limit_held.clone(),
         );
         registry.register(
             "hub_alerts",

@@ -93,6 +93,7 @@ impl AppState {
         if decision.allowed {
             Ok(decision)
         } else {
+            self.limiter.hold_refusal(ws, &decision).await;
             let reason = match budget {
                 ratelimit::Budget::Ingest => "ingest",
                 ratelimit::Budget::Read => "read",

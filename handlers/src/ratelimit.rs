@@ -48,6 +48,13 @@ pub struct RateLimitConfig {
     pub read_burst: f64,
     /// A Redis answer slower than this falls back to the node-local limiter.
     pub redis_timeout: HubDuration,
+    /// A refusal is answered this late (at most its `Retry-After`), so a client that ignores
+    /// `Retry-After` and sends again at once is slowed to its own pace of refusals instead of
+    /// costing the hub a request as fast as it can send; `0s` answers at once.
+    pub refusal_delay: HubDuration,
+    /// Refusals of one workspace held at once; past it they are answered at once, so a
+    /// tenant cannot tie up the hub's connections with held refusals.
+    pub max_held_refusals: usize,
 }
 
 /// Body bytes that cost one ingest unit. An ordinary event is 200–400 bytes, so a batch of
@@ -168,6 +175,28 @@ pub struct RateLimiter {
     skip_redis_until: Mutex<Option<Instant>>,
     /// Whether the last decision was local (to log only the switches).
     degraded: AtomicBool,
+    /// Refusals held now, per workspace (see [`RateLimiter::hold_refusal`]).
+    held: std::sync::Arc<Mutex<HashMap<WorkspaceId, usize>>>,
+    on_held: prometheus_client::metrics::counter::Counter,
+}
+
+/// One held refusal of a workspace; gives its place back when dropped (also when the
+/// request is dropped while held).
+struct Held {
+    held: std::sync::Arc<Mutex<HashMap<WorkspaceId, usize>>>,
+    ws: WorkspaceId,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.held.lock();
+        if let Some(n) = held.get_mut(&self.ws) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ws);
+            }
+        }
+    }
 }
 
 impl RateLimiter {
@@ -188,6 +217,7 @@ impl RateLimiter {
         cfg: RateLimitConfig,
         on_local: prometheus_client::metrics::counter::Counter,
         on_redis: prometheus_client::metrics::counter::Counter,
+        on_held: prometheus_client::metrics::counter::Counter,
     ) -> Self {
         Self {
             redis,
@@ -202,7 +232,37 @@ impl RateLimiter {
             known_tat: Mutex::new(HashMap::new()),
             skip_redis_until: Mutex::new(None),
             degraded: AtomicBool::new(false),
+            held: Default::default(),
+            on_held,
         }
+    }
+
+    /// Holds a refusal of `ws` for `rate_limit.refusal_delay` (at most its `Retry-After`)
+    /// before it is answered, unless `rate_limit.max_held_refusals` of the workspace's are
+    /// held already (then it is answered at once). Counted in `hub_rate_limit_held_total`.
+    pub async fn hold_refusal(&self, ws: &WorkspaceId, refused: &Decision) {
+        let delay = self
+            .cfg
+            .refusal_delay
+            .get()
+            .min(Duration::from_secs(refused.retry_after_s.max(1)));
+        if delay.is_zero() {
+            return;
+        }
+        let _held = {
+            let mut held = self.held.lock();
+            let n = held.entry(ws.clone()).or_insert(0);
+            if *n >= self.cfg.max_held_refusals {
+                return;
+            }
+            *n += 1;
+            Held {
+                held: self.held.clone(),
+                ws: ws.clone(),
+            }
+        };
+        self.on_held.inc();
+        tokio::time::sleep(delay).await;
     }
 
     fn rate(&self, budget: Budget) -> (f64, f64) {

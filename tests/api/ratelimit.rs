@@ -176,3 +176,28 @@ async fn refusals_past_the_budget_make_no_redis_call() {
     assert!(last > Some(calls), "the admitted event asked Redis");
     app.stop().await;
 }
+
+/// A refusal is held for `rate_limit.refusal_delay` before its answer, so a client that
+/// ignores `Retry-After` is slowed to that pace; but at most `rate_limit.max_held_refusals`
+/// of a workspace are held at once, and past them refusals are answered at once.
+#[actix_web::test]
+async fn refusals_are_held_but_only_so_many_at_once() {
+    let mut settings = limits(50, 50);
+    settings.push(("rate_limit.refusal_delay", json!("2s")));
+    settings.push(("rate_limit.max_held_refusals", json!(2)));
+    let app = spawn_app_with(&settings).await;
+    assert_eq!(app.post_events("ws1", &runs("a", 50)).await.status(), 200);
+    let started = std::time::Instant::now();
+    let batches: Vec<Vec<Value>> = (0..6).map(|i| runs(&format!("b{i}-"), 10)).collect();
+    let answers =
+        futures_util::future::join_all(batches.iter().map(|b| app.post_events("ws1", b))).await;
+    let took = started.elapsed();
+    assert!(answers.iter().all(|r| r.status() == 429));
+    assert_eq!(
+        app.metric("hub_rate_limit_held_total").await,
+        Some(2.0),
+        "held refusals beyond the cap"
+    );
+    assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    app.stop().await;
+}
