@@ -128,13 +128,8 @@ impl Stream for Watched {
 
 /// Whether a request announces a body (a length above zero, or chunks).
 fn has_body(req: &ServiceRequest) -> bool {
-    let headers = req.headers();
-    let sized = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > 0);
-    sized || headers.contains_key(header::TRANSFER_ENCODING)
+    crate::ingest::declared_length(req.request()).is_some_and(|n| n > 0)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
 }
 
 /// Middleware: a response to a request whose body was not read to its end says

@@ -173,7 +173,7 @@ async fn off_worker<T: Send + 'static>(
 }
 
 /// The body length the client declared, if any.
-fn declared_length(req: &HttpRequest) -> Option<usize> {
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

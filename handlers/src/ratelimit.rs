@@ -112,8 +112,8 @@ pub const REDIS_RETRY: Duration = Duration::from_secs(1);
 pub const LEASE_SHARE: f64 = 0.05;
 /// …and at most this share of its burst.
 pub const LEASE_BURST_SHARE: f64 = 0.1;
-/// Claim gates kept before the idle ones are dropped.
-const MAX_IDLE_GATES: usize = 10_000;
+/// Per-slot entries (claim gates, known TATs) kept before the idle ones are dropped.
+const MAX_IDLE_SLOTS: usize = 10_000;
 /// An unused lease is dropped after this.
 pub const LEASE_TTL: Duration = Duration::from_secs(1);
 
@@ -176,24 +176,24 @@ pub struct RateLimiter {
     /// Whether the last decision was local (to log only the switches).
     degraded: AtomicBool,
     /// Refusals held now, per workspace (see [`RateLimiter::hold_refusal`]).
-    held: std::sync::Arc<Mutex<HashMap<WorkspaceId, usize>>>,
+    held: Mutex<HashMap<WorkspaceId, usize>>,
     on_held: prometheus_client::metrics::counter::Counter,
 }
 
 /// One held refusal of a workspace; gives its place back when dropped (also when the
 /// request is dropped while held).
-struct Held {
-    held: std::sync::Arc<Mutex<HashMap<WorkspaceId, usize>>>,
-    ws: WorkspaceId,
+struct Held<'a> {
+    held: &'a Mutex<HashMap<WorkspaceId, usize>>,
+    ws: &'a WorkspaceId,
 }
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         let mut held = self.held.lock();
-        if let Some(n) = held.get_mut(&self.ws) {
+        if let Some(n) = held.get_mut(self.ws) {
             *n -= 1;
             if *n == 0 {
-                held.remove(&self.ws);
+                held.remove(self.ws);
             }
         }
     }
@@ -257,8 +257,8 @@ impl RateLimiter {
             }
             *n += 1;
             Held {
-                held: self.held.clone(),
-                ws: ws.clone(),
+                held: &self.held,
+                ws,
             }
         };
         self.on_held.inc();
@@ -279,7 +279,7 @@ impl RateLimiter {
         let chunk = lease_units(rate, burst);
         let slot = (ws.clone(), budget);
         if chunk == 0 {
-            return self.claim(ws, budget, cost).await;
+            return self.claim(&slot, cost).await;
         }
         // From this node's lease first; what it lacks comes from Redis with a new lease.
         if let Some(d) = self.spend_lease(&slot, cost, limit) {
@@ -287,7 +287,7 @@ impl RateLimiter {
         }
         let gate = {
             let mut claims = self.claims.lock();
-            if claims.len() > MAX_IDLE_GATES {
+            if claims.len() > MAX_IDLE_SLOTS {
                 claims.retain(|_, g| std::sync::Arc::strong_count(g) > 1);
             }
             claims.entry(slot.clone()).or_default().clone()
@@ -301,10 +301,10 @@ impl RateLimiter {
             let leases = self.leases.lock();
             cost - leases.get(&slot).map_or(0, |l| l.units.min(cost))
         };
-        let mut decision = self.claim(ws, budget, need + chunk).await;
+        let mut decision = self.claim(&slot, need + chunk).await;
         let mut leased = chunk;
         if !decision.allowed {
-            decision = self.claim(ws, budget, need).await;
+            decision = self.claim(&slot, need).await;
             leased = 0;
         }
         if decision.allowed {
@@ -343,7 +343,8 @@ impl RateLimiter {
     }
 
     /// Spends `cost` units in Redis (or, while it is away, in this node's limiter).
-    async fn claim(&self, ws: &WorkspaceId, budget: Budget, cost: u64) -> Decision {
+    async fn claim(&self, slot: &Slot, cost: u64) -> Decision {
+        let (ws, budget) = (&slot.0, slot.1);
         let (rate, burst) = self.rate(budget);
         let interval_us = 1e6 / rate.max(f64::MIN_POSITIVE);
         let tolerance_us = interval_us * burst;
@@ -360,8 +361,7 @@ impl RateLimiter {
                 .map_err(|e| e.to_string())
         };
         let limit = burst.round() as u64;
-        let slot = (ws.clone(), budget);
-        if let Some(tat) = self.known_tat.lock().get(&slot).copied() {
+        if let Some(tat) = self.known_tat.lock().get(slot).copied() {
             if let Some(refused) = refusal(tat, cost, interval_us, tolerance_us, limit) {
                 return refused;
             }
@@ -389,10 +389,10 @@ impl RateLimiter {
                 // `reset_us` is the TAT after this call, rounded up by under 1 µs.
                 let tat = sent + Duration::from_micros((reset_us.max(1) - 1) as u64);
                 let mut known = self.known_tat.lock();
-                if known.len() >= MAX_IDLE_GATES {
+                if known.len() >= MAX_IDLE_SLOTS {
                     known.retain(|_, t| *t > sent);
                 }
-                known.insert(slot, tat);
+                known.insert(slot.clone(), tat);
                 drop(known);
                 Decision {
                     allowed: allowed == 1,
@@ -410,15 +410,14 @@ impl RateLimiter {
                     tracing::warn!(error = %why, "Redis rate limit unavailable; using this node's limiter.");
                 }
                 self.on_local.inc();
-                self.check_local(ws, budget, cost, interval_us, tolerance_us, limit)
+                self.check_local(slot, cost, interval_us, tolerance_us, limit)
             }
         }
     }
 
     fn check_local(
         &self,
-        ws: &WorkspaceId,
-        budget: Budget,
+        slot: &Slot,
         cost: u64,
         interval_us: f64,
         tolerance_us: f64,
@@ -426,17 +425,13 @@ impl RateLimiter {
     ) -> Decision {
         let now = Instant::now();
         let mut local = self.local.lock();
-        let tat = local
-            .get(&(ws.clone(), budget))
-            .copied()
-            .filter(|t| *t > now)
-            .unwrap_or(now);
+        let tat = local.get(slot).copied().filter(|t| *t > now).unwrap_or(now);
         if let Some(refused) = refusal(tat, cost, interval_us, tolerance_us, limit) {
             return refused;
         }
         let ahead = |t: Instant| t.saturating_duration_since(now).as_micros() as f64;
         let new_tat = tat + Duration::from_micros((interval_us * cost as f64) as u64);
-        local.insert((ws.clone(), budget), new_tat);
+        local.insert(slot.clone(), new_tat);
         Decision {
             allowed: true,
             limit,
