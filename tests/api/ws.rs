@@ -477,7 +477,7 @@ fn hub_holds_connection(port: u16, peer: u16) -> bool {
 }
 
 /// A client that stops reading holds nothing of the hub's past `server.send_timeout`: once its
-/// session is evicted, the bytes still queued for it can never be flushed, and before the
+/// session is over, the bytes still queued for it can never be flushed, and before the
 /// bound (TCP_USER_TIMEOUT) the hub kept that connection until the client read or left, so
 /// one token could pile up evicted connections without end.
 #[actix_web::test]
@@ -499,9 +499,10 @@ async fn a_client_that_stops_reading_loses_its_connection_after_the_send_timeout
         "the connection is not in the table"
     );
     flood(&app).await;
-    eventually("the slow session is evicted", || async {
-        let evictions = app.metric("hub_ws_evictions_total{reason=\"slow_consumer\"}");
-        evictions.await == Some(1.0)
+    // The session ends either way: evicted (4008), or its connection cut by the kernel
+    // first when the flood keeps the client's window shut past the timeout.
+    eventually("the slow session ends", || async {
+        app.metric("hub_ws_sessions").await == Some(0.0)
     })
     .await;
     eventually(
