@@ -213,6 +213,9 @@ impl Settings {
                 "must be at least 32 (an event has up to 23 known keys)",
             );
         }
+        if self.ingest.bulk_threads == 0 {
+            return invalid("ingest.bulk_threads", "must be at least 1");
+        }
         if self.writer.concurrency == 0 || self.writer.max_batch_rows == 0 {
             return invalid(
                 "writer",
@@ -379,6 +382,10 @@ mod tests {
             (
                 Settings::with(base(), "ingest.max_keys_per_event", 8),
                 "ingest.max_keys_per_event",
+            ),
+            (
+                Settings::with(base(), "ingest.bulk_threads", 0),
+                "ingest.bulk_threads",
             ),
             (
                 Settings::with(base(), "notifications.max_attempts", 0),

@@ -22,6 +22,7 @@ use shadower_actors::registry::{Registry, WorkspaceDeps};
 use shadower_actors::store::{self, Partitions};
 use shadower_actors::writer::{Backlog, Writer};
 use shadower_handlers::auth::AuthKeys;
+use shadower_handlers::bulk::BulkPool;
 use shadower_handlers::ratelimit::RateLimiter;
 use shadower_handlers::{AppState, IngestSettings, NotificationSettings};
 
@@ -160,6 +161,8 @@ impl Application {
                 },
                 max_body_bytes: settings.ingest.max_body_bytes,
             },
+            bulk: BulkPool::start(settings.ingest.bulk_threads)
+                .context("starting the bulk-parse threads")?,
             writer: writer.clone(),
             backlog: Backlog::new(settings.writer.max_backlog_rows),
             registry,

@@ -63,6 +63,8 @@ pub struct IngestConfig {
     pub max_age: HubDuration,
     /// Events stamped further ahead of the hub clock get 400.
     pub max_future: HubDuration,
+    /// Threads that frame and check bodies over 64 KiB, at the lowest CPU priority.
+    pub bulk_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

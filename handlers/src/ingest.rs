@@ -17,8 +17,8 @@ use crate::error::ApiError;
 use crate::ratelimit::Budget;
 use crate::AppState;
 
-/// Bodies up to this size are parsed on the HTTP worker; larger ones on the blocking pool
-/// (a full 10 MiB body takes tens of milliseconds of CPU).
+/// Bodies up to this size are parsed on the HTTP worker; larger ones on the bulk pool
+/// ([`crate::bulk`]: a full 10 MiB body takes tens of milliseconds of CPU).
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
 
 #[derive(Serialize)]
@@ -102,11 +102,23 @@ async fn ingest(
         let decision = settle(framed.len()).await?;
         (decision, framed.check(&rules, chrono::Utc::now()))
     } else {
-        // A large body is read on the blocking pool, so this worker keeps serving others.
-        let framed = off_worker(move || frame(body, format, &rules)).await?;
-        let framed = framed.map_err(ingest_error)?;
+        // A large body is read on the bulk pool, so this worker keeps serving others and the
+        // work takes only CPU that no one else wants.
+        let shutting_down = |_| ApiError::Unavailable("the hub is shutting down; retry".into());
+        let framed = state
+            .bulk
+            .run(body, move |body| frame(body, format, &rules))
+            .await
+            .map_err(shutting_down)?
+            .map_err(ingest_error)?;
         let decision = settle(framed.len()).await?;
-        let events = off_worker(move || framed.check(&rules, chrono::Utc::now())).await?;
+        let events = state
+            .bulk
+            .run(framed, move |framed| {
+                framed.check(&rules, chrono::Utc::now())
+            })
+            .await
+            .map_err(shutting_down)?;
         (decision, events)
     };
     let events = events.map_err(ingest_error)?;
@@ -161,15 +173,6 @@ fn ingest_error(e: IngestError) -> ApiError {
             details,
         },
     }
-}
-
-/// Runs CPU-bound work on actix's blocking pool.
-async fn off_worker<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    web::block(work)
-        .await
-        .map_err(|_| ApiError::Unavailable("the hub is shutting down; retry".into()))
 }
 
 /// The body length the client declared, if any.

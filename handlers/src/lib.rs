@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod anomalies;
 pub mod auth;
+pub mod bulk;
 pub mod cache;
 pub mod channels;
 pub mod conn;
@@ -46,6 +47,8 @@ pub struct IngestSettings {
 pub struct AppState {
     pub auth: auth::AuthKeys,
     pub ingest: IngestSettings,
+    /// Frames and checks large ingest bodies ([`bulk`]).
+    pub bulk: bulk::BulkPool,
     pub writer: Addr<Writer>,
     pub backlog: Backlog,
     pub registry: Arc<Registry>,
