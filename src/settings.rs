@@ -30,6 +30,7 @@ pub struct Settings {
     pub resources: ResourcesConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub rollups: shadower_actors::config::RollupsConfig,
     pub anomaly: AnomalyConfig,
     pub alerts: AlertsConfig,
     pub notifications: NotificationsConfig,
@@ -213,6 +214,18 @@ impl Settings {
                 "must be at least 32 (an event has up to 23 known keys)",
             );
         }
+        if self.retention.rollups < self.retention.raw {
+            return invalid(
+                "retention.rollups",
+                "must not be shorter than retention.raw",
+            );
+        }
+        if self.rollups.max_deltas == 0 || self.rollups.fold_every.get().is_zero() {
+            return invalid(
+                "rollups",
+                "fold_every must be positive and max_deltas at least 1",
+            );
+        }
         if self.ingest.bulk_threads == 0 {
             return invalid("ingest.bulk_threads", "must be at least 1");
         }
@@ -383,6 +396,11 @@ mod tests {
                 Settings::with(base(), "ingest.max_keys_per_event", 8),
                 "ingest.max_keys_per_event",
             ),
+            (
+                Settings::with(base(), "retention.rollups", "1d"),
+                "retention.rollups",
+            ),
+            (Settings::with(base(), "rollups.max_deltas", 0), "rollups"),
             (
                 Settings::with(base(), "ingest.bulk_threads", 0),
                 "ingest.bulk_threads",

@@ -19,6 +19,7 @@ use shadower_actors::metrics::HubMetrics;
 use shadower_actors::notifier::seal::SealKey;
 use shadower_actors::notifier::Notifier;
 use shadower_actors::registry::{Registry, WorkspaceDeps};
+use shadower_actors::rollup::Rollups;
 use shadower_actors::store::{self, Partitions};
 use shadower_actors::writer::{Backlog, Writer};
 use shadower_handlers::auth::AuthKeys;
@@ -129,9 +130,27 @@ impl Application {
                 Writer::new(writer_pool, registry, metrics, cfg, partitions)
             })
         };
-        let (maintenance_pool, retention) = (pool.clone(), settings.retention.raw.to_chrono());
+        let (maintenance_pool, retention) = (pool.clone(), settings.retention.clone());
         Maintenance::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-            Maintenance::new(maintenance_pool, partitions, retention)
+            Maintenance::new(
+                maintenance_pool,
+                partitions,
+                retention.raw.to_chrono(),
+                retention.rollups.to_chrono(),
+            )
+        });
+        // The rollup actor has a connection of its own: folds never wait for the writer's
+        // connections nor take them.
+        let rollup_pool = store::create_pool(&settings.database, 1)?;
+        let rollups = settings.rollups.clone();
+        let rollup_metrics = metrics.clone();
+        Rollups::start_in_arbiter(&writer_arbiter.handle(), move |_| {
+            Rollups::new(
+                rollup_pool,
+                rollup_metrics,
+                rollups.fold_every.get(),
+                rollups.max_deltas,
+            )
         });
         let rotated: Vec<(String, String)> = settings
             .auth

@@ -69,6 +69,15 @@ pub struct IngestConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RollupsConfig {
+    /// How often the rollup actor folds pending deltas into the rollups.
+    pub fold_every: HubDuration,
+    /// Most deltas of one kind folded in one transaction.
+    pub max_deltas: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkspaceConfig {
     /// Dedicated arbiters (threads) the workspace actors are spread over, by workspace id.
     pub arbiters: usize,

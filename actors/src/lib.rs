@@ -23,6 +23,7 @@ pub mod messages;
 pub mod metrics;
 pub mod notifier;
 pub mod registry;
+pub mod rollup;
 pub mod store;
 pub mod workspace;
 pub mod writer;

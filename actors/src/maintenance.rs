@@ -1,5 +1,6 @@
-//! Storage housekeeping on a timer: day partitions created ahead, raw data past
-//! `retention.raw` dropped a whole partition at a time, and event ids past it forgotten.
+//! Storage housekeeping on a timer: day partitions (and the rollups' month partitions)
+//! created ahead, raw data past `retention.raw` dropped a whole partition at a time, event ids
+//! past it forgotten, and rollup months past `retention.rollups` dropped.
 
 use std::time::Duration;
 
@@ -17,24 +18,36 @@ pub const DAYS_AHEAD: u64 = 2;
 pub struct Maintenance {
     pool: Pool,
     partitions: Partitions,
-    retention_raw: chrono::Duration,
+    retention: Retention,
+}
+
+/// How long raw rows and rollups are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub raw: chrono::Duration,
+    pub rollups: chrono::Duration,
 }
 
 impl Maintenance {
-    pub fn new(pool: Pool, partitions: Partitions, retention_raw: chrono::Duration) -> Self {
+    pub fn new(
+        pool: Pool,
+        partitions: Partitions,
+        retention_raw: chrono::Duration,
+        retention_rollups: chrono::Duration,
+    ) -> Self {
         Self {
             pool,
             partitions,
-            retention_raw,
+            retention: Retention {
+                raw: retention_raw,
+                rollups: retention_rollups,
+            },
         }
     }
 
     fn run(&self, ctx: &mut Context<Self>) {
-        let (pool, partitions, retention) = (
-            self.pool.clone(),
-            self.partitions.clone(),
-            self.retention_raw,
-        );
+        let (pool, partitions, retention) =
+            (self.pool.clone(), self.partitions.clone(), self.retention);
         ctx.spawn(
             async move {
                 if let Err(e) = housekeeping(&pool, &partitions, retention).await {
@@ -61,7 +74,7 @@ impl Actor for Maintenance {
 pub async fn housekeeping(
     pool: &Pool,
     partitions: &Partitions,
-    retention: chrono::Duration,
+    retention: Retention,
 ) -> Result<(), StoreError> {
     // Taken out of the pool for good: its lock_timeout must never reach another user, even
     // when this pass is cancelled half-way (a new connection an hour is nothing).
@@ -78,7 +91,7 @@ pub async fn housekeeping(
 async fn pass(
     client: &impl tokio_postgres::GenericClient,
     partitions: &Partitions,
-    retention: chrono::Duration,
+    retention: Retention,
 ) -> Result<(), StoreError> {
     let today = Utc::now().date_naive();
     // Days are made DAYS_AHEAD ahead, so a busy lock only delays this by an hour.
@@ -91,7 +104,13 @@ async fn pass(
         }
         other => other?,
     }
-    let cutoff = Utc::now() - retention;
+    let months =
+        store::drop_rollup_months_before(client, (Utc::now() - retention.rollups).date_naive())
+            .await?;
+    if months > 0 {
+        tracing::info!(partitions = months, "Rollup retention applied.");
+    }
+    let cutoff = Utc::now() - retention.raw;
     let dropped = store::drop_partitions_before(client, cutoff.date_naive()).await?;
     for day in &dropped.days {
         partitions.forget(*day);
@@ -118,6 +137,15 @@ async fn pass(
     Ok(())
 }
 
+/// The month a partition named `<table>_mYYYYMM` holds (its first day).
+pub fn partition_month(name: &str) -> Option<NaiveDate> {
+    let (_, suffix) = name.rsplit_once("_m")?;
+    if suffix.len() != 6 {
+        return None;
+    }
+    NaiveDate::parse_from_str(&format!("{suffix}01"), "%Y%m%d").ok()
+}
+
 /// The day a partition named `<table>_pYYYYMMDD` holds.
 pub fn partition_day(name: &str) -> Option<NaiveDate> {
     let (_, suffix) = name.rsplit_once("_p")?;
@@ -140,5 +168,11 @@ mod tests {
         );
         assert_eq!(partition_day("agent_runs"), None);
         assert_eq!(partition_day("agent_runs_p2026"), None);
+        assert_eq!(
+            partition_month("rollup_runs_hourly_m202612"),
+            NaiveDate::from_ymd_opt(2026, 12, 1)
+        );
+        assert_eq!(partition_month("rollup_runs_hourly"), None);
+        assert_eq!(partition_month("rollup_runs_hourly_m2026123"), None);
     }
 }

@@ -95,6 +95,12 @@ pub struct HubMetrics {
     pub anomaly_series: Gauge,
     /// Events that arrived after their bucket had been scored (not in the detector).
     pub anomaly_late_events: Counter,
+    /// Rollup deltas folded into the rollup tables.
+    pub rollup_deltas_folded: Counter,
+    /// Folds that failed (retried on the next tick).
+    pub rollup_fold_failures: Counter,
+    /// Age, at its fold, of the oldest delta the last fold took (0 when it found none).
+    pub rollup_lag_ms: Gauge,
 }
 
 impl Default for HubMetrics {
@@ -142,6 +148,9 @@ impl HubMetrics {
             anomalies: Family::default(),
             anomaly_series: Gauge::default(),
             anomaly_late_events: Counter::default(),
+            rollup_deltas_folded: Counter::default(),
+            rollup_fold_failures: Counter::default(),
+            rollup_lag_ms: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -318,6 +327,21 @@ impl HubMetrics {
             "hub_anomaly_late_events",
             "Events that arrived after their bucket was scored.",
             m.anomaly_late_events.clone(),
+        );
+        registry.register(
+            "hub_rollup_deltas_folded",
+            "Rollup deltas folded into the hourly and daily rollups.",
+            m.rollup_deltas_folded.clone(),
+        );
+        registry.register(
+            "hub_rollup_fold_failures",
+            "Rollup folds that failed (retried on the next tick).",
+            m.rollup_fold_failures.clone(),
+        );
+        registry.register(
+            "hub_rollup_lag_milliseconds",
+            "Age, when folded, of the oldest delta the last fold took (0 when none was pending).",
+            m.rollup_lag_ms.clone(),
         );
         Self { registry, ..m }
     }

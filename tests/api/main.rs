@@ -13,5 +13,6 @@ mod isolation;
 mod live;
 mod loadtest;
 mod ratelimit;
+mod rollups;
 mod storage;
 mod ws;

@@ -1,5 +1,5 @@
 use chrono::{Duration, NaiveDate, Utc};
-use shadower_actors::maintenance::housekeeping;
+use shadower_actors::maintenance::{housekeeping, Retention};
 use shadower_actors::store::{create_pool, Partitions};
 
 use crate::helpers::*;
@@ -48,13 +48,9 @@ async fn partitions_are_made_ahead_and_retention_drops_old_days() {
 
     let settings = settings(&app.db.url(), &[]);
     let pool = create_pool(&settings.database, 1).unwrap();
-    housekeeping(
-        &pool,
-        &Partitions::default(),
-        settings.retention.raw.to_chrono(),
-    )
-    .await
-    .unwrap();
+    housekeeping(&pool, &Partitions::default(), retention_of(&settings))
+        .await
+        .unwrap();
     assert_eq!(app.count(&old).await, 0);
     assert_eq!(app.count(&exists).await, 1);
     assert_eq!(
@@ -86,7 +82,7 @@ async fn a_busy_partition_is_dropped_later_and_never_stalls_ingest() {
 
     let settings = settings(&app.db.url(), &[]);
     let pool = create_pool(&settings.database, 1).unwrap();
-    let retention = settings.retention.raw.to_chrono();
+    let retention = retention_of(&settings);
     let partitions = Partitions::default();
     let pass = housekeeping(&pool, &partitions, retention);
     tokio::time::timeout(std::time::Duration::from_secs(20), pass)
@@ -114,4 +110,11 @@ async fn a_busy_partition_is_dropped_later_and_never_stalls_ingest() {
         0
     );
     app.stop().await;
+}
+
+fn retention_of(settings: &shadower_hub::settings::Settings) -> Retention {
+    Retention {
+        raw: settings.retention.raw.to_chrono(),
+        rollups: settings.retention.rollups.to_chrono(),
+    }
 }

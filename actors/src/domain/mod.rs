@@ -13,4 +13,5 @@ pub mod live;
 pub mod sketch;
 pub mod subscription;
 pub mod text;
+pub mod users;
 pub mod window;

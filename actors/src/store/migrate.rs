@@ -28,6 +28,31 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_partition_lock_timeout",
         include_str!("../../../migrations/0004_partition_lock_timeout.sql"),
     ),
+    (
+        5,
+        "0005_rollups",
+        // The tables, then the deltas of the rows stored before them, computed by the same
+        // fragments as the writer's (the rollup actor folds them like any others).
+        concat!(
+            include_str!("../../../migrations/0005_rollups.sql"),
+            "WITH runs AS (SELECT workspace_id, agent_id, user_id, status, completed_at, runtime_ms,\n",
+            "                     credits, tokens_in, tokens_out, model FROM agent_runs)\n",
+            include_str!("sql/delta_runs.sql"),
+            "SELECT 1;\n",
+            "WITH errors AS (SELECT workspace_id, agent_id, occurred_at, error_type, category\n",
+            "                FROM agent_errors)\n",
+            include_str!("sql/delta_errors.sql"),
+            "SELECT 1;\n",
+            "WITH heartbeats AS (SELECT workspace_id, agent_id, ts, cpu_pct, mem_mb, mem_limit_mb,\n",
+            "                           cpu_limit_cores, concurrent_runs, queue_depth\n",
+            "                    FROM resource_samples)\n",
+            include_str!("sql/delta_heartbeats.sql"),
+            "SELECT 1;\n",
+            "WITH feedback AS (SELECT workspace_id, agent_id, ts, rating FROM agent_user_feedback)\n",
+            include_str!("sql/delta_feedback.sql"),
+            "SELECT 1;\n",
+        ),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating.

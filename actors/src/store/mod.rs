@@ -237,6 +237,45 @@ pub async fn drop_partitions_before(
     Ok(dropped)
 }
 
+/// Drops every rollup month partition whose whole month is before `cutoff`; returns how many.
+/// A partition whose locks are busy (under the caller's `lock_timeout`) waits for a later pass.
+pub async fn drop_rollup_months_before(
+    client: &impl GenericClient,
+    cutoff: NaiveDate,
+) -> Result<usize, StoreError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+             WHERE p.relname LIKE 'rollup\\_%'",
+            &[],
+        )
+        .await?;
+    let mut dropped = 0;
+    for row in &rows {
+        let name: String = row.get(0);
+        let Some(month) = crate::maintenance::partition_month(&name) else {
+            continue;
+        };
+        let Some(end) = month.checked_add_months(chrono::Months::new(1)) else {
+            continue;
+        };
+        if end > cutoff {
+            continue;
+        }
+        match client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
+            .await
+            .map_err(StoreError::Db)
+        {
+            Ok(()) => dropped += 1,
+            Err(e) if e.is_lock_timeout() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dropped)
+}
+
 /// Forgets the ids of events first received before `cutoff` whose event time is before
 /// `dropped_before` (the partitions that held them are gone), in bounded batches so no
 /// statement holds locks for long; returns how many were deleted. An id is never forgotten
@@ -495,11 +534,24 @@ impl<'a> Columns<'a> {
 fn batch_sql(mask: usize) -> &'static str {
     static CACHE: [std::sync::OnceLock<String>; 16] = [const { std::sync::OnceLock::new() }; 16];
     CACHE[mask].get_or_init(|| {
+        // Each kind's insert, then the rollup deltas of the rows it inserted.
         let fragments = [
-            include_str!("sql/batch_runs.sql"),
-            include_str!("sql/batch_errors.sql"),
-            include_str!("sql/batch_heartbeats.sql"),
-            include_str!("sql/batch_feedback.sql"),
+            concat!(
+                include_str!("sql/batch_runs.sql"),
+                include_str!("sql/delta_runs.sql")
+            ),
+            concat!(
+                include_str!("sql/batch_errors.sql"),
+                include_str!("sql/delta_errors.sql")
+            ),
+            concat!(
+                include_str!("sql/batch_heartbeats.sql"),
+                include_str!("sql/delta_heartbeats.sql")
+            ),
+            concat!(
+                include_str!("sql/batch_feedback.sql"),
+                include_str!("sql/delta_feedback.sql")
+            ),
         ];
         let mut sql = String::new();
         let mut next = 1;

@@ -5,4 +5,5 @@
                            {6}::text[], {7}::text[], {8}::text[], {9}::text[])
         AS e(workspace_id, event_id, agent_id, run_id, occurred_at, error_type, category, severity, message)
     JOIN ids USING (workspace_id, event_id)
+    RETURNING workspace_id, agent_id, occurred_at, error_type, category
 )

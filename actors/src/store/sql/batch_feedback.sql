@@ -4,4 +4,5 @@
                            {6}::int2[], {7}::text[])
         AS f(workspace_id, event_id, agent_id, user_id, ts, rating, body)
     JOIN ids USING (workspace_id, event_id)
+    RETURNING workspace_id, agent_id, ts, rating
 )

@@ -6,4 +6,6 @@
         AS h(workspace_id, event_id, agent_id, ts, cpu_pct, mem_mb, mem_limit_mb, cpu_limit_cores,
              concurrent_runs, queue_depth)
     JOIN ids USING (workspace_id, event_id)
+    RETURNING workspace_id, agent_id, ts, cpu_pct, mem_mb, mem_limit_mb, cpu_limit_cores,
+              concurrent_runs, queue_depth
 )

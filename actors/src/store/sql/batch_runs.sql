@@ -7,4 +7,6 @@
         AS r(workspace_id, event_id, agent_id, run_id, user_id, status, started_at, completed_at,
              runtime_ms, credits, tokens_in, tokens_out, model)
     JOIN ids USING (workspace_id, event_id)
+    RETURNING workspace_id, agent_id, user_id, status, completed_at, runtime_ms, credits, tokens_in,
+              tokens_out, model
 )

@@ -1,0 +1,8 @@
+-- The rollup deltas of the error rows just inserted (CTE `errors`).
+, error_deltas AS (
+    INSERT INTO rollup_delta_errors (workspace_id, agent_id, error_type, category, bucket, errors)
+    SELECT workspace_id, agent_id, coalesce(error_type, ''), coalesce(category, ''),
+           date_trunc('hour', occurred_at, 'UTC'), count(*)
+    FROM errors
+    GROUP BY 1, 2, 3, 4, 5
+)
