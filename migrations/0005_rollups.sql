@@ -19,14 +19,18 @@
 -- Late events (up to ingest.max_age) are deltas like any other; a resend inserts no raw row
 -- and so no delta; a restart only resumes folding.
 --
--- Exact sums. Sums of doubles are kept as numeric (each double converted to numeric once, in
--- the delta), so that they do not depend on the order in which deltas are added; token sums
--- are numeric too, so a year of a workspace's tokens cannot overflow.
+-- Exact sums. A sum of doubles depends on the order of its terms, so each value is quantized
+-- once, in the delta, and summed as an integer: runtime_us (whole microseconds), credits_micro
+-- (millionths of a credit), cpu_milli / mem_milli / *_limit_milli (thousandths of a per cent,
+-- MiB, core), *_use_micro (millionths of a use ÷ limit ratio). Sums are numeric in the
+-- rollups (a year of a workspace's tokens cannot overflow) and exact whatever the order in
+-- which deltas are added; a recomputation quantizes the raw rows the same way.
 --
 -- Runtime sketch. jsonb {bin: count}, bin = hub_sketch_key(runtime_ms) (the live windows'
 -- logarithmic bins, relative accuracy 0.9 %, so a quantile read from merged rollups is within
--- 1 % of percentile_disc), "z" counting runtimes ≤ 1e-9 ms. Merging two sketches adds their
--- counts, so any grouping of deltas gives the same sketch.
+-- 1 % of percentile_disc), "z" counting runtimes ≤ 1e-9 ms (the bin NULL). Merging two
+-- sketches adds their counts, so any grouping of deltas gives the same sketch. A delta carries
+-- its sketch as parallel arrays (sketch_bins, sketch_counts), cheaper to build per batch.
 --
 -- Distinct users. rollup_delta_runs.users holds the distinct hashtextextended(user_id, 0) of
 -- a delta's runs; the rollup actor merges them into rollup_runs_*.users (bytea): the sorted
@@ -38,10 +42,10 @@
 -- created with the raw day partitions, by hub_ensure_day_partitions) and dropped a whole month
 -- at a time past retention.rollups.
 
-CREATE FUNCTION hub_sketch_key(ms double precision) RETURNS text
+CREATE FUNCTION hub_sketch_key(ms double precision) RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    -- γ = 1.009 / 0.991: bin k holds (γ^(k−1), γ^k].
-    SELECT CASE WHEN ms <= 1e-9 THEN 'z' ELSE ceil(ln(ms) / ln(1.009 / 0.991))::int::text END
+    -- γ = 1.009 / 0.991: bin k holds (γ^(k−1), γ^k]; NULL is the zero bin.
+    SELECT CASE WHEN ms > 1e-9 THEN ceil(ln(ms) / ln(float8 '1.009' / float8 '0.991'))::int END
 $$;
 
 CREATE FUNCTION hub_sketch_add(a jsonb, b jsonb) RETURNS jsonb
@@ -66,11 +70,11 @@ CREATE TABLE rollup_runs_hourly (
     failed         int8        NOT NULL,
     timeout        int8        NOT NULL,
     cancelled      int8        NOT NULL,
-    runtime_sum    numeric     NOT NULL,
+    runtime_us     numeric     NOT NULL,
     runtime_min    float8      NOT NULL,
     runtime_max    float8      NOT NULL,
     runtime_sketch jsonb       NOT NULL,
-    credits        numeric     NOT NULL,
+    credits_micro  numeric     NOT NULL,
     tokens_in      numeric     NOT NULL,
     tokens_out     numeric     NOT NULL,
     users          bytea,
@@ -85,9 +89,8 @@ CREATE TABLE rollup_models_hourly (
     bucket         timestamptz NOT NULL,
     runs           int8        NOT NULL,
     succeeded      int8        NOT NULL,
-    runtime_sum    numeric     NOT NULL,
-    runtime_sketch jsonb       NOT NULL,
-    credits        numeric     NOT NULL,
+    runtime_us     numeric     NOT NULL,
+    credits_micro  numeric     NOT NULL,
     tokens_in      numeric     NOT NULL,
     tokens_out     numeric     NOT NULL,
     PRIMARY KEY (workspace_id, agent_id, model, bucket)
@@ -111,20 +114,20 @@ CREATE TABLE rollup_resources_hourly (
     agent_id       text        NOT NULL,
     bucket         timestamptz NOT NULL,
     samples        int8        NOT NULL,
-    cpu_n          int8        NOT NULL,
-    cpu_sum        numeric     NOT NULL,
-    cpu_max        float8,
-    mem_n          int8        NOT NULL,
-    mem_sum        numeric     NOT NULL,
-    mem_max        float8,
-    cpu_limit_n    int8        NOT NULL,
-    cpu_limit_sum  numeric     NOT NULL,
-    mem_limit_n    int8        NOT NULL,
-    mem_limit_sum  numeric     NOT NULL,
-    cpu_use_n      int8        NOT NULL,
-    cpu_use_sum    numeric     NOT NULL,
-    mem_use_n      int8        NOT NULL,
-    mem_use_sum    numeric     NOT NULL,
+    cpu_n           int8        NOT NULL,
+    cpu_milli       numeric     NOT NULL,
+    cpu_max         float8,
+    mem_n           int8        NOT NULL,
+    mem_milli       numeric     NOT NULL,
+    mem_max         float8,
+    cpu_limit_n     int8        NOT NULL,
+    cpu_limit_milli numeric     NOT NULL,
+    mem_limit_n     int8        NOT NULL,
+    mem_limit_milli numeric     NOT NULL,
+    cpu_use_n       int8        NOT NULL,
+    cpu_use_micro   numeric     NOT NULL,
+    mem_use_n       int8        NOT NULL,
+    mem_use_micro   numeric     NOT NULL,
     concurrent_max int8,
     queue_max      int8,
     PRIMARY KEY (workspace_id, agent_id, bucket)
@@ -158,7 +161,11 @@ BEGIN
     END LOOP;
 END;
 $$;
-ALTER TABLE rollup_delta_runs ALTER COLUMN users TYPE int8[] USING NULL;
+ALTER TABLE rollup_delta_runs
+    ALTER COLUMN users TYPE int8[] USING NULL,
+    DROP COLUMN runtime_sketch,
+    ADD COLUMN sketch_bins int4[] NOT NULL,
+    ADD COLUMN sketch_counts int8[] NOT NULL;
 
 -- Day partitions of the raw tables as before, and now the month partitions of the rollup
 -- tables holding that day (created with the first day of the month that needs them; the

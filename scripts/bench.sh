@@ -18,7 +18,7 @@
 #
 # The suite keeps every run's JSON line and summary under .local/bench/<UTC time>/. Hub settings
 # can be changed through the environment (e.g. SHADOWER__WRITER__CONCURRENCY=3); the table
-# lists the settings the runs used.
+# lists the settings the runs used. HUB_BIN=<path> runs another build of the hub (A/B runs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -61,7 +61,7 @@ trap stop_hub EXIT
 # Starts a release hub on a fresh database, as `shadower-hub serve` (the hub creates it).
 start_hub() {
     db=shadower_bench_$$_$RANDOM
-    SHADOWER__DATABASE__URL="${pg_server%/*}/$db" "$target/shadower-hub" serve &
+    SHADOWER__DATABASE__URL="${pg_server%/*}/$db" "${HUB_BIN:-$target/shadower-hub}" serve &
     hub=$!
     for _ in $(seq 100); do
         curl -sf "$hub_url/health/live" >/dev/null && return

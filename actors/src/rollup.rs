@@ -29,7 +29,8 @@ pub enum Merge {
     Sum,
     Min,
     Max,
-    /// A `{bin: count}` runtime sketch (`hub_sketch_add`).
+    /// A `{bin: count}` runtime sketch (`hub_sketch_add`), carried by a delta as the arrays
+    /// `sketch_bins` and `sketch_counts`.
     Sketch,
 }
 
@@ -53,11 +54,11 @@ pub const RUNS: Kind = Kind {
         ("failed", Sum),
         ("timeout", Sum),
         ("cancelled", Sum),
-        ("runtime_sum", Sum),
+        ("runtime_us", Sum),
         ("runtime_min", Min),
         ("runtime_max", Max),
         ("runtime_sketch", Sketch),
-        ("credits", Sum),
+        ("credits_micro", Sum),
         ("tokens_in", Sum),
         ("tokens_out", Sum),
     ],
@@ -71,9 +72,8 @@ pub const KINDS: [&Kind; 5] = [
         columns: &[
             ("runs", Sum),
             ("succeeded", Sum),
-            ("runtime_sum", Sum),
-            ("runtime_sketch", Sketch),
-            ("credits", Sum),
+            ("runtime_us", Sum),
+            ("credits_micro", Sum),
             ("tokens_in", Sum),
             ("tokens_out", Sum),
         ],
@@ -89,19 +89,19 @@ pub const KINDS: [&Kind; 5] = [
         columns: &[
             ("samples", Sum),
             ("cpu_n", Sum),
-            ("cpu_sum", Sum),
+            ("cpu_milli", Sum),
             ("cpu_max", Max),
             ("mem_n", Sum),
-            ("mem_sum", Sum),
+            ("mem_milli", Sum),
             ("mem_max", Max),
             ("cpu_limit_n", Sum),
-            ("cpu_limit_sum", Sum),
+            ("cpu_limit_milli", Sum),
             ("mem_limit_n", Sum),
-            ("mem_limit_sum", Sum),
+            ("mem_limit_milli", Sum),
             ("cpu_use_n", Sum),
-            ("cpu_use_sum", Sum),
+            ("cpu_use_micro", Sum),
             ("mem_use_n", Sum),
-            ("mem_use_sum", Sum),
+            ("mem_use_micro", Sum),
             ("concurrent_max", Max),
             ("queue_max", Max),
         ],
@@ -180,9 +180,9 @@ impl Kind {
         for (c, _) in &sketches {
             let _ = write!(
                 sql,
-                ", s_{c} AS (\n    SELECT d.workspace_id, coalesce(d.agent_id, '') AS agent_id, {d_extra}d.bucket, e.key, sum(e.value::int8) AS n\n    \
-                 FROM d CROSS JOIN LATERAL jsonb_each_text(d.{c}) AS e\n    \
-                 GROUP BY GROUPING SETS ((d.workspace_id, d.agent_id, {d_extra}d.bucket, e.key), (d.workspace_id, {d_extra}d.bucket, e.key))\n)\n\
+                ", s_{c} AS (\n    SELECT d.workspace_id, coalesce(d.agent_id, '') AS agent_id, {d_extra}d.bucket, coalesce(e.bin::text, 'z') AS key, sum(e.n) AS n\n    \
+                 FROM d CROSS JOIN LATERAL unnest(d.sketch_bins, d.sketch_counts) AS e(bin, n)\n    \
+                 GROUP BY GROUPING SETS ((d.workspace_id, d.agent_id, {d_extra}d.bucket, e.bin), (d.workspace_id, {d_extra}d.bucket, e.bin))\n)\n\
                  , h_{c} AS (\n    SELECT {key_list}, jsonb_object_agg(key, n) AS {c} FROM s_{c} GROUP BY {p}\n)\n\
                  , dd_{c} AS (\n    SELECT workspace_id, agent_id, {extra}bucket, jsonb_object_agg(key, n) AS {c}\n    \
                  FROM (SELECT workspace_id, agent_id, {extra}date_trunc('day', bucket, 'UTC') AS bucket, key, sum(n) AS n\n          \

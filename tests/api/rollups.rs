@@ -183,7 +183,7 @@ fn recomputations(grain: &str) -> Vec<(String, String, String)> {
     let runs = both("agent_runs", "completed_at");
     let sketch = |keys: &str| {
         format!(
-            "(SELECT jsonb_object_agg(k, n) FROM (SELECT hub_sketch_key(x.runtime_ms) AS k, count(*) AS n
+            "(SELECT jsonb_object_agg(coalesce(k::text, 'z'), n) FROM (SELECT hub_sketch_key(x.runtime_ms) AS k, count(*) AS n
                FROM {runs} AS x WHERE {keys} GROUP BY 1) AS bins)"
         )
     };
@@ -196,14 +196,14 @@ fn recomputations(grain: &str) -> Vec<(String, String, String)> {
     vec![
         (
             table("runs"),
-            "workspace_id, agent_id, bucket, runs, succeeded, failed, timeout, cancelled, runtime_sum,
-             runtime_min, runtime_max, runtime_sketch, credits, tokens_in, tokens_out"
+            "workspace_id, agent_id, bucket, runs, succeeded, failed, timeout, cancelled, runtime_us,
+             runtime_min, runtime_max, runtime_sketch, credits_micro, tokens_in, tokens_out"
                 .into(),
             format!(
                 "SELECT w, a, b, count(*), count(*) FILTER (WHERE status = 'succeeded'),
                         count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'timeout'),
-                        count(*) FILTER (WHERE status = 'cancelled'), sum(runtime_ms::numeric),
-                        min(runtime_ms), max(runtime_ms), {}, sum(credits::numeric),
+                        count(*) FILTER (WHERE status = 'cancelled'), sum(round(runtime_ms * 1000)::int8),
+                        min(runtime_ms), max(runtime_ms), {}, sum(round(credits * 1000000)::int8),
                         sum(tokens_in::numeric), sum(tokens_out::numeric)
                  FROM {runs} AS r GROUP BY w, a, b",
                 sketch("x.w = r.w AND x.a = r.a AND x.b = r.b")
@@ -211,15 +211,14 @@ fn recomputations(grain: &str) -> Vec<(String, String, String)> {
         ),
         (
             table("models"),
-            "workspace_id, agent_id, model, bucket, runs, succeeded, runtime_sum, runtime_sketch,
-             credits, tokens_in, tokens_out"
+            "workspace_id, agent_id, model, bucket, runs, succeeded, runtime_us, credits_micro,
+             tokens_in, tokens_out"
                 .into(),
             format!(
                 "SELECT w, a, m, b, count(*),
-                        count(*) FILTER (WHERE status = 'succeeded'), sum(runtime_ms::numeric), {},
-                        sum(credits::numeric), sum(tokens_in::numeric), sum(tokens_out::numeric)
-                 FROM (SELECT *, coalesce(model, '') AS m FROM {runs} AS q) AS r GROUP BY w, a, m, b",
-                sketch("x.w = r.w AND x.a = r.a AND coalesce(x.model, '') = r.m AND x.b = r.b")
+                        count(*) FILTER (WHERE status = 'succeeded'), sum(round(runtime_ms * 1000)::int8),
+                        sum(round(credits * 1000000)::int8), sum(tokens_in::numeric), sum(tokens_out::numeric)
+                 FROM (SELECT *, coalesce(model, '') AS m FROM {runs} AS q) AS r GROUP BY w, a, m, b"
             ),
         ),
         (
@@ -233,19 +232,19 @@ fn recomputations(grain: &str) -> Vec<(String, String, String)> {
         ),
         (
             table("resources"),
-            "workspace_id, agent_id, bucket, samples, cpu_n, cpu_sum, cpu_max, mem_n, mem_sum, mem_max,
-             cpu_limit_n, cpu_limit_sum, mem_limit_n, mem_limit_sum, cpu_use_n, cpu_use_sum,
-             mem_use_n, mem_use_sum, concurrent_max, queue_max"
+            "workspace_id, agent_id, bucket, samples, cpu_n, cpu_milli, cpu_max, mem_n, mem_milli, mem_max,
+             cpu_limit_n, cpu_limit_milli, mem_limit_n, mem_limit_milli, cpu_use_n, cpu_use_micro,
+             mem_use_n, mem_use_micro, concurrent_max, queue_max"
                 .into(),
             format!(
-                "SELECT w, a, b, count(*), count(cpu_pct), coalesce(sum(cpu_pct::numeric), 0), max(cpu_pct),
-                        count(mem_mb), coalesce(sum(mem_mb::numeric), 0), max(mem_mb),
-                        count(cpu_limit_cores), coalesce(sum(cpu_limit_cores::numeric), 0),
-                        count(mem_limit_mb), coalesce(sum(mem_limit_mb::numeric), 0),
+                "SELECT w, a, b, count(*), count(cpu_pct), coalesce(sum(round(cpu_pct * 1000)::int8), 0), max(cpu_pct),
+                        count(mem_mb), coalesce(sum(round(mem_mb * 1000)::int8), 0), max(mem_mb),
+                        count(cpu_limit_cores), coalesce(sum(round(cpu_limit_cores * 1000)::int8), 0),
+                        count(mem_limit_mb), coalesce(sum(round(mem_limit_mb * 1000)::int8), 0),
                         count(*) FILTER (WHERE cpu_pct IS NOT NULL AND cpu_limit_cores > 0),
-                        coalesce(sum((cpu_pct / (100 * cpu_limit_cores))::numeric) FILTER (WHERE cpu_limit_cores > 0), 0),
+                        coalesce(sum(round(cpu_pct / (100 * cpu_limit_cores) * 1000000)::int8) FILTER (WHERE cpu_limit_cores > 0), 0),
                         count(*) FILTER (WHERE mem_mb IS NOT NULL AND mem_limit_mb > 0),
-                        coalesce(sum((mem_mb / mem_limit_mb)::numeric) FILTER (WHERE mem_limit_mb > 0), 0),
+                        coalesce(sum(round(mem_mb / mem_limit_mb * 1000000)::int8) FILTER (WHERE mem_limit_mb > 0), 0),
                         max(concurrent_runs), max(queue_depth)
                  FROM {} AS s GROUP BY w, a, b",
                 both("resource_samples", "ts")
@@ -274,10 +273,9 @@ async fn assert_rollups_exact(db_url: &str) -> i64 {
         for (table, columns, expected) in recomputations(grain) {
             let diff = format!(
                 "WITH expected AS ({expected}), actual AS (SELECT {columns} FROM {table})
-                 SELECT 'missing or wrong: ' || row_to_json(x)::text FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM actual) AS x
+                 (SELECT 'missing or wrong: ' || row_to_json(x)::text FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM actual) AS x LIMIT 5)
                  UNION ALL
-                 SELECT 'not in the raw rows: ' || row_to_json(y)::text FROM (SELECT * FROM actual EXCEPT ALL SELECT * FROM expected) AS y
-                 LIMIT 10"
+                 (SELECT 'not in the raw rows: ' || row_to_json(y)::text FROM (SELECT * FROM actual EXCEPT ALL SELECT * FROM expected) AS y LIMIT 5)"
             );
             let rows = client.query(&diff, &[]).await.unwrap();
             let diffs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();

@@ -31,6 +31,9 @@ pub const MAX_LONG_TEXT: usize = 4096;
 /// Largest accepted runtime, credits, cpu, memory and limits (10^15): far past any real
 /// value, and small enough that a day of sums at the rate limit stays finite.
 pub const MAX_NUMBER: f64 = 1e15;
+/// Largest accepted `credits` of one run (10^12): the rollups sum credits exactly in
+/// millionths, in 64-bit integers, per run.
+pub const MAX_CREDITS: f64 = 1e12;
 
 /// Largest `tokens_in` / `tokens_out` of one run (a trillion: far past any context window,
 /// and small enough that sums over any window stay exact in an `i64`).
@@ -580,7 +583,16 @@ impl Check<'_> {
                 _ => None,
             },
         };
-        let credits = self.optional_number(raw, "credits", NON_NEGATIVE, |v| v >= 0.0);
+        let credits = self
+            .optional_number(raw, "credits", NON_NEGATIVE, |v| v >= 0.0)
+            .and_then(|c| {
+                if c <= MAX_CREDITS {
+                    Some(c)
+                } else {
+                    self.fail("credits", "must be at most 1e12");
+                    None
+                }
+            });
         let tokens_in = self.optional_tokens(raw, "tokens_in");
         let tokens_out = self.optional_tokens(raw, "tokens_out");
         let run_id = self.optional_str(raw, "run_id", MAX_SHORT_TEXT);

@@ -2,7 +2,7 @@
 , error_deltas AS (
     INSERT INTO rollup_delta_errors (workspace_id, agent_id, error_type, category, bucket, errors)
     SELECT workspace_id, agent_id, coalesce(error_type, ''), coalesce(category, ''),
-           date_trunc('hour', occurred_at, 'UTC'), count(*)
+           date_bin('1 hour', occurred_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'), count(*)
     FROM errors
     GROUP BY 1, 2, 3, 4, 5
 )

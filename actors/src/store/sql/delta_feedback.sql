@@ -2,7 +2,7 @@
 , feedback_deltas AS (
     INSERT INTO rollup_delta_feedback (workspace_id, agent_id, bucket, feedback, rating_sum, r1, r2,
                                        r3, r4, r5)
-    SELECT workspace_id, agent_id, date_trunc('hour', ts, 'UTC'), count(*), sum(rating),
+    SELECT workspace_id, agent_id, date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'), count(*), sum(rating),
            count(*) FILTER (WHERE rating = 1), count(*) FILTER (WHERE rating = 2),
            count(*) FILTER (WHERE rating = 3), count(*) FILTER (WHERE rating = 4),
            count(*) FILTER (WHERE rating = 5)
