@@ -1,11 +1,12 @@
 -- 0005: hourly and daily rollups, kept exactly equal to the raw rows.
 --
 -- Design: incremental, per committed batch, through deltas.
--- 1. The writer's batch statement (store/sql/batch_*.sql) aggregates the rows it has just
---    inserted (only the events that were new, so a resend adds nothing) into one delta row per
---    (workspace, agent[, model | error type and category], hour) and appends them to the
---    rollup_delta_* tables, in the same statement and so the same transaction as the raw rows:
---    a batch's raw rows and its deltas commit together or not at all.
+-- 1. The writer's batch statement (store/sql/batch_*.sql) appends the batch's deltas to the
+--    rollup_delta_* tables, one row per (workspace, agent[, model | error type and category],
+--    hour), in the same statement and so the same transaction as the raw rows: a batch's raw
+--    rows and its deltas commit together or not at all. Only new events count (a resend adds
+--    nothing): when every event of the batch was new the statement appends the deltas the hub
+--    computed in Rust (cheap), else it aggregates the rows it has just inserted.
 -- 2. The hub's rollup actor folds the deltas into the rollup tables: one statement per kind
 --    DELETEs a bounded set of deltas ... RETURNING them, and upserts their sums into the hourly
 --    and daily tables (for the agent and, with agent_id '', for the whole workspace). The
@@ -32,8 +33,8 @@
 -- sketches adds their counts, so any grouping of deltas gives the same sketch. A delta carries
 -- its sketch as parallel arrays (sketch_bins, sketch_counts), cheaper to build per batch.
 --
--- Distinct users. rollup_delta_runs.users holds the distinct hashtextextended(user_id, 0) of
--- a delta's runs; the rollup actor merges them into rollup_runs_*.users (bytea): the sorted
+-- Distinct users. rollup_delta_runs.users holds the distinct hub_user_hash(user_id) of a
+-- delta's runs; the rollup actor merges them into rollup_runs_*.users (bytea): the sorted
 -- hashes themselves while there are at most 128 (exact), else a HyperLogLog of 4 096 registers
 -- (standard error 1.6 %). Both forms are a function of the set of users alone, so they merge in
 -- any order (see actors/src/rollup.rs).
@@ -46,6 +47,13 @@ CREATE FUNCTION hub_sketch_key(ms double precision) RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     -- γ = 1.009 / 0.991: bin k holds (γ^(k−1), γ^k]; NULL is the zero bin.
     SELECT CASE WHEN ms > 1e-9 THEN ceil(ln(ms) / ln(float8 '1.009' / float8 '0.991'))::int END
+$$;
+
+-- The hash a user is counted by: the first 8 bytes of the SHA-256 of its id (the hub computes
+-- the same in Rust, store/deltas.rs).
+CREATE FUNCTION hub_user_hash(u text) RETURNS int8
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT ('x' || encode(substr(sha256(convert_to(u, 'UTF8')), 1, 8), 'hex'))::bit(64)::int8
 $$;
 
 CREATE FUNCTION hub_sketch_add(a jsonb, b jsonb) RETURNS jsonb

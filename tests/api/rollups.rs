@@ -45,8 +45,17 @@ fn random_events(rng: &mut Rng, prefix: &str, n: usize) -> Vec<Value> {
     ];
     let types = ["Timeout", "RateLimit", ""];
     let categories = ["network", "model", ""];
-    (0..n)
-        .map(|i| {
+    // A dense hour: agent a0, 200 distinct users two hours ago, so its user sets (hourly and
+    // daily, agent and workspace) pass the exact cap and become sketches.
+    let dense = now - Duration::hours(2);
+    let dense_runs = (0..200).map(|i| {
+        json!({"type": "run", "event_id": format!("{prefix}dense{i}"), "agent_id": "a0",
+               "status": "succeeded", "completed_at": ts(dense), "runtime_ms": 10.0 + i as f64,
+               "user_id": format!("dense-{prefix}{i}")})
+    });
+    let dense_runs: Vec<Value> = dense_runs.collect();
+    dense_runs.into_iter().chain((0..n).map(|i| {
+        {
             let id = format!("{prefix}{i}");
             let agent = rng.pick(&agents);
             // Most events in a few busy hours, the rest spread over six days.
@@ -115,16 +124,15 @@ fn random_events(rng: &mut Rng, prefix: &str, n: usize) -> Vec<Value> {
                     "rating": 1 + rng.below(5), "text": "ok",
                 }),
             }
-        })
-        .collect()
+        }
+    }))
+    .collect()
 }
 
 /// Posts `events` in shuffled batches of random sizes; some events are sent twice, once with
-/// other field values (first write wins). Every post must be acknowledged.
+/// other field values (first write wins, whichever comes first). Every post must be
+/// acknowledged.
 async fn post_shuffled(app: &TestApp, ws: &str, rng: &mut Rng, mut events: Vec<Value>) {
-    for i in (1..events.len()).rev() {
-        events.swap(i, rng.below(i as u64 + 1) as usize);
-    }
     let mut resent: Vec<Value> = events
         .iter()
         .filter(|_| rng.below(10) == 0)
@@ -137,6 +145,11 @@ async fn post_shuffled(app: &TestApp, ws: &str, rng: &mut Rng, mut events: Vec<V
         }
     }
     events.extend(resent);
+    // Shuffled with the resends among them: most batches mix new events with stored ones, so
+    // both ways the writer makes deltas are taken (its own when all are new, SQL's else).
+    for i in (1..events.len()).rev() {
+        events.swap(i, rng.below(i as u64 + 1) as usize);
+    }
     let mut rest = &events[..];
     while !rest.is_empty() {
         let n = (1 + rng.below(300) as usize).min(rest.len());
@@ -296,7 +309,7 @@ async fn assert_rollups_exact(db_url: &str) -> i64 {
         let expected: HashMap<(String, String, DateTime<Utc>), Vec<u8>> = client
             .query(
                 &format!(
-                    "SELECT w, a, b, array_agg(DISTINCT hashtextextended(user_id, 0)) FROM
+                    "SELECT w, a, b, array_agg(DISTINCT hub_user_hash(user_id)) FROM
                        (SELECT workspace_id AS w, agent_id AS a, date_trunc('{grain}', completed_at, 'UTC') AS b, user_id FROM agent_runs
                         UNION ALL
                         SELECT workspace_id, '', date_trunc('{grain}', completed_at, 'UTC'), user_id FROM agent_runs) AS r
@@ -386,7 +399,7 @@ async fn rollups_equal_the_raw_rows_after_late_resent_and_shuffled_events() {
                         rollup_resources_daily, rollup_feedback_hourly, rollup_feedback_daily,
                         rollup_delta_runs, rollup_delta_models, rollup_delta_errors,
                         rollup_delta_resources, rollup_delta_feedback;
-             DROP FUNCTION hub_sketch_key, hub_sketch_add;
+             DROP FUNCTION hub_sketch_key, hub_sketch_add, hub_user_hash;
              DELETE FROM hub_schema_migrations WHERE version = 5;",
         )
         .await

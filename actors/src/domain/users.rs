@@ -1,8 +1,8 @@
 //! Distinct users, mergeable: the exact set of user hashes while it is small, a HyperLogLog
 //! past that.
 //!
-//! A set is fed 64-bit hashes (PostgreSQL's `hashtextextended(user_id, 0)`, so the rollup
-//! actor and a recomputation from the raw rows agree). While it holds at most [`EXACT_MAX`]
+//! A set is fed 64-bit hashes (`hub_user_hash(user_id)`, the first 8 bytes of its SHA-256,
+//! computed alike by the hub and in SQL, so a recomputation from the raw rows agrees). While it holds at most [`EXACT_MAX`]
 //! distinct hashes it keeps them, sorted, and counts exactly (up to hash collisions: with
 //! 64-bit hashes, about n² ÷ 2⁶⁵). Past that it keeps a HyperLogLog of 2¹² registers,
 //! whose estimate has a standard error of 1.04 ÷ √4096 ≈ 1.6 %. Either form is a function
@@ -11,9 +11,9 @@
 //! merge by maximum. So a rollup built from deltas equals one built from the raw rows, byte
 //! for byte.
 //!
-//! Why not an HLL crate: the registers must come from the hash PostgreSQL computes, so that
-//! a recomputation in SQL can be compared with what the hub stored, and the crates hash
-//! items themselves; what is left (registers, max-merge, the estimator with linear counting
+//! Why not an HLL crate: the registers must come from a hash SQL can compute too, so that a
+//! recomputation from the raw rows can be compared with what the hub stored, and the crates
+//! hash items themselves; what is left (registers, max-merge, the estimator with linear counting
 //! for small cardinalities) is a few lines.
 
 /// Largest set kept exactly (8 bytes a hash).

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod anomalies;
 pub mod channels;
+pub mod deltas;
 pub mod forecast;
 mod migrate;
 mod snapshot;
@@ -389,6 +390,10 @@ struct Columns<'a> {
     fb_ts: Vec<DateTime<Utc>>,
     fb_rating: Vec<i16>,
     fb_text: Vec<Option<&'a str>>,
+
+    /// Events sent (each key once), and the batch's rollup deltas should every one be new.
+    sent: i64,
+    deltas: [serde_json::Value; 5],
 }
 
 impl<'a> Columns<'a> {
@@ -450,14 +455,21 @@ impl<'a> Columns<'a> {
                 }
             }
         }
+        c.sent = rows.len() as i64;
+        c.deltas = deltas::of(rows);
         c
     }
 
     /// The statement for the kinds present in this batch, and its parameters. Leaving out
     /// the kinds that are absent keeps the common batch (runs only) a two-insert statement.
     fn statement(&self) -> (&'static str, Vec<&(dyn ToSql + Sync)>) {
-        let ids: [&(dyn ToSql + Sync); 4] =
-            [&self.id_ws, &self.id_event, &self.id_kind, &self.id_time];
+        let ids: [&(dyn ToSql + Sync); 5] = [
+            &self.id_ws,
+            &self.id_event,
+            &self.id_kind,
+            &self.id_time,
+            &self.sent,
+        ];
         let runs: [&(dyn ToSql + Sync); 13] = [
             &self.run_ws,
             &self.run_event,
@@ -521,6 +533,7 @@ impl<'a> Columns<'a> {
                 params.extend_from_slice(group);
             }
         }
+        params.extend(self.deltas.iter().map(|d| d as &(dyn ToSql + Sync)));
         let mask = present
             .iter()
             .enumerate()
@@ -555,13 +568,15 @@ fn batch_sql(mask: usize) -> &'static str {
         ];
         let mut sql = String::new();
         let mut next = 1;
-        let parts = std::iter::once(include_str!("sql/batch_ids.sql")).chain(
-            fragments
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0)
-                .map(|(_, f)| *f),
-        );
+        let parts = std::iter::once(include_str!("sql/batch_ids.sql"))
+            .chain(
+                fragments
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, f)| *f),
+            )
+            .chain(std::iter::once(include_str!("sql/delta_fast.sql")));
         for part in parts {
             // Number this fragment's `{n}` placeholders after the previous fragments' ones.
             let mut n = 1;
@@ -744,7 +759,9 @@ mod tests {
         let sizes = [13, 9, 10, 7];
         for mask in 0..16 {
             let sql = batch_sql(mask);
-            let want = 4
+            // ids (4) and the count sent, each kind's columns, the five delta arrays.
+            let want = 5
+                + 5
                 + (0..4)
                     .filter(|i| mask & (1 << i) != 0)
                     .map(|i| sizes[i])

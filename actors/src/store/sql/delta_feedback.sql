@@ -1,4 +1,5 @@
--- The rollup deltas of the feedback just inserted (CTE `feedback`).
+-- The rollup deltas of the feedback just inserted (CTE `feedback`), when some events of the
+-- batch were already stored (else sql/delta_fast.sql appends the hub's).
 , feedback_deltas AS (
     INSERT INTO rollup_delta_feedback (workspace_id, agent_id, bucket, feedback, rating_sum, r1, r2,
                                        r3, r4, r5)
@@ -7,5 +8,6 @@
            count(*) FILTER (WHERE rating = 3), count(*) FILTER (WHERE rating = 4),
            count(*) FILTER (WHERE rating = 5)
     FROM feedback
+    WHERE NOT (SELECT all_new FROM fresh)
     GROUP BY 1, 2, 3
 )

@@ -1,4 +1,5 @@
--- The rollup deltas of the heartbeats just inserted (CTE `heartbeats`). Sums are of quantized
+-- The rollup deltas of the heartbeats just inserted (CTE `heartbeats`), when some events of
+-- the batch were already stored (else sql/delta_fast.sql appends the hub's). Sums are of quantized
 -- values in integers (thousandths of a per cent, of a MiB, of a core; millionths of a ratio).
 -- A use ÷ limit ratio counts only samples that carry both and a positive limit, and is
 -- capped at 10^6 (a million times its limit) so that its sum stays in range (least() skips
@@ -23,5 +24,6 @@
                         THEN round(least(mem_mb / mem_limit_mb, float8 '1e6') * float8 '1e6')::int8 END), 0),
            max(concurrent_runs), max(queue_depth)
     FROM heartbeats
+    WHERE NOT (SELECT all_new FROM fresh)
     GROUP BY 1, 2, 3
 )

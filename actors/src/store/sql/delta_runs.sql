@@ -1,4 +1,5 @@
--- The rollup deltas of the runs just inserted (CTE `runs`): one row per (workspace, agent,
+-- When some events of the batch were already stored (a resend): the rollup deltas of the runs
+-- just inserted (CTE `runs`); else sql/delta_fast.sql appends the hub's. One row per (workspace, agent,
 -- hour), with its runtime sketch as parallel arrays of bins and counts, and one per
 -- (workspace, agent, model, hour). Sums are of quantized values (whole microseconds,
 -- millionths of a credit) in integers, so they are exact and cheap; see
@@ -9,6 +10,7 @@
            hub_sketch_key(runtime_ms) AS bin, status, runtime_ms, credits, tokens_in, tokens_out,
            user_id
     FROM runs
+    WHERE NOT (SELECT all_new FROM fresh)
 )
 , run_bins AS (
     SELECT workspace_id, agent_id, bucket, array_agg(bin) AS bins, array_agg(n) AS counts
@@ -16,7 +18,7 @@
     GROUP BY 1, 2, 3
 )
 , run_users AS (
-    SELECT workspace_id, agent_id, bucket, array_agg(DISTINCT hashtextextended(user_id, 0)) AS users
+    SELECT workspace_id, agent_id, bucket, array_agg(DISTINCT hub_user_hash(user_id)) AS users
     FROM run_keys
     WHERE user_id IS NOT NULL
     GROUP BY 1, 2, 3
