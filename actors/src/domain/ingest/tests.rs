@@ -434,6 +434,25 @@ fn an_out_of_range_number_is_a_field_error() {
 }
 
 #[test]
+fn credits_past_a_trillion_a_run_are_a_field_error() {
+    let run = |credits: &str| {
+        format!(
+            r#"{{"events":[{{"type":"run","event_id":"e","agent_id":"a","status":"succeeded","completed_at":"2026-11-24T11:59:00Z","runtime_ms":1,"credits":{credits}}}]}}"#
+        )
+    };
+    assert!(parse_events(run("1e12").as_bytes(), BodyFormat::Json, &rules(), now()).is_ok());
+    let Err(IngestError::Invalid(errs)) =
+        parse_events(run("1.5e12").as_bytes(), BodyFormat::Json, &rules(), now())
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (errs[0].field.as_str(), errs[0].message.as_str()),
+        ("credits", "must be at most 1e12")
+    );
+}
+
+#[test]
 fn hostile_shapes_are_refused_with_errors_not_panics() {
     // Deep nesting under an unknown key is skipped without recursion (no stack overflow);
     // under a known key it is a type error.
