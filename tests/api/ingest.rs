@@ -38,17 +38,6 @@ async fn rows_are_committed_before_the_200() {
     app.stop().await;
 }
 
-/// A small deterministic generator, so the data is skewed but reproducible.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[actix_web::test]
 async fn realtime_numbers_equal_an_exact_recomputation_from_the_rows() {
     let app = spawn_app().await;
@@ -64,10 +53,10 @@ async fn realtime_numbers_equal_an_exact_recomputation_from_the_rows() {
     ];
     let events: Vec<Value> = (0..3_000)
         .map(|i| {
-            let status = statuses[(rng.next() * statuses.len() as f64) as usize];
+            let status = statuses[(rng.unit() * statuses.len() as f64) as usize];
             // Heavy-tailed runtimes, all inside the last 4 minutes (the 5m window's exact part).
-            let runtime = (rng.next() * 9.0).exp();
-            let at = now - Duration::milliseconds((rng.next() * 240_000.0) as i64);
+            let runtime = (rng.unit() * 9.0).exp();
+            let at = now - Duration::milliseconds((rng.unit() * 240_000.0) as i64);
             run_event(
                 &format!("e{i}"),
                 &format!("agent-{}", i % 7),

@@ -10,24 +10,6 @@ use shadower_actors::domain::users::UserSet;
 use crate::faults::{free_port, start_hub_with, wait_ready};
 use crate::helpers::*;
 
-/// A small deterministic generator (xorshift64*), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
-
 /// `n` events of every kind over the last six days (late ones included: the hub accepts up to
 /// `ingest.max_age`, 7 days), several agents, models, error types and users; agent `a0` has
 /// more than 128 distinct users in its busy hours, so its user sets become sketches.

@@ -46,11 +46,25 @@ async fn partitions_are_made_ahead_and_retention_drops_old_days() {
         runs_partition(old_day(&app, &[("old", 40, 40), ("new", 0, 0), ("edge", 29, 31)]).await);
     assert_eq!(app.count(&old).await, 1);
 
+    // A rollup month past retention.rollups (400 days), and this month's.
+    app.db()
+        .await
+        .batch_execute("SELECT hub_ensure_day_partitions('2020-01-15')")
+        .await
+        .unwrap();
+    let rollup_month =
+        |m: &str| format!("SELECT count(*) FROM pg_class WHERE relname = 'rollup_runs_daily_m{m}'");
+    let this_month = Utc::now().format("%Y%m").to_string();
+    assert_eq!(app.count(&rollup_month("202001")).await, 1);
+    assert_eq!(app.count(&rollup_month(&this_month)).await, 1);
+
     let settings = settings(&app.db.url(), &[]);
     let pool = create_pool(&settings.database, 1).unwrap();
     housekeeping(&pool, &Partitions::default(), retention_of(&settings))
         .await
         .unwrap();
+    assert_eq!(app.count(&rollup_month("202001")).await, 0);
+    assert_eq!(app.count(&rollup_month(&this_month)).await, 1);
     assert_eq!(app.count(&old).await, 0);
     assert_eq!(app.count(&exists).await, 1);
     assert_eq!(

@@ -196,24 +196,33 @@ pub struct Dropped {
     pub deferred: usize,
 }
 
+/// The partitions of the tables named `parents`.
+async fn partitions_of(
+    client: &impl GenericClient,
+    parents: &[impl AsRef<str> + Sync],
+) -> Result<Vec<String>, StoreError> {
+    let parents: Vec<&str> = parents.iter().map(|p| p.as_ref()).collect();
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+             WHERE p.relname = ANY($1)",
+            &[&parents],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Drops every raw partition whose whole day is before `cutoff`. Run with a `lock_timeout`
 /// ([`MAINTENANCE_LOCK_TIMEOUT`]): a partition whose locks are busy is left for later.
 pub async fn drop_partitions_before(
     client: &impl GenericClient,
     cutoff: NaiveDate,
 ) -> Result<Dropped, StoreError> {
-    let rows = client
-        .query(
-            "SELECT c.relname::text FROM pg_inherits i
-             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-             WHERE p.relname = ANY($1)",
-            &[&RAW_TABLES.as_slice()],
-        )
-        .await?;
-    let old: Vec<(String, NaiveDate)> = rows
-        .iter()
-        .filter_map(|row| {
-            let name: String = row.get(0);
+    let old: Vec<(String, NaiveDate)> = partitions_of(client, &RAW_TABLES)
+        .await?
+        .into_iter()
+        .filter_map(|name| {
             let day = crate::maintenance::partition_day(&name)?;
             (day < cutoff).then_some((name, day))
         })
@@ -244,17 +253,12 @@ pub async fn drop_rollup_months_before(
     client: &impl GenericClient,
     cutoff: NaiveDate,
 ) -> Result<usize, StoreError> {
-    let rows = client
-        .query(
-            "SELECT c.relname::text FROM pg_inherits i
-             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-             WHERE p.relname LIKE 'rollup\\_%'",
-            &[],
-        )
-        .await?;
+    let parents: Vec<String> = crate::rollup::KINDS
+        .iter()
+        .flat_map(|k| ["hourly", "daily"].map(|grain| format!("rollup_{}_{grain}", k.name)))
+        .collect();
     let mut dropped = 0;
-    for row in &rows {
-        let name: String = row.get(0);
+    for name in partitions_of(client, &parents).await? {
         let Some(month) = crate::maintenance::partition_month(&name) else {
             continue;
         };
