@@ -221,7 +221,6 @@ async fn connection(t: Arc<Timing>, client: Client, insert: Statement, mut gen: 
     let mut stats = Stats::new(t.max_latency_us);
     let mut rows = Rows::default();
     let workspace = vec![t.workspace.as_str(); t.batch];
-    let no_text: Vec<Option<&str>> = vec![None; t.batch];
     let no_time: Vec<Option<DateTime<Utc>>> = vec![None; t.batch];
     let end = tokio::time::Instant::from_std(t.end);
     while Instant::now() < t.end {
@@ -236,7 +235,7 @@ async fn connection(t: Arc<Timing>, client: Client, insert: Statement, mut gen: 
                     &rows.event_id,
                     &rows.agent_id,
                     &rows.run_id,
-                    &no_text,
+                    &rows.user_id,
                     &rows.status,
                     &no_time,
                     &rows.completed_at,

@@ -16,6 +16,8 @@ pub const STAMP_REFRESH: Duration = Duration::from_millis(100);
 
 /// Distinct agents a workspace's events come from.
 pub const AGENTS: usize = 50;
+/// Distinct users the runs are for (each run names one, so the hub counts distinct users).
+pub const USERS: usize = 5_000;
 
 /// Pre-formatted event parts picked at random per event.
 const FRAGMENTS: usize = 4096;
@@ -212,6 +214,7 @@ pub struct Rows {
     pub event_id: Vec<String>,
     pub agent_id: Vec<String>,
     pub run_id: Vec<String>,
+    pub user_id: Vec<String>,
     pub status: Vec<&'static str>,
     pub completed_at: Vec<DateTime<Utc>>,
     pub runtime_ms: Vec<f64>,
@@ -226,6 +229,7 @@ impl Rows {
         self.event_id.clear();
         self.agent_id.clear();
         self.run_id.clear();
+        self.user_id.clear();
         self.status.clear();
         self.completed_at.clear();
         self.runtime_ms.clear();
@@ -281,8 +285,9 @@ impl EventGen {
             s.push_str("\",\"completed_at\":\"");
             s.push_str(&self.stamp.text);
             s.push_str("\",");
-            let (agent, tail) = self.pick();
+            let (agent, tail, user) = self.pick();
             s.push_str(&agent.1);
+            let _ = write!(s, "\"user_id\":\"u-{user}\",");
             s.push_str(&tail.json);
         }
         s.push_str("]}");
@@ -301,8 +306,9 @@ impl EventGen {
             rows.run_id.push(format!("r-{id}"));
             rows.event_id.push(id);
             rows.completed_at.push(self.stamp.time);
-            let (agent, tail) = self.pick();
+            let (agent, tail, user) = self.pick();
             rows.agent_id.push(agent.0.clone());
+            rows.user_id.push(format!("u-{user}"));
             rows.status.push(tail.status);
             rows.runtime_ms.push(tail.runtime_ms);
             rows.credits.push(tail.credits);
@@ -312,11 +318,12 @@ impl EventGen {
         }
     }
 
-    /// The next event's agent and tail.
-    fn pick(&mut self) -> (&(String, String), &Tail) {
+    /// The next event's agent, tail and user.
+    fn pick(&mut self) -> (&(String, String), &Tail, usize) {
         let f = &*self.fragments;
         let agent = &f.agents[self.rng.below(f.agents.len())];
-        (agent, &f.tails[self.rng.below(f.tails.len())])
+        let tail = &f.tails[self.rng.below(f.tails.len())];
+        (agent, tail, self.rng.below(USERS))
     }
 }
 
