@@ -465,3 +465,155 @@ async fn a_fold_killed_halfway_is_redone_exactly_once() {
     hub.kill().unwrap();
     hub.wait().unwrap();
 }
+
+/// The exact answer for a range, from the raw rows: counts, quantized sums, percentiles and
+/// the users' hashes.
+async fn raw_totals(
+    client: &tokio_postgres::Client,
+    agent: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> (Vec<i64>, Vec<String>, Option<Vec<f64>>, Vec<i64>) {
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'),
+                    count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'timeout'),
+                    count(*) FILTER (WHERE status = 'cancelled'),
+                    coalesce(sum(round(runtime_ms * float8 '1000')::int8), 0)::text,
+                    coalesce(sum(round(credits * float8 '1e6')::int8), 0)::text,
+                    coalesce(sum(tokens_in), 0)::text, coalesce(sum(tokens_out), 0)::text,
+                    percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY runtime_ms),
+                    coalesce(array_agg(DISTINCT hub_user_hash(user_id)) FILTER (WHERE user_id IS NOT NULL), '{}')
+             FROM agent_runs WHERE workspace_id = 'w1' AND ($1 = '' OR agent_id = $1)
+               AND completed_at >= $2 AND completed_at < $3",
+            &[&agent, &from, &to],
+        )
+        .await
+        .unwrap();
+    (
+        (0..5).map(|i| row.get(i)).collect(),
+        (5..9).map(|i| row.get(i)).collect(),
+        row.get(9),
+        row.get(10),
+    )
+}
+
+async fn assert_history_exact(app: &TestApp, pool: &deadpool_postgres::Pool, label: &str) {
+    let client = app.db().await;
+    let now = Utc::now();
+    let ranges = [
+        (now - Duration::hours(24), now + Duration::minutes(6)),
+        (
+            now - Duration::days(6) - Duration::minutes(17),
+            now + Duration::minutes(6),
+        ),
+        (
+            now - Duration::hours(30) + Duration::minutes(7),
+            now - Duration::hours(2) - Duration::minutes(13),
+        ),
+        (
+            now - Duration::hours(2) - Duration::minutes(40),
+            now - Duration::hours(2) + Duration::minutes(5),
+        ),
+        (now - Duration::hours(20), now - Duration::hours(20)),
+    ];
+    for agent in ["a0", "a1", ""] {
+        for (from, to) in ranges {
+            let got = shadower_actors::store::history::run_totals(
+                &mut pool.get().await.unwrap(),
+                "w1",
+                agent,
+                from,
+                to,
+            )
+            .await
+            .unwrap();
+            let (counts, sums, percentiles, hashes) = raw_totals(&client, agent, from, to).await;
+            let what = format!("{label}: agent {agent:?} {from}..{to}");
+            assert_eq!(
+                vec![
+                    got.runs,
+                    got.succeeded,
+                    got.failed,
+                    got.timeout,
+                    got.cancelled
+                ],
+                counts,
+                "{what}"
+            );
+            assert_eq!(
+                vec![
+                    got.runtime_us.to_string(),
+                    got.credits_micro.to_string(),
+                    got.tokens_in.to_string(),
+                    got.tokens_out.to_string()
+                ],
+                sums,
+                "{what}"
+            );
+            assert_eq!(got.runtime.count() as i64, counts[0], "{what}");
+            let expected_users = UserSet::from_hashes(hashes.iter().map(|&h| h as u64));
+            assert_eq!(got.users, expected_users, "{what}: users");
+            if let Some(p) = percentiles {
+                for (q, exact) in [0.5, 0.95, 0.99].into_iter().zip(p) {
+                    let est = got.runtime.quantile(q).unwrap();
+                    assert!(
+                        (est - exact).abs() <= 0.01 * exact.abs() + 1e-9,
+                        "{what}: p{q} {est} against percentile_disc {exact}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Reads over a range count every committed run once, whether its delta is still pending or
+/// folded, with the partial hours at the range's edges from the raw rows.
+#[actix_web::test]
+async fn history_reads_are_exact_up_to_now_with_deltas_pending_or_folded() {
+    let app = spawn_app_with(&[("rollups.fold_every", json!("1h"))]).await;
+    let mut rng = Rng(0x5EED_1234_ABCD_0003);
+    let events = random_events(&mut rng, "h-", 3_000);
+    post_shuffled(&app, "w1", &mut rng, events).await;
+    let settings = settings(&app.db.url(), &[]);
+    let pool = shadower_actors::store::create_pool(&settings.database, 2).unwrap();
+    assert!(
+        pending_deltas(&app.db().await).await > 0,
+        "the deltas were folded already"
+    );
+    assert_history_exact(&app, &pool, "pending").await;
+    // Fold half, then all.
+    shadower_actors::rollup::fold_pending(&pool, 100, 3)
+        .await
+        .unwrap();
+    assert!(pending_deltas(&app.db().await).await > 0);
+    assert_history_exact(&app, &pool, "partly folded").await;
+    shadower_actors::rollup::fold_pending(&pool, 20_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(pending_deltas(&app.db().await).await, 0);
+    assert_history_exact(&app, &pool, "folded").await;
+    // The run posted a second ago counts at once.
+    let before = shadower_actors::store::history::run_totals(
+        &mut pool.get().await.unwrap(),
+        "w1",
+        "",
+        Utc::now() - Duration::days(1),
+        Utc::now() + Duration::minutes(6),
+    )
+    .await
+    .unwrap();
+    let run = run_event("just-now", "a1", "succeeded", 12.0, Utc::now());
+    assert_eq!(app.post_events("w1", &[run]).await.status(), 200);
+    let after = shadower_actors::store::history::run_totals(
+        &mut pool.get().await.unwrap(),
+        "w1",
+        "",
+        Utc::now() - Duration::days(1),
+        Utc::now() + Duration::minutes(6),
+    )
+    .await
+    .unwrap();
+    assert_eq!(after.runs, before.runs + 1);
+    app.stop().await;
+}

@@ -182,6 +182,45 @@ impl Sketch {
         Some(self.max)
     }
 
+    /// A sketch from stored bins (a rollup's `{bin: count}`, bins in this sketch's keys):
+    /// `zeros` values at or below the zero bin, `bins` in any order, with the sum, minimum and
+    /// maximum of the values.
+    pub fn from_bins(
+        zeros: u64,
+        bins: impl IntoIterator<Item = (i32, u64)>,
+        sum: f64,
+        min: f64,
+        max: f64,
+    ) -> Self {
+        let mut out = Self {
+            zeros,
+            count: zeros,
+            sum,
+            min,
+            max,
+            ..Self::default()
+        };
+        let mut sorted: Vec<(i32, u64)> = bins.into_iter().filter(|&(_, n)| n > 0).collect();
+        sorted.sort_unstable();
+        for (key, n) in sorted {
+            out.count += n;
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            match out.bins.last_mut() {
+                Some((k, c)) if *k == key => *c = c.saturating_add(n),
+                _ => out.bins.push((key, n)),
+            }
+        }
+        if out.bins.len() > MAX_BINS {
+            let cut = out.bins.len() - MAX_BINS;
+            let folded = out.bins[..=cut]
+                .iter()
+                .fold(0u32, |n, &(_, c)| n.saturating_add(c));
+            out.bins.drain(..cut);
+            out.bins[0].1 = folded;
+        }
+        out
+    }
+
     /// Gives back the bins' spare capacity.
     pub fn shrink(&mut self) {
         self.bins.shrink_to_fit();

@@ -6,6 +6,7 @@ pub mod anomalies;
 pub mod channels;
 pub mod deltas;
 pub mod forecast;
+pub mod history;
 mod migrate;
 mod snapshot;
 
