@@ -594,26 +594,21 @@ async fn history_reads_are_exact_up_to_now_with_deltas_pending_or_folded() {
     assert_eq!(pending_deltas(&app.db().await).await, 0);
     assert_history_exact(&app, &pool, "folded").await;
     // The run posted a second ago counts at once.
-    let before = shadower_actors::store::history::run_totals(
-        &mut pool.get().await.unwrap(),
-        "w1",
-        "",
-        Utc::now() - Duration::days(1),
-        Utc::now() + Duration::minutes(6),
-    )
-    .await
-    .unwrap();
+    let last_day = || async {
+        shadower_actors::store::history::run_totals(
+            &mut pool.get().await.unwrap(),
+            "w1",
+            "",
+            Utc::now() - Duration::days(1),
+            Utc::now() + Duration::minutes(6),
+        )
+        .await
+        .unwrap()
+    };
+    let before = last_day().await;
     let run = run_event("just-now", "a1", "succeeded", 12.0, Utc::now());
     assert_eq!(app.post_events("w1", &[run]).await.status(), 200);
-    let after = shadower_actors::store::history::run_totals(
-        &mut pool.get().await.unwrap(),
-        "w1",
-        "",
-        Utc::now() - Duration::days(1),
-        Utc::now() + Duration::minutes(6),
-    )
-    .await
-    .unwrap();
+    let after = last_day().await;
     assert_eq!(after.runs, before.runs + 1);
     app.stop().await;
 }
