@@ -196,6 +196,7 @@ impl Application {
             anomaly_max_buckets: settings.anomaly.max_detect_buckets,
             redis_prefix: settings.redis.key_prefix.clone(),
             redis_timeout: settings.redis.timeout.get(),
+            retention_rollups: settings.retention.rollups.to_chrono(),
             alerts: settings.alerts.clone(),
             notifications: NotificationSettings {
                 allow_private_targets: settings.notifications.allow_private_targets,

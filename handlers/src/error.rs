@@ -27,6 +27,12 @@ pub enum ApiError {
         message: String,
         details: Vec<FieldError>,
     },
+    /// 400: query parameters that do not make a valid request, every one listed.
+    #[error("{message}")]
+    InvalidParams {
+        message: String,
+        details: Vec<FieldError>,
+    },
     /// 400: a string in the body that cannot be stored (e.g. a NUL character).
     #[error("the body holds text that cannot be stored; see details")]
     InvalidText {
@@ -69,6 +75,7 @@ impl ApiError {
             Self::BadRequest { code, .. } => code,
             Self::InvalidEvents { .. } => "invalid_events",
             Self::InvalidRule { .. } => "invalid_rule",
+            Self::InvalidParams { .. } => "invalid_parameters",
             Self::InvalidText { code, .. } => code,
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -106,6 +113,7 @@ impl ResponseError for ApiError {
             Self::BadRequest { .. }
             | Self::InvalidEvents { .. }
             | Self::InvalidRule { .. }
+            | Self::InvalidParams { .. }
             | Self::InvalidText { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -131,6 +139,7 @@ impl ResponseError for ApiError {
         let details = match self {
             Self::InvalidEvents { details, .. }
             | Self::InvalidRule { details, .. }
+            | Self::InvalidParams { details, .. }
             | Self::InvalidText { details, .. } => Some(details.as_slice()),
             _ => None,
         };

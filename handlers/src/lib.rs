@@ -20,6 +20,7 @@ pub mod conn;
 pub mod error;
 pub mod forecast;
 pub mod health;
+pub mod history;
 pub mod ingest;
 pub mod live;
 pub mod ratelimit;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub redis_prefix: String,
     /// Longest wait for Redis on a query-cache read or write (`redis.timeout`).
     pub redis_timeout: std::time::Duration,
+    /// `retention.rollups`: history ranges may not start before now minus this.
+    pub retention_rollups: chrono::Duration,
 }
 
 /// What the channel handlers need of `[notifications]`.
@@ -192,6 +195,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(channels::deliveries)),
                 )
                 .service(resource("/anomalies").route(web::get().to(anomalies::list)))
+                .service(
+                    resource("/agents/{agent_id}/stats").route(web::get().to(history::agent_stats)),
+                )
                 .service(resource("/predictions/forecasts").route(web::get().to(forecast::get)))
                 .service(resource("/resources/forecast").route(web::post().to(forecast::post)))
                 .service(resource("/anomalies/detect").route(web::post().to(anomalies::detect))),

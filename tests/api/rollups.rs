@@ -612,3 +612,82 @@ async fn history_reads_are_exact_up_to_now_with_deltas_pending_or_folded() {
     assert_eq!(after.runs, before.runs + 1);
     app.stop().await;
 }
+
+/// `GET /agents/{id}/stats` answers the figures of the raw rows for its range, and lists
+/// every bad parameter.
+#[actix_web::test]
+async fn agent_stats_are_exact_and_bad_parameters_are_listed() {
+    let app = spawn_app().await;
+    let mut rng = Rng(0x5EED_1234_ABCD_0004);
+    let events = random_events(&mut rng, "s-", 1_500);
+    post_shuffled(&app, "w1", &mut rng, events).await;
+    let (from, to) = (
+        Utc::now() - Duration::days(3) - Duration::minutes(11),
+        Utc::now() + Duration::minutes(6),
+    );
+    let query = |agent: &str, q: &str| format!("/api/v1/agents/{agent}/stats?workspace_id=w1&{q}");
+    let range = format!("from={}&to={}", urlencode(&ts(from)), urlencode(&ts(to)));
+    let res = app.get(&query("a0", &range), "w1").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let (counts, sums, percentiles, hashes) = raw_totals(&app.db().await, "a0", from, to).await;
+    assert_eq!(body["runs"], json!(counts[0]));
+    assert_eq!(body["succeeded"], json!(counts[1]));
+    assert_eq!(body["failed"], json!(counts[2]));
+    assert_eq!(body["timeout"], json!(counts[3]));
+    assert_eq!(body["cancelled"], json!(counts[4]));
+    assert_eq!(body["tokens_in"].to_string(), sums[2]);
+    let credits: f64 = sums[1].parse::<f64>().unwrap() / 1e6;
+    assert!((body["credits"].as_f64().unwrap() - credits).abs() < 1e-6);
+    let p95 = percentiles.unwrap()[1];
+    let got = body["runtime_ms"]["p95"].as_f64().unwrap();
+    assert!((got - p95).abs() <= 0.01 * p95, "p95 {got} against {p95}");
+    let users = UserSet::from_hashes(hashes.iter().map(|&h| h as u64));
+    assert_eq!(body["users"]["distinct"], json!(users.count()));
+    assert_eq!(body["users"]["exact"], json!(users.is_exact()));
+
+    // Every bad parameter is named.
+    let res = app
+        .get(&query("a0", "from=yesterday&to=2026-13-01T00:00:00Z"), "w1")
+        .await;
+    assert_eq!(res.status(), 400);
+    let err: Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "invalid_parameters");
+    let fields: Vec<&str> = err["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["from", "to"]);
+    for q in [
+        "timeframe=2w",
+        "timeframe=24h&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+        "from=2026-01-02T00:00:00Z",
+        &format!("from={}&to={}", urlencode(&ts(to)), urlencode(&ts(from))),
+        &format!(
+            "from={}&to={}",
+            urlencode(&ts(Utc::now() - Duration::days(500))),
+            urlencode(&ts(Utc::now()))
+        ),
+        "timeframe=1h&bogus=1",
+    ] {
+        let res = app.get(&query("a0", q), "w1").await;
+        assert_eq!(res.status(), 400, "{q}");
+        let err: Value = res.json().await.unwrap();
+        assert!(err["error"]["message"].is_string(), "{q}: {err}");
+    }
+    assert_eq!(
+        app.get(&query("a0", "timeframe=7d"), "w1").await.status(),
+        200
+    );
+    assert_eq!(
+        app.get(&query("a0", "timeframe=7d"), "w2").await.status(),
+        403
+    );
+    app.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
