@@ -1,5 +1,6 @@
 //! History routes (SPEC §8) read from the rollups, exact up to now
-//! (`shadower_actors::store::history`). So far: `GET /api/v1/agents/{agent_id}/stats`.
+//! (`shadower_actors::store::history`). So far: `GET /api/v1/agents/{agent_id}/stats` (404
+//! for an agent the workspace has no record of within retention).
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use shadower_actors::domain::ingest::FieldError;
 use shadower_actors::domain::live::ts_json;
-use shadower_actors::store::history::{run_totals, RunTotals};
+use shadower_actors::store::history::{agent_known, run_totals, RunTotals};
 
 use crate::alerts::{authorize, store_error};
 use crate::auth::{Principal, Scope};
@@ -137,6 +138,15 @@ pub async fn agent_stats(
     let t = run_totals(&mut client, ws.as_str(), agent.as_str(), from, to)
         .await
         .map_err(store_error)?;
+    if t.runs == 0
+        && !agent_known(&client, ws.as_str(), agent.as_str())
+            .await
+            .map_err(store_error)?
+    {
+        return Err(ApiError::NotFound(format!(
+            "agent {agent} has sent nothing to workspace {ws} within retention"
+        )));
+    }
     let mut res = HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "private, no-cache"))
         .json(stats_json(ws.as_str(), agent.as_str(), from, to, &t));

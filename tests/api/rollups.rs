@@ -681,6 +681,17 @@ async fn agent_stats_are_exact_and_bad_parameters_are_listed() {
         app.get(&query("a0", "timeframe=7d"), "w1").await.status(),
         200
     );
+    // An agent never heard of is a 404; a known one with nothing in the range, zeros.
+    let res = app.get(&query("nobody", "timeframe=7d"), "w1").await;
+    assert_eq!(res.status(), 404);
+    let quiet = format!(
+        "from={}&to={}",
+        urlencode(&ts(Utc::now() - Duration::days(300))),
+        urlencode(&ts(Utc::now() - Duration::days(299)))
+    );
+    let res = app.get(&query("a1", &quiet), "w1").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["runs"], 0);
     assert_eq!(
         app.get(&query("a0", "timeframe=7d"), "w2").await.status(),
         403

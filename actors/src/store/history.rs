@@ -211,3 +211,25 @@ fn int(text: String) -> Result<i128, StoreError> {
 fn bad_time(e: chrono::RoundingError) -> StoreError {
     StoreError::Data(format!("a time out of range: {e}"))
 }
+
+/// Whether `agent` of `workspace` has any rollup (or pending delta) of runs, heartbeats or
+/// feedback within retention: an agent the hub has never heard of is not one with no runs.
+pub async fn agent_known(
+    client: &deadpool_postgres::Object,
+    workspace: &str,
+    agent: &str,
+) -> Result<bool, StoreError> {
+    let mut parts = Vec::new();
+    for kind in ["runs", "resources", "feedback"] {
+        for table in [
+            format!("rollup_{kind}_daily"),
+            format!("rollup_delta_{kind}"),
+        ] {
+            parts.push(format!(
+                "EXISTS (SELECT 1 FROM {table} WHERE workspace_id = $1 AND agent_id = $2)"
+            ));
+        }
+    }
+    let sql = format!("SELECT {}", parts.join(" OR "));
+    Ok(client.query_one(&sql, &[&workspace, &agent]).await?.get(0))
+}
