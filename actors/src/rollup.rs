@@ -130,8 +130,9 @@ impl Kind {
         keys
     }
 
-    /// The fold statement: `$1` = most deltas to take. Returns the deltas' `noted_at`, and for
-    /// runs their keys and users.
+    /// The fold statement: `$1` = most deltas to take. Returns one row with how many deltas it
+    /// took and the oldest one's `noted_at`, then, for runs, the key and users of each delta
+    /// that has users (the only ones the fold still has to read).
     pub fn fold_sql(&self) -> String {
         let name = self.name;
         let keys = self.key_columns();
@@ -235,11 +236,12 @@ impl Kind {
                 select = select.join(", "),
             );
         }
+        sql.push_str(
+            "SELECT count(*), min(noted_at), NULL::text, NULL::text, NULL::timestamptz, NULL::int8[] FROM d\n",
+        );
         if self.name == RUNS.name {
-            sql.push_str("SELECT noted_at, workspace_id, agent_id, bucket, users FROM d\n");
-        } else {
             sql.push_str(
-                "SELECT noted_at, NULL::text, NULL::text, NULL::timestamptz, NULL::int8[] FROM d\n",
+                "UNION ALL\nSELECT NULL, NULL, workspace_id, agent_id, bucket, users FROM d WHERE users IS NOT NULL\n",
             );
         }
         sql
@@ -307,16 +309,20 @@ async fn fold_kind(
     let stmt = tx.prepare_cached(fold_statement(kind)).await?;
     let rows = tx.query(&stmt, &[&max_deltas]).await?;
     let now = Utc::now();
-    let oldest = rows.iter().map(|r| r.get::<_, DateTime<Utc>>(0)).min();
+    let (mut deltas, mut oldest) = (0i64, None::<DateTime<Utc>>);
     let mut users: Vec<UserDelta> = Vec::new();
     for row in &rows {
-        if let Some(hashes) = row.get::<_, Option<Vec<i64>>>(4) {
-            users.push(UserDelta {
-                workspace: row.get(1),
-                agent: row.get(2),
-                hour: row.get(3),
+        match row.get::<_, Option<Vec<i64>>>(5) {
+            Some(hashes) => users.push(UserDelta {
+                workspace: row.get(2),
+                agent: row.get(3),
+                hour: row.get(4),
                 hashes,
-            });
+            }),
+            None => {
+                deltas = row.get::<_, Option<i64>>(0).unwrap_or(0);
+                oldest = row.get(1);
+            }
         }
     }
     if !users.is_empty() {
@@ -324,7 +330,7 @@ async fn fold_kind(
     }
     tx.commit().await?;
     Ok(Folded {
-        deltas: rows.len() as u64,
+        deltas: deltas as u64,
         lag_ms: oldest.map_or(0, |t| (now - t).num_milliseconds().max(0)),
         skipped: false,
     })
