@@ -13,5 +13,6 @@ pub mod live;
 pub mod sketch;
 pub mod subscription;
 pub mod text;
+pub mod timeline;
 pub mod users;
 pub mod window;

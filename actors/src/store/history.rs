@@ -1,23 +1,478 @@
 //! Reads of history that are exact up to now, from the rollups (see
 //! `migrations/0005_rollups.sql`).
 //!
-//! A range `[from, to)` is read in one REPEATABLE READ snapshot as three parts that never
-//! overlap: the whole hours inside it from the hourly rollups **plus** the deltas not folded
-//! yet for those hours (a fold moves a delta into the rollups in one transaction, so in any
-//! snapshot each committed run is in exactly one of the two), and the partial hours at its
-//! edges from the raw rows. So the answer counts every run committed before the snapshot,
-//! the one posted a second ago included, once.
+//! A range `[from, to)`, cut into the buckets of a [`Timeline`], is read in one REPEATABLE
+//! READ snapshot as parts that never overlap ([`Plan`]): whole UTC days inside one bucket from
+//! the daily rollups, the other whole hours inside one bucket from the hourly rollups, **plus**
+//! the deltas not folded yet for those days and hours (a fold moves a delta into the rollups
+//! in one transaction, so in any snapshot each committed event is in exactly one of the two),
+//! and the partial hours (the range's edges, and hours a bucket boundary cuts, as a day in
+//! `Asia/Kolkata` does) from the raw rows. So the answer counts every event committed before
+//! the snapshot, the one posted a second ago included, once.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, DurationRound, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::IsolationLevel;
 
 use super::StoreError;
 use crate::domain::sketch::Sketch;
+use crate::domain::timeline::Timeline;
 use crate::domain::users::UserSet;
+use crate::rollup::{Kind, Merge, KINDS, RUNS};
 
-/// An agent's (or, with agent `""`, the workspace's) runs over a range.
+/// Time ranges as the parallel arrays of their starts and ends (SQL parameters).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Ranges {
+    pub starts: Vec<DateTime<Utc>>,
+    pub ends: Vec<DateTime<Utc>>,
+}
+
+impl Ranges {
+    /// Adds `[start, end)`, merged with the last range when they touch.
+    fn push(&mut self, start: DateTime<Utc>, end: DateTime<Utc>) {
+        if start >= end {
+            return;
+        }
+        match self.ends.last_mut() {
+            Some(last) if *last == start => *last = end,
+            _ => {
+                self.starts.push(start);
+                self.ends.push(end);
+            }
+        }
+    }
+
+    fn extend(&mut self, other: &Ranges) {
+        for (s, e) in other.starts.iter().zip(&other.ends) {
+            self.push(*s, *e);
+        }
+    }
+}
+
+/// Where each part of a timeline is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Whole UTC days inside one bucket: daily rollups (and the deltas of their hours).
+    pub days: Ranges,
+    /// The other whole hours inside one bucket: hourly rollups (and their deltas).
+    pub hours: Ranges,
+    /// Everything else: raw rows.
+    pub raw: Ranges,
+    /// The timeline's bounds (`width_bucket` thresholds).
+    pub bounds: Vec<DateTime<Utc>>,
+}
+
+impl Plan {
+    pub fn new(timeline: &Timeline) -> Self {
+        let bounds = timeline.bounds.clone();
+        let (from, to) = (bounds[0], bounds[bounds.len() - 1]);
+        let (hour, day) = (Duration::hours(1), Duration::days(1));
+        let floor = |t: DateTime<Utc>, d: Duration| t.duration_trunc(d).unwrap_or(t);
+        let first_whole = {
+            let f = floor(from, hour);
+            if f < from {
+                f + hour
+            } else {
+                f
+            }
+        };
+        let last_whole = floor(to, hour);
+        let mut plan = Self {
+            days: Ranges::default(),
+            hours: Ranges::default(),
+            raw: Ranges::default(),
+            bounds,
+        };
+        if first_whole >= last_whole {
+            plan.raw.push(from, to);
+            return plan;
+        }
+        plan.raw.push(from, first_whole);
+        // The boundaries inside the range, in order; `cut(a, b)`: one lies inside (a, b).
+        let inner = &plan.bounds[1..plan.bounds.len() - 1];
+        let mut next = 0;
+        let mut h = first_whole;
+        while h < last_whole {
+            while next < inner.len() && inner[next] <= h {
+                next += 1;
+            }
+            let cut = |end: DateTime<Utc>| next < inner.len() && inner[next] < end;
+            if floor(h, day) == h && h + day <= last_whole && !cut(h + day) {
+                plan.days.push(h, h + day);
+                h += day;
+            } else if cut(h + hour) {
+                plan.raw.push(h, h + hour);
+                h += hour;
+            } else {
+                plan.hours.push(h, h + hour);
+                h += hour;
+            }
+        }
+        plan.raw.push(last_whole, to);
+        plan
+    }
+}
+
+/// How the raw rows of a kind map onto its delta columns: the same sums, row by row.
+struct RawSource {
+    table: &'static str,
+    time: &'static str,
+    /// One expression per key of the kind.
+    keys: &'static [&'static str],
+    /// One expression per column of the kind (the sketch's left empty: read apart).
+    columns: &'static [&'static str],
+}
+
+fn raw_source(kind: &Kind) -> &'static RawSource {
+    const RUNS_RAW: RawSource = RawSource {
+        table: "agent_runs",
+        time: "completed_at",
+        keys: &[],
+        columns: &[
+            "1",
+            "(status = 'succeeded')::int",
+            "(status = 'failed')::int",
+            "(status = 'timeout')::int",
+            "(status = 'cancelled')::int",
+            "round(runtime_ms * float8 '1000')::int8",
+            "runtime_ms",
+            "runtime_ms",
+            "",
+            "round(credits * float8 '1e6')::int8",
+            "tokens_in",
+            "tokens_out",
+        ],
+    };
+    const MODELS_RAW: RawSource = RawSource {
+        table: "agent_runs",
+        time: "completed_at",
+        keys: &["coalesce(model, '')"],
+        columns: &[
+            "1",
+            "(status = 'succeeded')::int",
+            "round(runtime_ms * float8 '1000')::int8",
+            "round(credits * float8 '1e6')::int8",
+            "tokens_in",
+            "tokens_out",
+        ],
+    };
+    const ERRORS_RAW: RawSource = RawSource {
+        table: "agent_errors",
+        time: "occurred_at",
+        keys: &["coalesce(error_type, '')", "coalesce(category, '')"],
+        columns: &["1"],
+    };
+    const RESOURCES_RAW: RawSource = RawSource {
+        table: "resource_samples",
+        time: "ts",
+        keys: &[],
+        columns: &[
+            "1",
+            "(cpu_pct IS NOT NULL)::int",
+            "coalesce(round(cpu_pct * 1000)::int8, 0)",
+            "cpu_pct",
+            "(mem_mb IS NOT NULL)::int",
+            "coalesce(round(mem_mb * 1000)::int8, 0)",
+            "mem_mb",
+            "(cpu_limit_cores IS NOT NULL)::int",
+            "coalesce(round(cpu_limit_cores * 1000)::int8, 0)",
+            "(mem_limit_mb IS NOT NULL)::int",
+            "coalesce(round(mem_limit_mb * 1000)::int8, 0)",
+            "(cpu_pct IS NOT NULL AND cpu_limit_cores > 0)::int",
+            "CASE WHEN cpu_pct IS NOT NULL AND cpu_limit_cores > 0
+                  THEN round(least(cpu_pct / (100 * cpu_limit_cores), float8 '1e6') * float8 '1e6')::int8
+                  ELSE 0 END",
+            "(mem_mb IS NOT NULL AND mem_limit_mb > 0)::int",
+            "CASE WHEN mem_mb IS NOT NULL AND mem_limit_mb > 0
+                  THEN round(least(mem_mb / mem_limit_mb, float8 '1e6') * float8 '1e6')::int8
+                  ELSE 0 END",
+            "concurrent_runs",
+            "queue_depth",
+        ],
+    };
+    const FEEDBACK_RAW: RawSource = RawSource {
+        table: "agent_user_feedback",
+        time: "ts",
+        keys: &[],
+        columns: &[
+            "1",
+            "rating",
+            "(rating = 1)::int",
+            "(rating = 2)::int",
+            "(rating = 3)::int",
+            "(rating = 4)::int",
+            "(rating = 5)::int",
+        ],
+    };
+    match kind.name {
+        "runs" => &RUNS_RAW,
+        "models" => &MODELS_RAW,
+        "errors" => &ERRORS_RAW,
+        "resources" => &RESOURCES_RAW,
+        _ => &FEEDBACK_RAW,
+    }
+}
+
+/// A column's value over a bucket (and keys): an exact integer sum, or a min/max.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(i128),
+    Float(Option<f64>),
+}
+
+/// The sums of a kind's columns over one bucket of a timeline (and one value of its keys).
+#[derive(Debug, Clone)]
+pub struct KindRow {
+    pub bucket: usize,
+    pub keys: Vec<String>,
+    values: Vec<(&'static str, Value)>,
+}
+
+impl KindRow {
+    /// An integer sum; 0 for a column the kind does not have.
+    pub fn int(&self, column: &str) -> i128 {
+        self.values
+            .iter()
+            .find_map(|(c, v)| match v {
+                Value::Int(n) if *c == column => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// A min or max; `None` when nothing in the bucket carried it.
+    pub fn float(&self, column: &str) -> Option<f64> {
+        self.values.iter().find_map(|(c, v)| match v {
+            Value::Float(x) if *c == column => *x,
+            _ => None,
+        })
+    }
+}
+
+/// The parameters every read of a plan binds: `$1` workspace, `$2` agent (`''`: every agent
+/// of the workspace), `$3/$4` days, `$5/$6` hours, `$7/$8` days and hours (the deltas'),
+/// `$9/$10` raw ranges, `$11` the bounds.
+struct Bound<'a> {
+    workspace: &'a str,
+    agent: &'a str,
+    plan: &'a Plan,
+    folded: Ranges,
+}
+
+impl<'a> Bound<'a> {
+    fn new(workspace: &'a str, agent: &'a str, plan: &'a Plan) -> Self {
+        let mut folded = plan.days.clone();
+        folded.extend(&plan.hours);
+        // Days and hours interleave: keep the pending deltas' ranges in time order.
+        let mut pairs: Vec<_> = folded.starts.into_iter().zip(folded.ends).collect();
+        pairs.sort();
+        let mut folded = Ranges::default();
+        for (s, e) in pairs {
+            folded.push(s, e);
+        }
+        Self {
+            workspace,
+            agent,
+            plan,
+            folded,
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        [
+            &self.workspace,
+            &self.agent,
+            &self.plan.days.starts,
+            &self.plan.days.ends,
+            &self.plan.hours.starts,
+            &self.plan.hours.ends,
+            &self.folded.starts,
+            &self.folded.ends,
+            &self.plan.raw.starts,
+            &self.plan.raw.ends,
+            &self.plan.bounds,
+        ]
+    }
+}
+
+/// The `FROM` of a kind's rollup rows in the plan's days (`daily`) or hours.
+fn rolled_from(kind: &Kind, daily: bool) -> String {
+    let (table, s, e) = if daily {
+        ("daily", "$3", "$4")
+    } else {
+        ("hourly", "$5", "$6")
+    };
+    format!(
+        "unnest({s}::timestamptz[], {e}::timestamptz[]) AS i(s, e)
+         JOIN rollup_{name}_{table} AS r ON r.workspace_id = $1 AND r.agent_id = $2
+          AND r.bucket >= i.s AND r.bucket < i.e",
+        name = kind.name
+    )
+}
+
+fn pending_from(kind: &Kind) -> String {
+    format!(
+        "unnest($7::timestamptz[], $8::timestamptz[]) AS i(s, e)
+         JOIN rollup_delta_{name} AS r ON r.workspace_id = $1 AND ($2 = '' OR r.agent_id = $2)
+          AND r.bucket >= i.s AND r.bucket < i.e",
+        name = kind.name
+    )
+}
+
+fn raw_from(kind: &Kind) -> String {
+    let raw = raw_source(kind);
+    format!(
+        "unnest($9::timestamptz[], $10::timestamptz[]) AS i(s, e)
+         JOIN {table} AS r ON r.workspace_id = $1 AND ($2 = '' OR r.agent_id = $2)
+          AND r.{time} >= i.s AND r.{time} < i.e",
+        table = raw.table,
+        time = raw.time
+    )
+}
+
+/// The statement that sums `kind` over every bucket of a plan (and, with `by_keys`, each value
+/// of its keys).
+fn kind_sql(kind: &Kind, by_keys: bool) -> String {
+    let raw = raw_source(kind);
+    let cols: Vec<_> = kind
+        .columns
+        .iter()
+        .filter(|(_, m)| *m != Merge::Sketch)
+        .collect();
+    let keys: Vec<String> = if by_keys {
+        kind.keys.iter().map(|k| format!("r.{k}")).collect()
+    } else {
+        Vec::new()
+    };
+    let raw_keys: Vec<String> = if by_keys {
+        raw.keys
+            .iter()
+            .zip(kind.keys)
+            .map(|(e, k)| format!("{e} AS {k}"))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let list = |items: Vec<String>| -> String { items.iter().map(|i| format!(", {i}")).collect() };
+    let stored = list(
+        keys.iter()
+            .cloned()
+            .chain(cols.iter().map(|(c, _)| format!("r.{c}")))
+            .collect(),
+    );
+    let from_raw = list(
+        raw_keys
+            .into_iter()
+            .chain(
+                kind.columns
+                    .iter()
+                    .zip(raw.columns)
+                    .filter(|((_, m), _)| *m != Merge::Sketch)
+                    .map(|((c, _), e)| format!("{e} AS {c}")),
+            )
+            .collect(),
+    );
+    let group_keys: String = if by_keys {
+        kind.keys.iter().map(|k| format!(", {k}")).collect()
+    } else {
+        String::new()
+    };
+    let aggs: String = cols
+        .iter()
+        .map(|(c, m)| match m {
+            Merge::Sum => format!(", coalesce(sum({c}), 0)::text"),
+            Merge::Min => format!(", min({c})::float8"),
+            _ => format!(", max({c})::float8"),
+        })
+        .collect();
+    let group_by: String = (1..=1 + if by_keys { kind.keys.len() } else { 0 })
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT width_bucket(t, $11::timestamptz[]) - 1{group_keys}{aggs} FROM (
+            SELECT r.bucket AS t{stored} FROM {daily}
+            UNION ALL SELECT r.bucket{stored} FROM {hourly}
+            UNION ALL SELECT r.bucket{stored} FROM {pending}
+            UNION ALL SELECT r.{time}{from_raw} FROM {raw_from}
+         ) AS u GROUP BY {group_by}",
+        daily = rolled_from(kind, true),
+        hourly = rolled_from(kind, false),
+        pending = pending_from(kind),
+        raw_from = raw_from(kind),
+        time = raw.time,
+    )
+}
+
+fn kind_rows(
+    kind: &'static Kind,
+    rows: Vec<tokio_postgres::Row>,
+    by_keys: bool,
+) -> Result<Vec<KindRow>, StoreError> {
+    let nkeys = if by_keys { kind.keys.len() } else { 0 };
+    rows.iter()
+        .map(|row| {
+            let mut values = Vec::with_capacity(kind.columns.len());
+            let mut at = 1 + nkeys;
+            for (c, m) in kind.columns {
+                let v = match m {
+                    Merge::Sketch => continue,
+                    Merge::Sum => Value::Int(int(row.get(at))?),
+                    Merge::Min | Merge::Max => Value::Float(row.get(at)),
+                };
+                values.push((*c, v));
+                at += 1;
+            }
+            Ok(KindRow {
+                bucket: row.get::<_, i32>(0).max(0) as usize,
+                keys: (1..=nkeys).map(|i| row.get(i)).collect(),
+                values,
+            })
+        })
+        .collect()
+}
+
+/// The kind named `name` (`runs`, `models`, `errors`, `resources`, `feedback`).
+pub fn kind(name: &str) -> &'static Kind {
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.name == name)
+        .unwrap_or(&RUNS)
+}
+
+/// Opens the snapshot every part of one answer is read in.
+pub async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+/// The sums of `kind` for `agent` (`""`: the whole workspace) over each bucket of `timeline`,
+/// per value of its keys when `by_keys`; buckets (and keys) with nothing are left out.
+pub async fn kind_series(
+    tx: &Transaction<'_>,
+    kind: &'static Kind,
+    workspace: &str,
+    agent: &str,
+    timeline: &Timeline,
+    by_keys: bool,
+) -> Result<Vec<KindRow>, StoreError> {
+    let plan = Plan::new(timeline);
+    let bound = Bound::new(workspace, agent, &plan);
+    let rows = tx.query(&kind_sql(kind, by_keys), &bound.params()).await?;
+    kind_rows(kind, rows, by_keys)
+}
+
+/// An agent's (or, with agent `""`, the workspace's) runs over a range or one bucket of it.
 #[derive(Debug, Clone, Default)]
 pub struct RunTotals {
     pub runs: i64,
@@ -31,15 +486,161 @@ pub struct RunTotals {
     pub credits_micro: i128,
     pub tokens_in: i128,
     pub tokens_out: i128,
+    /// Empty unless asked for ([`RunParts::sketch`]).
     pub runtime: Sketch,
+    /// Empty unless asked for ([`RunParts::users`]).
     pub users: UserSet,
 }
 
-const RUN_SUMS: &str = "coalesce(sum(runs), 0)::int8, coalesce(sum(succeeded), 0)::int8,
-    coalesce(sum(failed), 0)::int8, coalesce(sum(timeout), 0)::int8,
-    coalesce(sum(cancelled), 0)::int8, coalesce(sum(runtime_us), 0)::text,
-    coalesce(sum(credits_micro), 0)::text, coalesce(sum(tokens_in), 0)::text,
-    coalesce(sum(tokens_out), 0)::text, min(runtime_min), max(runtime_max)";
+/// What of the runs to read beyond the sums, which are always read.
+#[derive(Debug, Clone, Copy)]
+pub struct RunParts {
+    /// The runtime sketch (quantiles).
+    pub sketch: bool,
+    /// The distinct users.
+    pub users: bool,
+}
+
+impl RunParts {
+    pub const ALL: Self = Self {
+        sketch: true,
+        users: true,
+    };
+    pub const SUMS: Self = Self {
+        sketch: false,
+        users: false,
+    };
+}
+
+/// Runtime sketch bins per bucket: `(bucket, bin or NULL for the zero bin, count)`.
+fn sketch_sql() -> String {
+    format!(
+        "SELECT width_bucket(t, $11::timestamptz[]) - 1, bin, sum(n)::int8 FROM (
+            SELECT r.bucket AS t, nullif(e.key, 'z')::int AS bin, e.value::int8 AS n
+              FROM {daily} CROSS JOIN LATERAL jsonb_each_text(r.runtime_sketch) AS e
+            UNION ALL SELECT r.bucket, nullif(e.key, 'z')::int, e.value::int8
+              FROM {hourly} CROSS JOIN LATERAL jsonb_each_text(r.runtime_sketch) AS e
+            UNION ALL SELECT r.bucket, b.bin, b.n
+              FROM {pending} CROSS JOIN LATERAL unnest(r.sketch_bins, r.sketch_counts) AS b(bin, n)
+            UNION ALL SELECT r.completed_at, hub_sketch_key(r.runtime_ms), 1 FROM {raw}
+         ) AS u GROUP BY 1, 2",
+        daily = rolled_from(&RUNS, true),
+        hourly = rolled_from(&RUNS, false),
+        pending = pending_from(&RUNS),
+        raw = raw_from(&RUNS),
+    )
+}
+
+/// The stored user sets per bucket, then (with a NULL set) each distinct user hash of the
+/// pending deltas and the raw rows.
+fn users_sql() -> String {
+    format!(
+        "SELECT width_bucket(r.bucket, $11::timestamptz[]) - 1, r.users, NULL::int8
+           FROM {daily} WHERE r.users IS NOT NULL
+         UNION ALL SELECT width_bucket(r.bucket, $11::timestamptz[]) - 1, r.users, NULL
+           FROM {hourly} WHERE r.users IS NOT NULL
+         UNION ALL SELECT DISTINCT wb, NULL::bytea, h FROM (
+            SELECT width_bucket(r.bucket, $11::timestamptz[]) - 1 AS wb, unnest(r.users) AS h
+              FROM {pending} WHERE r.users IS NOT NULL
+            UNION ALL SELECT width_bucket(r.completed_at, $11::timestamptz[]) - 1,
+                             hub_user_hash(r.user_id)
+              FROM {raw} WHERE r.user_id IS NOT NULL
+         ) AS h",
+        daily = rolled_from(&RUNS, true),
+        hourly = rolled_from(&RUNS, false),
+        pending = pending_from(&RUNS),
+        raw = raw_from(&RUNS),
+    )
+}
+
+/// The runs of `agent` (`""`: the whole workspace) over each bucket of `timeline`, one
+/// [`RunTotals`] per bucket (zeros where nothing ran), read in `tx`'s snapshot.
+pub async fn run_series(
+    tx: &Transaction<'_>,
+    workspace: &str,
+    agent: &str,
+    timeline: &Timeline,
+    parts: RunParts,
+) -> Result<Vec<RunTotals>, StoreError> {
+    let plan = Plan::new(timeline);
+    let bound = Bound::new(workspace, agent, &plan);
+    let params = bound.params();
+    let (sums_sql, sketch_sql, users_sql) = (kind_sql(&RUNS, false), sketch_sql(), users_sql());
+    // One round trip: the statements are pipelined on the connection.
+    let (sums, bins, users) = tokio::try_join!(
+        tx.query(&sums_sql, &params),
+        async {
+            if parts.sketch {
+                tx.query(&sketch_sql, &params).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+        async {
+            if parts.users {
+                tx.query(&users_sql, &params).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+    )?;
+    let n = timeline.len();
+    let mut series = vec![RunTotals::default(); n];
+    let mut extremes = vec![(f64::INFINITY, f64::NEG_INFINITY); n];
+    for row in kind_rows(&RUNS, sums, false)? {
+        let Some(t) = series.get_mut(row.bucket) else {
+            continue;
+        };
+        let count = |c: &str| row.int(c) as i64;
+        t.runs = count("runs");
+        t.succeeded = count("succeeded");
+        t.failed = count("failed");
+        t.timeout = count("timeout");
+        t.cancelled = count("cancelled");
+        t.runtime_us = row.int("runtime_us");
+        t.credits_micro = row.int("credits_micro");
+        t.tokens_in = row.int("tokens_in");
+        t.tokens_out = row.int("tokens_out");
+        extremes[row.bucket] = (
+            row.float("runtime_min").unwrap_or(f64::INFINITY),
+            row.float("runtime_max").unwrap_or(f64::NEG_INFINITY),
+        );
+    }
+    if parts.sketch {
+        let mut per_bucket: Vec<HashMap<Option<i32>, u64>> = vec![HashMap::new(); n];
+        for row in &bins {
+            let b = row.get::<_, i32>(0).max(0) as usize;
+            if let Some(bins) = per_bucket.get_mut(b) {
+                *bins.entry(row.get(1)).or_default() += row.get::<_, i64>(2).max(0) as u64;
+            }
+        }
+        for ((t, mut bins), (min, max)) in series.iter_mut().zip(per_bucket).zip(extremes) {
+            let zeros = bins.remove(&None).unwrap_or(0);
+            t.runtime = Sketch::from_bins(
+                zeros,
+                bins.into_iter().filter_map(|(k, n)| Some((k?, n))),
+                t.runtime_us as f64 / 1000.0,
+                if min.is_finite() { min } else { 0.0 },
+                if max.is_finite() { max } else { 0.0 },
+            );
+        }
+    }
+    for row in &users {
+        let b = row.get::<_, i32>(0).max(0) as usize;
+        let Some(t) = series.get_mut(b) else {
+            continue;
+        };
+        match row.get::<_, Option<&[u8]>>(1) {
+            Some(set) => t
+                .users
+                .merge(&UserSet::decode(set).map_err(StoreError::Data)?),
+            None => t
+                .users
+                .extend(row.get::<_, Option<i64>>(2).map(|h| h as u64)),
+        }
+    }
+    Ok(series)
+}
 
 /// The runs of `agent` (`""`: the whole workspace) of `workspace` in `[from, to)`.
 pub async fn run_totals(
@@ -49,167 +650,22 @@ pub async fn run_totals(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<RunTotals, StoreError> {
-    let hour = chrono::Duration::hours(1);
-    let first_whole = from.duration_trunc(hour).map_err(bad_time)?;
-    let first_whole = if first_whole < from {
-        first_whole + hour
-    } else {
-        first_whole
-    };
-    let last_whole = to.duration_trunc(hour).map_err(bad_time)?.max(first_whole);
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    // The raw rows of the edges: the whole range when it holds no whole hour.
-    let (edge_end, edge_start) = if first_whole < last_whole {
-        (first_whole, last_whole)
-    } else {
-        (to, to)
-    };
-    let agent_filter = "($2 = '' OR agent_id = $2)";
-    let raw = format!(
-        "FROM agent_runs WHERE workspace_id = $1 AND {agent_filter}
-           AND ((completed_at >= $3 AND completed_at < $4) OR (completed_at >= $5 AND completed_at < $6))"
-    );
-    let raw_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-        [&workspace, &agent, &from, &edge_end, &edge_start, &to];
-    let rolled = "FROM rollup_runs_hourly WHERE workspace_id = $1 AND agent_id = $2
-                    AND bucket >= $3 AND bucket < $4";
-    // Pending deltas are per agent: the workspace's are the sum of its agents'.
-    let pending = format!(
-        "FROM rollup_delta_runs WHERE workspace_id = $1 AND {agent_filter}
-           AND bucket >= $3 AND bucket < $4"
-    );
-    let whole: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&workspace, &agent, &first_whole, &last_whole];
-
-    let mut totals = RunTotals::default();
-    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-    let mut add = |row: &tokio_postgres::Row| -> Result<(), StoreError> {
-        totals.runs += row.get::<_, i64>(0);
-        totals.succeeded += row.get::<_, i64>(1);
-        totals.failed += row.get::<_, i64>(2);
-        totals.timeout += row.get::<_, i64>(3);
-        totals.cancelled += row.get::<_, i64>(4);
-        totals.runtime_us += int(row.get(5))?;
-        totals.credits_micro += int(row.get(6))?;
-        totals.tokens_in += int(row.get(7))?;
-        totals.tokens_out += int(row.get(8))?;
-        if let Some(v) = row.get::<_, Option<f64>>(9) {
-            min = min.min(v);
-        }
-        if let Some(v) = row.get::<_, Option<f64>>(10) {
-            max = max.max(v);
-        }
-        Ok(())
-    };
-    add(&tx
-        .query_one(&format!("SELECT {RUN_SUMS} {rolled}"), &whole)
-        .await?)?;
-    add(&tx
-        .query_one(&format!("SELECT {RUN_SUMS} {pending}"), &whole)
-        .await?)?;
-    add(&tx
-        .query_one(
-            &format!(
-                "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'),
-                        count(*) FILTER (WHERE status = 'failed'),
-                        count(*) FILTER (WHERE status = 'timeout'),
-                        count(*) FILTER (WHERE status = 'cancelled'),
-                        coalesce(sum(round(runtime_ms * float8 '1000')::int8), 0)::text,
-                        coalesce(sum(round(credits * float8 '1e6')::int8), 0)::text,
-                        coalesce(sum(tokens_in), 0)::text, coalesce(sum(tokens_out), 0)::text,
-                        min(runtime_ms), max(runtime_ms) {raw}"
-            ),
-            &raw_params,
-        )
-        .await?)?;
-
-    // The runtime sketch: bins of the three parts, summed.
-    let mut bins: HashMap<Option<i32>, u64> = HashMap::new();
-    let sketch_rows = tx
-        .query(
-            &format!(
-                "SELECT nullif(key, 'z')::int, sum(value::int8)::int8 FROM (
-                   SELECT e.key, e.value {rolled_from}
-                 ) AS r GROUP BY 1",
-                rolled_from = rolled.replacen(
-                    "FROM rollup_runs_hourly",
-                    "FROM rollup_runs_hourly CROSS JOIN LATERAL jsonb_each_text(runtime_sketch) AS e",
-                    1
-                )
-            ),
-            &whole,
-        )
-        .await?;
-    let pending_bins = tx
-        .query(
-            &format!(
-                "SELECT b.bin, sum(b.n)::int8 FROM (SELECT unnest(sketch_bins) AS bin,
-                   unnest(sketch_counts) AS n {pending}) AS b GROUP BY 1"
-            ),
-            &whole,
-        )
-        .await?;
-    let raw_bins = tx
-        .query(
-            &format!("SELECT hub_sketch_key(runtime_ms), count(*) {raw} GROUP BY 1"),
-            &raw_params,
-        )
-        .await?;
-    for row in sketch_rows.iter().chain(&pending_bins).chain(&raw_bins) {
-        *bins.entry(row.get(0)).or_default() += row.get::<_, i64>(1) as u64;
-    }
-    let zeros = bins.remove(&None).unwrap_or(0);
-    totals.runtime = Sketch::from_bins(
-        zeros,
-        bins.into_iter().filter_map(|(k, n)| Some((k?, n))),
-        totals.runtime_us as f64 / 1000.0,
-        if min.is_finite() { min } else { 0.0 },
-        if max.is_finite() { max } else { 0.0 },
-    );
-
-    // Distinct users: the stored sets, the pending deltas' hashes and the edges' runs.
-    for row in tx
-        .query(
-            &format!("SELECT users {rolled} AND users IS NOT NULL"),
-            &whole,
-        )
-        .await?
-    {
-        let set = UserSet::decode(row.get(0)).map_err(StoreError::Data)?;
-        totals.users.merge(&set);
-    }
-    let pending_users = tx
-        .query(
-            &format!("SELECT DISTINCT unnest(users) {pending} AND users IS NOT NULL"),
-            &whole,
-        )
-        .await?;
-    let raw_users = tx
-        .query(
-            &format!("SELECT DISTINCT hub_user_hash(user_id) {raw} AND user_id IS NOT NULL"),
-            &raw_params,
-        )
-        .await?;
-    let hashes: Vec<_> = pending_users.iter().chain(&raw_users).collect();
-    totals
-        .users
-        .extend(hashes.iter().map(|r| r.get::<_, i64>(0) as u64));
+    let tx = snapshot(client).await?;
+    let mut series = run_series(
+        &tx,
+        workspace,
+        agent,
+        &Timeline::whole(from, to),
+        RunParts::ALL,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(totals)
+    Ok(series.pop().unwrap_or_default())
 }
 
 fn int(text: String) -> Result<i128, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Data(format!("not an integer sum: {text}")))
-}
-
-fn bad_time(e: chrono::RoundingError) -> StoreError {
-    StoreError::Data(format!("a time out of range: {e}"))
 }
 
 /// Whether `agent` of `workspace` has any rollup (or pending delta) of runs, heartbeats or
@@ -232,4 +688,133 @@ pub async fn agent_known(
     }
     let sql = format!("SELECT {}", parts.join(" OR "));
     Ok(client.query_one(&sql, &[&workspace, &agent]).await?.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::timeline::Granularity;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn pieces(r: &Ranges) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        r.starts
+            .iter()
+            .copied()
+            .zip(r.ends.iter().copied())
+            .collect()
+    }
+
+    /// The parts of a plan tile the range exactly, rollup parts are whole UTC hours (days)
+    /// that no bucket boundary cuts, and raw parts are no longer than they must be.
+    fn check(timeline: &Timeline) -> Plan {
+        let plan = Plan::new(timeline);
+        let (from, to) = (timeline.bounds[0], *timeline.bounds.last().unwrap());
+        let mut all: Vec<_> = [&plan.days, &plan.hours, &plan.raw]
+            .iter()
+            .flat_map(|r| pieces(r))
+            .collect();
+        all.sort();
+        assert_eq!(all.first().unwrap().0, from);
+        assert_eq!(all.last().unwrap().1, to);
+        for w in all.windows(2) {
+            assert_eq!(w[0].1, w[1].0, "gap or overlap in {all:?}");
+        }
+        let inner = &timeline.bounds[1..timeline.bounds.len() - 1];
+        let cut = |s: DateTime<Utc>, e: DateTime<Utc>| inner.iter().any(|b| s < *b && *b < e);
+        for (s, e) in pieces(&plan.days) {
+            assert_eq!(s.duration_trunc(Duration::days(1)).unwrap(), s);
+            assert_eq!((e - s).num_seconds() % 86_400, 0);
+            let mut d = s;
+            while d < e {
+                assert!(!cut(d, d + Duration::days(1)), "a day cut at {d}");
+                d += Duration::days(1);
+            }
+        }
+        for (s, e) in pieces(&plan.hours) {
+            assert_eq!(s.duration_trunc(Duration::hours(1)).unwrap(), s);
+            let mut h = s;
+            while h < e {
+                assert!(!cut(h, h + Duration::hours(1)), "an hour cut at {h}");
+                h += Duration::hours(1);
+            }
+        }
+        let raw_secs: i64 = pieces(&plan.raw)
+            .iter()
+            .map(|(s, e)| (*e - *s).num_seconds())
+            .sum();
+        // At most the two edges and one hour per inner boundary off the hour.
+        let off_hour = inner
+            .iter()
+            .filter(|b| b.duration_trunc(Duration::hours(1)).unwrap() != **b)
+            .count() as i64;
+        assert!(raw_secs <= 2 * 3600 + off_hour * 3600, "{raw_secs} s raw");
+        plan
+    }
+
+    #[test]
+    fn a_utc_month_of_days_reads_daily_rollups_and_two_raw_edges() {
+        let tl = Timeline::new(
+            t("2026-11-03T10:20:00Z"),
+            t("2026-12-03T10:20:00Z"),
+            Granularity::Day,
+            chrono_tz::UTC,
+        );
+        let plan = check(&tl);
+        assert_eq!(
+            pieces(&plan.days),
+            vec![(t("2026-11-04T00:00:00Z"), t("2026-12-03T00:00:00Z"))]
+        );
+        assert_eq!(
+            pieces(&plan.raw),
+            vec![
+                (t("2026-11-03T10:20:00Z"), t("2026-11-03T11:00:00Z")),
+                (t("2026-12-03T10:00:00Z"), t("2026-12-03T10:20:00Z"))
+            ]
+        );
+    }
+
+    #[test]
+    fn half_hour_zones_read_the_cut_hours_raw() {
+        let tl = Timeline::new(
+            t("2026-11-01T00:00:00Z"),
+            t("2026-11-05T00:00:00Z"),
+            Granularity::Day,
+            chrono_tz::Asia::Kolkata,
+        );
+        let plan = check(&tl);
+        assert!(plan.days.starts.is_empty());
+        assert_eq!(plan.raw.starts.len(), 4);
+        assert_eq!(plan.raw.starts[0], t("2026-11-01T18:00:00Z"));
+    }
+
+    #[test]
+    fn plans_tile_every_kind_of_timeline() {
+        let ends = [
+            ("2026-10-01T00:00:00Z", "2026-12-03T17:45:12Z"),
+            ("2026-12-03T17:05:00Z", "2026-12-03T17:45:00Z"),
+            ("2026-12-02T17:00:00Z", "2026-12-03T17:00:00Z"),
+            ("2026-03-20T00:00:00Z", "2026-04-02T00:00:01Z"),
+        ];
+        for (from, to) in ends {
+            for g in [
+                Granularity::Hour,
+                Granularity::Day,
+                Granularity::Week,
+                Granularity::Month,
+            ] {
+                for tz in [
+                    chrono_tz::UTC,
+                    chrono_tz::Europe::Paris,
+                    chrono_tz::Asia::Kolkata,
+                    chrono_tz::Pacific::Chatham,
+                ] {
+                    check(&Timeline::new(t(from), t(to), g, tz));
+                }
+            }
+            check(&Timeline::whole(t(from), t(to)));
+        }
+    }
 }
