@@ -31,6 +31,7 @@ pub struct Settings {
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
     pub rollups: shadower_actors::config::RollupsConfig,
+    pub analytics: shadower_handlers::history::AnalyticsConfig,
     pub anomaly: AnomalyConfig,
     pub alerts: AlertsConfig,
     pub notifications: NotificationsConfig,

@@ -197,6 +197,7 @@ impl Application {
             redis_prefix: settings.redis.key_prefix.clone(),
             redis_timeout: settings.redis.timeout.get(),
             retention_rollups: settings.retention.rollups.to_chrono(),
+            analytics: settings.analytics.clone(),
             alerts: settings.alerts.clone(),
             notifications: NotificationSettings {
                 allow_private_targets: settings.notifications.allow_private_targets,

@@ -1,32 +1,228 @@
 //! History routes (SPEC §8) read from the rollups, exact up to now
-//! (`shadower_actors::store::history`). So far: `GET /api/v1/agents/{agent_id}/stats` (404
-//! for an agent the workspace has no record of within retention).
+//! (`shadower_actors::store::history`): `GET /api/v1/agents/{agent_id}/stats`,
+//! `GET /api/v1/metrics/execution` and `GET /api/v1/metrics/execution/throughput`.
+//!
+//! Every route takes its parameters from the query string, checks them all and lists every bad
+//! one (unknown names included) in one `400 invalid_parameters`.
+
+use std::collections::HashMap;
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
+use shadower_actors::domain::ids::AgentId;
 use shadower_actors::domain::ingest::FieldError;
 use shadower_actors::domain::live::ts_json;
-use shadower_actors::store::history::{agent_known, run_totals, RunTotals};
+use shadower_actors::domain::timeline::{parse_tz, Granularity, Timeline};
+use shadower_actors::store::history::{
+    agent_known, run_series, run_totals, snapshot, RunParts, RunTotals,
+};
 
 use crate::alerts::{authorize, store_error};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::AppState;
 
-/// A range: `timeframe` (ending now) or `from`/`to` (RFC 3339); 24 hours when neither.
-#[derive(Deserialize)]
+/// `[analytics]`: limits of the history routes.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RangeParams {
-    workspace_id: String,
-    #[serde(default)]
-    timeframe: Option<String>,
-    #[serde(default)]
-    from: Option<String>,
-    #[serde(default)]
-    to: Option<String>,
+pub struct AnalyticsConfig {
+    /// Most buckets a series may have; a granularity that would give more is a 400.
+    pub max_points: usize,
+}
+
+/// The query string of a history route: each name once, only the route's names.
+struct Params {
+    values: HashMap<String, String>,
+    bad: Vec<FieldError>,
+}
+
+impl Params {
+    fn new(req: &HttpRequest, allowed: &[&str]) -> Result<Self, ApiError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
+            .into_inner();
+        let mut params = Self {
+            values: HashMap::new(),
+            bad: Vec::new(),
+        };
+        for (name, value) in pairs {
+            if !allowed.contains(&name.as_str()) {
+                let message = format!("is not a parameter of this route ({})", allowed.join(", "));
+                params.fail(&name, message);
+            } else if params.values.insert(name.clone(), value).is_some() {
+                params.fail(&name, "is given more than once".into());
+            }
+        }
+        Ok(params)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    fn fail(&mut self, field: &str, message: String) {
+        if !self.bad.iter().any(|b| b.field == field) {
+            self.bad.push(FieldError {
+                index: 0,
+                field: field.into(),
+                message,
+            });
+        }
+    }
+
+    /// `workspace_id`, required.
+    fn workspace(&mut self) -> String {
+        match self.get("workspace_id") {
+            Some(w) => w.to_owned(),
+            None => {
+                self.fail("workspace_id", "is required".into());
+                String::new()
+            }
+        }
+    }
+
+    /// The range: `timeframe` (ending now) or `from`/`to` (RFC 3339); 24 hours when neither.
+    fn range(
+        &mut self,
+        now: DateTime<Utc>,
+        retention: Duration,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let time = |params: &mut Self, field: &str| {
+            let text = params.get(field)?.to_owned();
+            match DateTime::parse_from_rfc3339(&text) {
+                Ok(t) => Some(t.with_timezone(&Utc)),
+                Err(e) => {
+                    params.fail(
+                        field,
+                        format!("must be an RFC 3339 time with an offset ({e})"),
+                    );
+                    None
+                }
+            }
+        };
+        let (from, to) = (time(self, "from"), time(self, "to"));
+        let given = |p: &Self, f: &str| p.get(f).is_some();
+        let range = match (
+            self.get("timeframe").map(str::to_owned),
+            given(self, "from"),
+            given(self, "to"),
+        ) {
+            (Some(_), true, _) | (Some(_), _, true) => {
+                self.fail(
+                    "timeframe",
+                    "give either timeframe or from/to, not both".into(),
+                );
+                None
+            }
+            (Some(tf), false, false) => match TIMEFRAMES.iter().find(|(name, _)| *name == tf) {
+                Some((_, hours)) => Some((now - Duration::hours(*hours), now)),
+                None => {
+                    self.fail(
+                        "timeframe",
+                        "must be one of 1h, 24h, 7d, 30d, 90d, 1y".into(),
+                    );
+                    None
+                }
+            },
+            (None, true, false) | (None, false, true) => {
+                let missing = if given(self, "from") { "to" } else { "from" };
+                self.fail(missing, "from and to go together".into());
+                None
+            }
+            (None, true, true) => from.zip(to),
+            (None, false, false) => Some((now - Duration::hours(24), now)),
+        }?;
+        if range.0 >= range.1 {
+            self.fail("from", "must be before to".into());
+            return None;
+        }
+        if range.0 < now - retention {
+            self.fail(
+                "from",
+                format!(
+                    "is past retention.rollups ({} days): nothing that old is kept",
+                    retention.num_days()
+                ),
+            );
+            return None;
+        }
+        Some(range)
+    }
+
+    /// `tz` (IANA name, default UTC).
+    fn tz(&mut self) -> Tz {
+        let Some(name) = self.get("tz").map(str::to_owned) else {
+            return chrono_tz::UTC;
+        };
+        parse_tz(&name).unwrap_or_else(|| {
+            let message = format!("{name:?} is not an IANA time zone name (e.g. Europe/Paris)");
+            self.fail("tz", message);
+            chrono_tz::UTC
+        })
+    }
+
+    /// `granularity` (default from the range), refused past `max_points` buckets.
+    fn granularity(
+        &mut self,
+        range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+        max_points: usize,
+    ) -> Granularity {
+        let asked = self.get("granularity").map(str::to_owned);
+        let granularity = match asked.as_deref().map(Granularity::parse) {
+            Some(Some(g)) => g,
+            Some(None) => {
+                let message = format!("must be one of {}", Granularity::NAMES);
+                self.fail("granularity", message);
+                return Granularity::Hour;
+            }
+            None => range.map_or(Granularity::Hour, |(f, t)| Granularity::for_range(f, t)),
+        };
+        if let Some((from, to)) = range {
+            let points = granularity.max_points(from, to);
+            if points > max_points as i64 {
+                self.fail(
+                    "granularity",
+                    format!(
+                        "{} over this range gives up to {points} points, more than analytics.max_points ({max_points})",
+                        granularity.name()
+                    ),
+                );
+            }
+        }
+        granularity
+    }
+
+    /// An optional agent id.
+    fn agent(&mut self, field: &str) -> Option<AgentId> {
+        let text = self.get(field)?.to_owned();
+        match AgentId::parse(&text) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.fail(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// `value` when no parameter was bad, else every problem found as one error.
+    fn finish<T>(mut self, value: Option<T>) -> Result<T, ApiError> {
+        match value {
+            Some(v) if self.bad.is_empty() => Ok(v),
+            _ => {
+                if self.bad.is_empty() {
+                    self.fail("timeframe", "no range could be read".into());
+                }
+                Err(ApiError::InvalidParams {
+                    message: format!("{} invalid parameter(s)", self.bad.len()),
+                    details: self.bad,
+                })
+            }
+        }
+    }
 }
 
 const TIMEFRAMES: [(&str, i64); 6] = [
@@ -38,129 +234,224 @@ const TIMEFRAMES: [(&str, i64); 6] = [
     ("1y", 365 * 24),
 ];
 
-/// The range asked for, checked: every bad field is listed.
-fn range(
-    p: &RangeParams,
-    now: DateTime<Utc>,
-    retention: Duration,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let mut bad = Vec::new();
-    let mut fail = |field: &str, message: String| {
-        bad.push(FieldError {
-            index: 0,
-            field: field.into(),
-            message,
+const RANGE: [&str; 4] = ["workspace_id", "timeframe", "from", "to"];
+const SERIES: [&str; 7] = [
+    "workspace_id",
+    "timeframe",
+    "from",
+    "to",
+    "tz",
+    "granularity",
+    "agent_id",
+];
+
+/// A checked series request.
+struct SeriesQuery {
+    workspace: String,
+    agent: Option<AgentId>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    granularity: Granularity,
+    tz: Tz,
+}
+
+impl SeriesQuery {
+    fn parse(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
+        let mut p = Params::new(req, &SERIES)?;
+        let workspace = p.workspace();
+        let range = p.range(Utc::now(), state.retention_rollups);
+        let tz = p.tz();
+        let granularity = p.granularity(range, state.analytics.max_points);
+        let agent = p.agent("agent_id");
+        let (from, to) = p.finish(range)?;
+        Ok(Self {
+            workspace,
+            agent,
+            from,
+            to,
+            granularity,
+            tz,
         })
-    };
-    let time = |field: &str, text: &Option<String>, fail: &mut dyn FnMut(&str, String)| {
-        text.as_deref()
-            .and_then(|t| match DateTime::parse_from_rfc3339(t) {
-                Ok(t) => Some(t.with_timezone(&Utc)),
-                Err(e) => {
-                    fail(
-                        field,
-                        format!("must be an RFC 3339 time with an offset ({e})"),
-                    );
-                    None
-                }
-            })
-    };
-    let (from, to) = (
-        time("from", &p.from, &mut fail),
-        time("to", &p.to, &mut fail),
-    );
-    let range = match (&p.timeframe, &p.from, &p.to) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            fail(
-                "timeframe",
-                "give either timeframe or from/to, not both".into(),
-            );
-            None
-        }
-        (Some(tf), None, None) => match TIMEFRAMES.iter().find(|(name, _)| name == tf) {
-            Some((_, hours)) => Some((now - Duration::hours(*hours), now)),
-            None => {
-                fail(
-                    "timeframe",
-                    "must be one of 1h, 24h, 7d, 30d, 90d, 1y".into(),
-                );
-                None
-            }
-        },
-        (None, Some(_), None) | (None, None, Some(_)) => {
-            fail(
-                if p.from.is_none() { "from" } else { "to" },
-                "from and to go together".into(),
-            );
-            None
-        }
-        (None, Some(_), Some(_)) => from.zip(to),
-        (None, None, None) => Some((now - Duration::hours(24), now)),
-    };
-    if let Some((from, to)) = range {
-        if from >= to {
-            fail("from", "must be before to".into());
-        }
-        if from < now - retention {
-            fail(
-                "from",
-                format!(
-                    "is past retention.rollups ({} days): nothing that old is kept",
-                    retention.num_days()
-                ),
-            );
-        }
     }
-    match range {
-        Some(r) if bad.is_empty() => Ok(r),
-        _ => Err(ApiError::InvalidParams {
-            message: format!("{} invalid parameter(s)", bad.len().max(1)),
-            details: bad,
-        }),
+
+    fn timeline(&self) -> Timeline {
+        Timeline::new(self.from, self.to, self.granularity, self.tz)
+    }
+
+    fn head(&self, ws: &str) -> serde_json::Map<String, Value> {
+        let mut head = serde_json::Map::new();
+        head.insert("workspace_id".into(), json!(ws));
+        head.insert(
+            "agent_id".into(),
+            json!(self.agent.as_ref().map(|a| a.as_str())),
+        );
+        head.insert("from".into(), json!(ts_json(self.from)));
+        head.insert("to".into(), json!(ts_json(self.to)));
+        head.insert("granularity".into(), json!(self.granularity.name()));
+        head.insert("tz".into(), json!(self.tz.name()));
+        head
     }
 }
 
-/// `GET /api/v1/agents/{agent_id}/stats`: an agent's runs over a range.
-pub async fn agent_stats(
-    path: web::Path<String>,
-    q: web::Query<RangeParams>,
-    principal: Principal,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let (ws, decision) = authorize(&principal, &state, &q.workspace_id, Scope::Read).await?;
-    let agent = crate::live::agent(&path)?;
-    let (from, to) = range(&q, Utc::now(), state.retention_rollups)?;
-    let mut client = state
+/// A pooled connection for history reads.
+async fn client(state: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
+    state
         .query_pool
         .get()
         .await
-        .map_err(|e| store_error(e.into()))?;
-    let t = run_totals(&mut client, ws.as_str(), agent.as_str(), from, to)
-        .await
-        .map_err(store_error)?;
-    if t.runs == 0
-        && !agent_known(&client, ws.as_str(), agent.as_str())
-            .await
-            .map_err(store_error)?
-    {
+        .map_err(|e| store_error(e.into()))
+}
+
+/// 404 for an agent the workspace has no record of, when the answer found nothing.
+async fn known_or_404(
+    client: &deadpool_postgres::Object,
+    ws: &str,
+    agent: &str,
+    runs: i64,
+) -> Result<(), ApiError> {
+    if runs == 0 && !agent_known(client, ws, agent).await.map_err(store_error)? {
         return Err(ApiError::NotFound(format!(
             "agent {agent} has sent nothing to workspace {ws} within retention"
         )));
     }
-    let mut res = HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
-        .json(stats_json(ws.as_str(), agent.as_str(), from, to, &t));
-    decision.annotate(&mut res);
-    Ok(res)
+    Ok(())
 }
 
-fn stats_json(
-    ws: &str,
-    agent: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    t: &RunTotals,
-) -> serde_json::Value {
+fn answer(body: Value, decision: &crate::ratelimit::Decision) -> HttpResponse {
+    let mut res = HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .json(body);
+    decision.annotate(&mut res);
+    res
+}
+
+/// `GET /api/v1/agents/{agent_id}/stats`: an agent's runs over a range.
+pub async fn agent_stats(
+    req: HttpRequest,
+    path: web::Path<String>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut p = Params::new(&req, &RANGE)?;
+    let workspace = p.workspace();
+    let range = p.range(Utc::now(), state.retention_rollups);
+    let (from, to) = p.finish(range)?;
+    let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let agent = crate::live::agent(&path)?;
+    let mut client = client(&state).await?;
+    let t = run_totals(&mut client, ws.as_str(), agent.as_str(), from, to)
+        .await
+        .map_err(store_error)?;
+    known_or_404(&client, ws.as_str(), agent.as_str(), t.runs).await?;
+    let mut body = json!({
+        "workspace_id": ws.as_str(),
+        "agent_id": agent.as_str(),
+        "from": ts_json(from),
+        "to": ts_json(to),
+    });
+    merge(&mut body, runs_json(&t));
+    Ok(answer(body, &decision))
+}
+
+/// `GET /api/v1/metrics/execution`: the runs of the workspace (or of `agent_id`) over a
+/// range, in total and per bucket, with runtime percentiles and distinct users.
+pub async fn execution(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = SeriesQuery::parse(&req, &state)?;
+    let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let agent = q.agent.as_ref().map_or("", |a| a.as_str());
+    let (whole, timeline) = (Timeline::whole(q.from, q.to), q.timeline());
+    let mut client = client(&state).await?;
+    let tx = snapshot(&mut client).await.map_err(store_error)?;
+    let (mut total, series) = tokio::try_join!(
+        run_series(&tx, ws.as_str(), agent, &whole, RunParts::ALL),
+        run_series(&tx, ws.as_str(), agent, &timeline, RunParts::ALL),
+    )
+    .map_err(store_error)?;
+    tx.commit().await.map_err(|e| store_error(e.into()))?;
+    let total = total.pop().unwrap_or_default();
+    if !agent.is_empty() {
+        known_or_404(&client, ws.as_str(), agent, total.runs).await?;
+    }
+    let mut body = Value::Object(q.head(ws.as_str()));
+    body["totals"] = runs_json(&total);
+    body["series"] = timeline
+        .starts
+        .iter()
+        .zip(&series)
+        .map(|(start, t)| {
+            let mut point = json!({"ts": ts_json(*start)});
+            merge(&mut point, runs_json(t));
+            point
+        })
+        .collect();
+    Ok(answer(body, &decision))
+}
+
+/// `GET /api/v1/metrics/execution/throughput`: runs per bucket and per minute, and the peak.
+pub async fn throughput(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = SeriesQuery::parse(&req, &state)?;
+    let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let agent = q.agent.as_ref().map_or("", |a| a.as_str());
+    let timeline = q.timeline();
+    let mut client = client(&state).await?;
+    let tx = snapshot(&mut client).await.map_err(store_error)?;
+    let series = run_series(&tx, ws.as_str(), agent, &timeline, RunParts::SUMS)
+        .await
+        .map_err(store_error)?;
+    tx.commit().await.map_err(|e| store_error(e.into()))?;
+    let runs: i64 = series.iter().map(|t| t.runs).sum();
+    if !agent.is_empty() {
+        known_or_404(&client, ws.as_str(), agent, runs).await?;
+    }
+    // Rates over the part of each bucket inside the range.
+    let minutes = |i: usize| {
+        (timeline.bounds[i + 1] - timeline.bounds[i]).num_milliseconds() as f64 / 60_000.0
+    };
+    let points: Vec<Value> = series
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            json!({
+                "ts": ts_json(timeline.starts[i]),
+                "runs": t.runs,
+                "per_minute": t.runs as f64 / minutes(i),
+            })
+        })
+        .collect();
+    let peak = series
+        .iter()
+        .enumerate()
+        .max_by(|(i, a), (j, b)| {
+            (a.runs as f64 / minutes(*i)).total_cmp(&(b.runs as f64 / minutes(*j)))
+        })
+        .filter(|(_, t)| t.runs > 0)
+        .map(|(i, _)| points[i].clone());
+    let total_minutes = (q.to - q.from).num_milliseconds() as f64 / 60_000.0;
+    let mut body = Value::Object(q.head(ws.as_str()));
+    body["runs"] = json!(runs);
+    body["per_minute"] = json!(runs as f64 / total_minutes);
+    body["per_hour"] = json!(runs as f64 / total_minutes * 60.0);
+    body["peak"] = json!(peak);
+    body["series"] = json!(points);
+    Ok(answer(body, &decision))
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        into.extend(from);
+    }
+}
+
+/// The figures of a [`RunTotals`].
+fn runs_json(t: &RunTotals) -> Value {
     let runs = t.runs as f64;
     // As the live windows: rates over the runs that ended (cancelled ones left out).
     let decided = t.succeeded + t.failed + t.timeout;
@@ -169,10 +460,6 @@ fn stats_json(
     // A sum past an i64 (never seen, but possible over a year) is given as a float.
     let big = |n: i128| i64::try_from(n).map_or_else(|_| json!(n as f64), |n| json!(n));
     json!({
-        "workspace_id": ws,
-        "agent_id": agent,
-        "from": ts_json(from),
-        "to": ts_json(to),
         "runs": t.runs,
         "succeeded": t.succeeded,
         "failed": t.failed,

@@ -79,6 +79,7 @@ pub struct AppState {
     pub redis_timeout: std::time::Duration,
     /// `retention.rollups`: history ranges may not start before now minus this.
     pub retention_rollups: chrono::Duration,
+    pub analytics: history::AnalyticsConfig,
 }
 
 /// What the channel handlers need of `[notifications]`.
@@ -197,6 +198,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/anomalies").route(web::get().to(anomalies::list)))
                 .service(
                     resource("/agents/{agent_id}/stats").route(web::get().to(history::agent_stats)),
+                )
+                .service(resource("/metrics/execution").route(web::get().to(history::execution)))
+                .service(
+                    resource("/metrics/execution/throughput")
+                        .route(web::get().to(history::throughput)),
                 )
                 .service(resource("/predictions/forecasts").route(web::get().to(forecast::get)))
                 .service(resource("/resources/forecast").route(web::post().to(forecast::post)))

@@ -8,6 +8,7 @@ mod faults;
 mod forecast;
 mod health;
 mod helpers;
+mod history;
 mod ingest;
 mod isolation;
 mod live;

@@ -13,7 +13,7 @@ use crate::helpers::*;
 /// `n` events of every kind over the last six days (late ones included: the hub accepts up to
 /// `ingest.max_age`, 7 days), several agents, models, error types and users; agent `a0` has
 /// more than 128 distinct users in its busy hours, so its user sets become sketches.
-fn random_events(rng: &mut Rng, prefix: &str, n: usize) -> Vec<Value> {
+pub(crate) fn random_events(rng: &mut Rng, prefix: &str, n: usize) -> Vec<Value> {
     let now = Utc::now();
     let agents = ["a0", "a0", "a1", "a2", "a3"];
     let models = ["gpt-4o", "claude", "mini", ""];
@@ -114,7 +114,7 @@ fn random_events(rng: &mut Rng, prefix: &str, n: usize) -> Vec<Value> {
 /// Posts `events` in shuffled batches of random sizes; some events are sent twice, once with
 /// other field values (first write wins, whichever comes first). Every post must be
 /// acknowledged.
-async fn post_shuffled(app: &TestApp, ws: &str, rng: &mut Rng, mut events: Vec<Value>) {
+pub(crate) async fn post_shuffled(app: &TestApp, ws: &str, rng: &mut Rng, mut events: Vec<Value>) {
     let mut resent: Vec<Value> = events
         .iter()
         .filter(|_| rng.below(10) == 0)
@@ -468,7 +468,7 @@ async fn a_fold_killed_halfway_is_redone_exactly_once() {
 
 /// The exact answer for a range, from the raw rows: counts, quantized sums, percentiles and
 /// the users' hashes.
-async fn raw_totals(
+pub(crate) async fn raw_totals(
     client: &tokio_postgres::Client,
     agent: &str,
     from: DateTime<Utc>,
@@ -699,6 +699,6 @@ async fn agent_stats_are_exact_and_bad_parameters_are_listed() {
     app.stop().await;
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }

@@ -1,0 +1,287 @@
+//! History routes (SPEC §8): each answer equals an independent recomputation over the raw
+//! rows for the same range and buckets, the open hour included; bad parameters are listed.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+use shadower_actors::domain::users::UserSet;
+
+use crate::helpers::*;
+use crate::rollups::{post_shuffled, random_events, raw_totals, urlencode};
+
+/// The raw rows' figures per bucket (`date_trunc(unit, completed_at, tz)`, the hub's hours
+/// being UTC hours) over `[from, to)` for `agent` (`""`: all).
+#[derive(Debug)]
+struct RawBucket {
+    counts: [i64; 5],
+    credits_micro: i64,
+    tokens_in: i64,
+    p95: f64,
+    users: Vec<i64>,
+}
+
+async fn raw_buckets(
+    client: &tokio_postgres::Client,
+    agent: &str,
+    unit: &str,
+    tz: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> HashMap<DateTime<Utc>, RawBucket> {
+    let tz = if unit == "hour" { "UTC" } else { tz };
+    let rows = client
+        .query(
+            "SELECT date_trunc($4, completed_at, $5), count(*),
+                    count(*) FILTER (WHERE status = 'succeeded'),
+                    count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'timeout'),
+                    count(*) FILTER (WHERE status = 'cancelled'),
+                    sum(round(credits * float8 '1e6')::int8)::int8, sum(tokens_in)::int8,
+                    percentile_disc(0.95) WITHIN GROUP (ORDER BY runtime_ms),
+                    coalesce(array_agg(DISTINCT hub_user_hash(user_id)) FILTER (WHERE user_id IS NOT NULL), '{}')
+             FROM agent_runs WHERE workspace_id = 'w1' AND ($1 = '' OR agent_id = $1)
+               AND completed_at >= $2 AND completed_at < $3
+             GROUP BY 1",
+            &[&agent, &from, &to, &unit, &tz],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r.get(0),
+                RawBucket {
+                    counts: [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)],
+                    credits_micro: r.get(6),
+                    tokens_in: r.get(7),
+                    p95: r.get(8),
+                    users: r.get(9),
+                },
+            )
+        })
+        .collect()
+}
+
+fn at(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// A series point (or the totals) against the raw rows' figures.
+fn assert_point(label: &str, got: &Value, want: &RawBucket) {
+    for (i, field) in ["runs", "succeeded", "failed", "timeout", "cancelled"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(got[field], want.counts[i], "{label}: {field}");
+    }
+    assert_eq!(got["tokens_in"], want.tokens_in, "{label}: tokens_in");
+    let credits = want.credits_micro as f64 / 1e6;
+    assert!(
+        (got["credits"].as_f64().unwrap() - credits).abs() < 1e-6,
+        "{label}: credits {} against {credits}",
+        got["credits"]
+    );
+    let p95 = got["runtime_ms"]["p95"].as_f64().unwrap();
+    assert!(
+        (p95 - want.p95).abs() <= 0.01 * want.p95,
+        "{label}: p95 {p95} against {}",
+        want.p95
+    );
+    let users = UserSet::from_hashes(want.users.iter().map(|&h| h as u64));
+    assert_eq!(got["users"]["distinct"], users.count(), "{label}: users");
+}
+
+/// `GET /metrics/execution`: totals and every bucket, for hours, days in a half-hour zone,
+/// weeks across a daylight-saving zone and months, for the workspace and one agent, equal
+/// the raw rows; the buckets are the zone's calendar and the open hour is in them.
+#[actix_web::test]
+async fn execution_series_equal_the_raw_rows_in_every_bucket() {
+    let app = spawn_app().await;
+    let mut rng = Rng(0x5EED_1234_ABCD_0014);
+    let events = random_events(&mut rng, "h-", 1_500);
+    post_shuffled(&app, "w1", &mut rng, events).await;
+    // Posted a second ago: the open hour must count it.
+    let now = Utc::now();
+    let fresh = run_event("fresh", "a0", "failed", 7.0, now - Duration::seconds(1));
+    assert_eq!(app.post_events("w1", &[fresh]).await.status(), 200);
+    let client = app.db().await;
+    let to = Utc::now() + Duration::minutes(6);
+    // Once with deltas pending (the fold runs each second), once with all of them folded.
+    assert_series_exact(&app, &client, to).await;
+    for _ in 0..100 {
+        let pending: i64 = client
+            .query_one("SELECT count(*) FROM rollup_delta_runs", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_series_exact(&app, &client, to).await;
+
+    // Throughput: the same runs per bucket, per-minute rates over the part in range, the peak.
+    let from = to - Duration::hours(30);
+    let path = format!(
+        "/api/v1/metrics/execution/throughput?workspace_id=w1&from={}&to={}",
+        urlencode(&ts(from)),
+        urlencode(&ts(to))
+    );
+    let body: Value = app.get(&path, "w1").await.json().await.unwrap();
+    assert_eq!(body["granularity"], "hour");
+    let want = raw_buckets(&client, "", "hour", "UTC", from, to).await;
+    let series = body["series"].as_array().unwrap();
+    assert_eq!(series.len(), 31);
+    let mut total = 0;
+    for (i, point) in series.iter().enumerate() {
+        let start = at(&point["ts"]);
+        let runs = want.get(&start).map_or(0, |b| b.counts[0]);
+        assert_eq!(point["runs"], runs, "throughput at {start}");
+        let begin = if i == 0 { from } else { start };
+        let end = (start + Duration::hours(1)).min(to);
+        let minutes = (end - begin).num_milliseconds() as f64 / 60_000.0;
+        let rate = point["per_minute"].as_f64().unwrap();
+        // The hub reads `from` to the millisecond it was sent with.
+        let want_rate = runs as f64 / minutes;
+        assert!(
+            (rate - want_rate).abs() <= 1e-6 * want_rate,
+            "rate at {start}: {rate} against {want_rate}"
+        );
+        total += runs;
+    }
+    assert_eq!(body["runs"], total);
+    let peak = series
+        .iter()
+        .map(|p| p["per_minute"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(body["peak"]["per_minute"].as_f64(), Some(peak));
+    app.stop().await;
+}
+
+/// Every bad parameter of a series route is listed at once; an unknown agent is a 404 and
+/// another workspace a 403.
+#[actix_web::test]
+async fn series_parameters_are_checked_together() {
+    let app = spawn_app_with(&[("analytics.max_points", json!(100))]).await;
+    let run = run_event("r1", "a0", "succeeded", 12.0, Utc::now());
+    assert_eq!(app.post_events("w1", &[run]).await.status(), 200);
+    let fields = |body: &Value| -> Vec<String> {
+        body["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["field"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let get = |q: &str| {
+        let path = format!("/api/v1/metrics/execution?workspace_id=w1&{q}");
+        let app = &app;
+        async move {
+            let res = app.get(&path, "w1").await;
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = get("tz=Mars%2FOlympus&granularity=fortnight&bogus=1&limit=3").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_parameters");
+    assert_eq!(fields(&body), ["bogus", "limit", "tz", "granularity"]);
+    // Past analytics.max_points (100 here): a week of hours is refused, of days answered.
+    let (status, body) = get("timeframe=7d&granularity=hour").await;
+    assert_eq!(
+        (status, fields(&body)),
+        (400, vec!["granularity".to_owned()])
+    );
+    assert!(body["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("analytics.max_points"));
+    assert_eq!(get("timeframe=7d&granularity=day").await.0, 200);
+    let (status, body) = get("timeframe=24h&timeframe=7d").await;
+    assert_eq!((status, fields(&body)), (400, vec!["timeframe".to_owned()]));
+    let (status, body) = get("agent_id=bad%20id").await;
+    assert_eq!((status, fields(&body)), (400, vec!["agent_id".to_owned()]));
+    let (status, body) = get("agent_id=nobody").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get("timeframe=1h&granularity=day&tz=Asia%2FKolkata").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["totals"]["runs"], 1);
+    let series = body["series"].as_array().unwrap();
+    // One bucket, or two when the last hour crossed midnight in Kolkata.
+    assert!((1..=2).contains(&series.len()), "{body}");
+    let runs: i64 = series.iter().map(|p| p["runs"].as_i64().unwrap()).sum();
+    assert_eq!(runs, 1);
+    let res = app
+        .get("/api/v1/metrics/execution/throughput?workspace_id=w1", "w2")
+        .await;
+    assert_eq!(res.status(), 403);
+    app.stop().await;
+}
+
+/// Every case of bucket size and zone, for the workspace and one agent, against the raw rows.
+async fn assert_series_exact(app: &TestApp, client: &tokio_postgres::Client, to: DateTime<Utc>) {
+    let cases = [
+        ("hour", "UTC", Duration::hours(30)),
+        (
+            "day",
+            "Asia/Kolkata",
+            Duration::days(6) + Duration::minutes(17),
+        ),
+        (
+            "week",
+            "America/New_York",
+            Duration::days(6) + Duration::hours(5),
+        ),
+        (
+            "month",
+            "Europe/Paris",
+            Duration::days(6) + Duration::hours(23),
+        ),
+    ];
+    for (granularity, tz, span) in cases {
+        let from = to - span;
+        for agent in ["", "a0"] {
+            let label = format!("{granularity} {tz} agent {agent:?}");
+            let mut path = format!(
+                "/api/v1/metrics/execution?workspace_id=w1&from={}&to={}&granularity={granularity}&tz={}",
+                urlencode(&ts(from)),
+                urlencode(&ts(to)),
+                tz.replace('/', "%2F"),
+            );
+            if !agent.is_empty() {
+                path.push_str(&format!("&agent_id={agent}"));
+            }
+            let res = app.get(&path, "w1").await;
+            assert_eq!(res.status(), 200, "{label}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["granularity"], granularity);
+            assert_eq!(body["tz"], tz);
+            let mut want = raw_buckets(client, agent, granularity, tz, from, to).await;
+            let series = body["series"].as_array().unwrap();
+            let mut previous = None;
+            for point in series {
+                let start = at(&point["ts"]);
+                assert!(previous.is_none_or(|p| p < start), "{label}: out of order");
+                previous = Some(start);
+                match want.remove(&start) {
+                    Some(raw) => assert_point(&format!("{label} at {start}"), point, &raw),
+                    None => assert_eq!(point["runs"], 0, "{label} at {start}"),
+                }
+            }
+            assert!(want.is_empty(), "{label}: buckets missing {want:?}");
+            // The totals, against the raw rows of the whole range.
+            let (counts, sums, percentiles, hashes) = raw_totals(client, agent, from, to).await;
+            let total = RawBucket {
+                counts: counts.try_into().unwrap(),
+                credits_micro: sums[1].parse().unwrap(),
+                tokens_in: sums[2].parse().unwrap(),
+                p95: percentiles.unwrap()[1],
+                users: hashes,
+            };
+            assert_point(&format!("{label} totals"), &body["totals"], &total);
+        }
+    }
+}
