@@ -1,6 +1,7 @@
 //! History routes (SPEC §8) read from the rollups, exact up to now
 //! (`shadower_actors::store::history`): `GET /api/v1/agents/{agent_id}/stats`,
-//! `GET /api/v1/metrics/execution` and `GET /api/v1/metrics/execution/throughput`.
+//! `GET /api/v1/agents/{agent_id}/executions`, `GET /api/v1/metrics/execution` and
+//! `GET /api/v1/metrics/execution/throughput`.
 //!
 //! Every route takes its parameters from the query string, checks them all and lists every bad
 //! one (unknown names included) in one `400 invalid_parameters`.
@@ -18,7 +19,8 @@ use shadower_actors::domain::ingest::FieldError;
 use shadower_actors::domain::live::ts_json;
 use shadower_actors::domain::timeline::{parse_tz, Granularity, Timeline};
 use shadower_actors::store::history::{
-    agent_known, run_series, run_totals, snapshot, RunParts, RunTotals,
+    agent_known, executions as read_executions, run_series, run_totals, snapshot, Execution,
+    ExecutionQuery, RunParts, RunTotals,
 };
 
 use crate::alerts::{authorize, store_error};
@@ -442,6 +444,150 @@ pub async fn throughput(
     body["peak"] = json!(peak);
     body["series"] = json!(points);
     Ok(answer(body, &decision))
+}
+
+const EXECUTIONS: [&str; 9] = [
+    "workspace_id",
+    "timeframe",
+    "from",
+    "to",
+    "status",
+    "model",
+    "user_id",
+    "limit",
+    "cursor",
+];
+
+const STATUSES: [&str; 4] = ["succeeded", "failed", "timeout", "cancelled"];
+
+/// Most runs on one page of executions, and the default.
+const MAX_PAGE: i64 = 500;
+const DEFAULT_PAGE: i64 = 50;
+
+/// The cursor of the page after the one that ends with `last`: its position, opaque.
+fn cursor_of(last: &Execution) -> String {
+    use base64::Engine as _;
+    let position = format!("{}:{}", last.completed_at.timestamp_micros(), last.event_id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
+}
+
+fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (micros, event) = text.split_once(':')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    shadower_actors::domain::ids::EventId::parse(event).ok()?;
+    Some((at, event.to_owned()))
+}
+
+/// `GET /api/v1/agents/{agent_id}/executions`: the agent's runs, newest first, a page at a
+/// time (`limit`, default 50, at most 500; `cursor` from the previous page's `next_cursor`),
+/// filtered by range, `status` (comma-separated), `model` and `user_id`.
+pub async fn executions(
+    req: HttpRequest,
+    path: web::Path<String>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut p = Params::new(&req, &EXECUTIONS)?;
+    let workspace = p.workspace();
+    let range = p.range(Utc::now(), state.retention_rollups);
+    let statuses: Vec<String> = match p.get("status").map(str::to_owned) {
+        None => Vec::new(),
+        Some(list) => {
+            let statuses: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
+            if statuses.iter().any(|s| !STATUSES.contains(&s.as_str())) {
+                let message = format!("each status must be one of {}", STATUSES.join(", "));
+                p.fail("status", message);
+            }
+            statuses
+        }
+    };
+    let text = |p: &mut Params, field: &str| {
+        let value = p.get(field)?.to_owned();
+        if value.is_empty() || value.len() > 256 || value.contains('\0') {
+            p.fail(field, "must be 1 to 256 bytes without NUL".into());
+        }
+        Some(value)
+    };
+    let (model, user) = (text(&mut p, "model"), text(&mut p, "user_id"));
+    let limit = match p.get("limit").map(str::parse::<i64>) {
+        None => DEFAULT_PAGE,
+        Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(_) => {
+            p.fail(
+                "limit",
+                format!("must be a whole number from 1 to {MAX_PAGE}"),
+            );
+            DEFAULT_PAGE
+        }
+    };
+    let cursor = match p.get("cursor").map(str::to_owned) {
+        None => None,
+        Some(text) => {
+            let cursor = parse_cursor(&text);
+            if cursor.is_none() {
+                p.fail("cursor", "is not a cursor this route gave".into());
+            }
+            cursor
+        }
+    };
+    let (from, to) = p.finish(range)?;
+    let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let agent = crate::live::agent(&path)?;
+    let client = client(&state).await?;
+    let query = ExecutionQuery {
+        from,
+        to,
+        statuses: statuses.iter().map(String::as_str).collect(),
+        model: model.as_deref(),
+        user: user.as_deref(),
+        before: cursor.as_ref().map(|(at, id)| (*at, id.as_str())),
+        limit: limit + 1,
+    };
+    let mut page = read_executions(&client, ws.as_str(), agent.as_str(), &query)
+        .await
+        .map_err(store_error)?;
+    if page.is_empty() && cursor.is_none() {
+        known_or_404(&client, ws.as_str(), agent.as_str(), 0).await?;
+    }
+    let more = page.len() as i64 > limit;
+    page.truncate(limit as usize);
+    let next = more.then(|| page.last().map(cursor_of)).flatten();
+    let body = json!({
+        "workspace_id": ws.as_str(),
+        "agent_id": agent.as_str(),
+        "from": ts_json(from),
+        "to": ts_json(to),
+        "executions": page.iter().map(execution_json).collect::<Vec<_>>(),
+        "next_cursor": next,
+    });
+    Ok(answer(body, &decision))
+}
+
+fn execution_json(e: &Execution) -> Value {
+    json!({
+        "event_id": e.event_id,
+        "run_id": e.run_id,
+        "user_id": e.user_id,
+        "status": e.status,
+        "started_at": e.started_at.map(ts_json),
+        "completed_at": ts_json(e.completed_at),
+        "runtime_ms": e.runtime_ms,
+        "credits": e.credits,
+        "tokens_in": e.tokens_in,
+        "tokens_out": e.tokens_out,
+        "model": e.model,
+        "error": e.error.as_ref().map(|err| json!({
+            "type": err.error_type,
+            "category": err.category,
+            "severity": err.severity,
+            "message": err.message,
+        })),
+    })
 }
 
 fn merge(into: &mut Value, from: Value) {

@@ -199,6 +199,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/agents/{agent_id}/stats").route(web::get().to(history::agent_stats)),
                 )
+                .service(
+                    resource("/agents/{agent_id}/executions")
+                        .route(web::get().to(history::executions)),
+                )
                 .service(resource("/metrics/execution").route(web::get().to(history::execution)))
                 .service(
                     resource("/metrics/execution/throughput")

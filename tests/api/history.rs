@@ -285,3 +285,148 @@ async fn assert_series_exact(app: &TestApp, client: &tokio_postgres::Client, to:
         }
     }
 }
+
+/// `GET /agents/{id}/executions`: paging through with a cursor gives every run of the agent in
+/// the range once, newest first (ties by event id), whatever is posted meanwhile; filters
+/// match SQL over the raw rows; failed runs carry their error object.
+#[actix_web::test]
+async fn executions_page_through_every_run_once() {
+    let app = spawn_app().await;
+    let mut rng = Rng(0x5EED_1234_ABCD_0024);
+    let now = Utc::now();
+    let statuses = ["succeeded", "failed", "timeout", "cancelled"];
+    let models = ["gpt-4o", "claude"];
+    let events: Vec<Value> = (0..260)
+        .map(|i| {
+            let agent = if i % 5 == 0 { "a1" } else { "a0" };
+            // Groups of runs that completed at the same instant: ties need the event id.
+            let at = now - Duration::seconds(((i / 3) * 97 % 20_000) as i64);
+            let mut run = run_event(&format!("e{i:03}"), agent, rng.pick(&statuses), 5.0, at);
+            run["model"] = json!(rng.pick(&models));
+            run["user_id"] = json!(format!("u{}", rng.below(4)));
+            if run["status"] == "failed" && i % 2 == 0 {
+                run["error"] = json!({"type": "RateLimit", "category": "model",
+                                      "severity": "high", "message": format!("boom {i}")});
+            }
+            run
+        })
+        .collect();
+    for chunk in events.chunks(50) {
+        assert_eq!(app.post_events("w1", chunk).await.status(), 200);
+    }
+    let client = app.db().await;
+    let (from, to) = (now - Duration::hours(7), now + Duration::minutes(1));
+    let range = format!("from={}&to={}", urlencode(&ts(from)), urlencode(&ts(to)));
+    let want = |filter: &'static str| {
+        let client = &client;
+        async move {
+            let sql = format!(
+                "SELECT event_id FROM agent_runs WHERE workspace_id = 'w1' AND agent_id = 'a0'
+                   AND completed_at >= $1 AND completed_at < $2 {filter}
+                 ORDER BY completed_at DESC, event_id DESC"
+            );
+            let rows = client.query(&sql, &[&from, &to]).await.unwrap();
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    let page_through = |query: String| {
+        let app = &app;
+        async move {
+            let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+            loop {
+                let mut path = format!("/api/v1/agents/a0/executions?workspace_id=w1&{query}");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let res = app.get(&path, "w1").await;
+                assert_eq!(res.status(), 200, "{path}");
+                let body: Value = res.json().await.unwrap();
+                let page = body["executions"].as_array().unwrap().clone();
+                assert!(page.len() <= 37);
+                seen.extend(page);
+                pages += 1;
+                if pages == 1 {
+                    // Posted after the first page: newer than the cursor, so not in the pages
+                    // that follow, and nothing shifts.
+                    let late = run_event("zz-late", "a0", "succeeded", 1.0, Utc::now());
+                    assert_eq!(app.post_events("w1", &[late]).await.status(), 200);
+                }
+                match body["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            seen
+        }
+    };
+    let all = page_through(format!("{range}&limit=37")).await;
+    let ids: Vec<&str> = all
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let expected = want("AND event_id <> 'zz-late'").await;
+    assert_eq!(ids, expected);
+    assert!(ids.len() > 37 * 4, "{} runs: several pages", ids.len());
+    // Failed runs with an error object carry it, as stored.
+    let failed = all
+        .iter()
+        .find(|e| e["error"].is_object())
+        .expect("a run with its error");
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["type"], "RateLimit");
+    assert!(failed["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("boom "));
+    assert!(all
+        .iter()
+        .filter(|e| e["status"] != "failed")
+        .all(|e| e["error"].is_null()));
+
+    let filtered = page_through(format!(
+        "{range}&limit=37&status=failed,timeout&model=gpt-4o&user_id=u1"
+    ))
+    .await;
+    let ids: Vec<&str> = filtered
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let expected = want(
+        "AND status IN ('failed', 'timeout') AND model = 'gpt-4o' AND user_id = 'u1'
+         AND event_id <> 'zz-late'",
+    )
+    .await;
+    assert!(!expected.is_empty());
+    assert_eq!(ids, expected);
+
+    // Bad parameters, all listed; an unknown agent.
+    let res = app
+        .get(
+            "/api/v1/agents/a0/executions?workspace_id=w1&limit=0&cursor=nonsense&status=done",
+            "w1",
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["status", "limit", "cursor"]);
+    let res = app
+        .get(
+            "/api/v1/agents/a0/executions?workspace_id=w1&limit=501",
+            "w1",
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let res = app
+        .get("/api/v1/agents/nobody/executions?workspace_id=w1", "w1")
+        .await;
+    assert_eq!(res.status(), 404);
+    app.stop().await;
+}

@@ -668,6 +668,111 @@ fn int(text: String) -> Result<i128, StoreError> {
         .map_err(|_| StoreError::Data(format!("not an integer sum: {text}")))
 }
 
+/// A run as stored, with its error object when it carried one.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub event_id: String,
+    pub run_id: Option<String>,
+    pub user_id: Option<String>,
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: DateTime<Utc>,
+    pub runtime_ms: f64,
+    pub credits: f64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub model: Option<String>,
+    pub error: Option<ExecutionError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutionError {
+    pub error_type: Option<String>,
+    pub category: Option<String>,
+    pub severity: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Which runs of an agent a page holds: completed in `[from, to)`, with the given statuses
+/// (all when empty), model and user, strictly before the cursor `(completed_at, event_id)`
+/// (the last run of the previous page) when there is one.
+#[derive(Debug, Clone)]
+pub struct ExecutionQuery<'a> {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub statuses: Vec<&'a str>,
+    pub model: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub before: Option<(DateTime<Utc>, &'a str)>,
+    pub limit: i64,
+}
+
+/// A page of `agent`'s runs, newest first (ties by event id, descending).
+pub async fn executions(
+    client: &deadpool_postgres::Object,
+    workspace: &str,
+    agent: &str,
+    q: &ExecutionQuery<'_>,
+) -> Result<Vec<Execution>, StoreError> {
+    // Without a cursor the page starts at `to`: every event id sorts after ''.
+    let (before_at, before_id) = q.before.unwrap_or((q.to, ""));
+    let (before_at, before_id) = if before_at > q.to {
+        (q.to, "")
+    } else {
+        (before_at, before_id)
+    };
+    let rows = client
+        .query(
+            "SELECT r.event_id, r.run_id, r.user_id, r.status, r.started_at, r.completed_at,
+                    r.runtime_ms, r.credits, r.tokens_in, r.tokens_out, r.model,
+                    e.event_id IS NOT NULL, e.error_type, e.category, e.severity, e.message
+             FROM agent_runs AS r
+             LEFT JOIN agent_errors AS e ON e.workspace_id = r.workspace_id
+              AND e.event_id = r.event_id AND e.occurred_at = r.completed_at
+             WHERE r.workspace_id = $1 AND r.agent_id = $2 AND r.completed_at >= $3
+               AND (r.completed_at, r.event_id) < ($4, $5)
+               AND (cardinality($6::text[]) = 0 OR r.status = ANY($6))
+               AND ($7::text IS NULL OR r.model = $7)
+               AND ($8::text IS NULL OR r.user_id = $8)
+             ORDER BY r.completed_at DESC, r.event_id DESC
+             LIMIT $9",
+            &[
+                &workspace,
+                &agent,
+                &q.from,
+                &before_at,
+                &before_id,
+                &q.statuses,
+                &q.model,
+                &q.user,
+                &q.limit,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Execution {
+            event_id: r.get(0),
+            run_id: r.get(1),
+            user_id: r.get(2),
+            status: r.get(3),
+            started_at: r.get(4),
+            completed_at: r.get(5),
+            runtime_ms: r.get(6),
+            credits: r.get(7),
+            tokens_in: r.get(8),
+            tokens_out: r.get(9),
+            model: r.get(10),
+            error: r.get::<_, bool>(11).then(|| ExecutionError {
+                error_type: r.get(12),
+                category: r.get(13),
+                severity: r.get(14),
+                message: r.get(15),
+            }),
+        })
+        .collect())
+}
+
 /// Whether `agent` of `workspace` has any rollup (or pending delta) of runs, heartbeats or
 /// feedback within retention: an agent the hub has never heard of is not one with no runs.
 pub async fn agent_known(

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
             "SELECT 1;\n",
         ),
     ),
+    (
+        6,
+        "0006_executions",
+        include_str!("../../../migrations/0006_executions.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating.
