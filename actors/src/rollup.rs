@@ -130,6 +130,12 @@ impl Kind {
         keys
     }
 
+    /// Whether an event of this kind means its agent was heard from (`rollup_agents`): runs,
+    /// heartbeats and feedback (errors come with runs).
+    pub fn marks_seen(&self) -> bool {
+        matches!(self.name, "runs" | "resources" | "feedback")
+    }
+
     /// The fold statement: `$1` = most deltas to take. Returns one row with how many deltas it
     /// took and the oldest one's `noted_at`, then, for runs, the key and users of each delta
     /// that has users (the only ones the fold still has to read).
@@ -234,6 +240,15 @@ impl Kind {
                  ON CONFLICT ({key_list}) DO UPDATE SET {updates}\n)\n",
                 cols = columns.join(", "),
                 select = select.join(", "),
+            );
+        }
+        if self.marks_seen() {
+            sql.push_str(
+                ", up_agents AS (\n    INSERT INTO rollup_agents AS a (workspace_id, agent_id, first_hour, last_hour)\n    \
+                 SELECT workspace_id, agent_id, min(bucket), max(bucket) FROM d GROUP BY 1, 2\n    \
+                 ON CONFLICT (workspace_id, agent_id) DO UPDATE\n    \
+                 SET first_hour = least(a.first_hour, excluded.first_hour),\n        \
+                 last_hour = greatest(a.last_hour, excluded.last_hour)\n)\n",
             );
         }
         sql.push_str(

@@ -1,5 +1,6 @@
 //! History routes (SPEC §8) read from the rollups, exact up to now
 //! (`shadower_actors::store::history`): `GET /api/v1/agents/{agent_id}/stats`,
+//! `GET /api/v1/agents`, `GET /api/v1/agents/{agent_id}`,
 //! `GET /api/v1/agents/{agent_id}/executions`, `GET /api/v1/metrics/execution` and
 //! `GET /api/v1/metrics/execution/throughput`.
 //!
@@ -18,9 +19,12 @@ use shadower_actors::domain::ids::AgentId;
 use shadower_actors::domain::ingest::FieldError;
 use shadower_actors::domain::live::ts_json;
 use shadower_actors::domain::timeline::{parse_tz, Granularity, Timeline};
+use shadower_actors::domain::window::Window;
+use shadower_actors::messages::{GetExecution, GetResources};
 use shadower_actors::store::history::{
-    agent_known, executions as read_executions, run_series, run_totals, snapshot, Execution,
-    ExecutionQuery, RunParts, RunTotals,
+    agent_known, agent_seen, executions as read_executions, kind, kind_series, known_agents,
+    run_series, run_totals, snapshot, Execution, ExecutionQuery, KindRow, RunParts, RunTotals,
+    Split,
 };
 
 use crate::alerts::{authorize, store_error};
@@ -588,6 +592,376 @@ fn execution_json(e: &Execution) -> Value {
             "message": err.message,
         })),
     })
+}
+
+const AGENTS: [&str; 9] = [
+    "workspace_id",
+    "timeframe",
+    "from",
+    "to",
+    "q",
+    "sort",
+    "order",
+    "limit",
+    "cursor",
+];
+
+/// What `GET /agents` sorts by.
+const SORTS: [&str; 8] = [
+    "runs",
+    "success_rate",
+    "error_rate",
+    "credits",
+    "avg_runtime_ms",
+    "tokens",
+    "last_active",
+    "agent_id",
+];
+
+/// One row of the agents list: the agent, its figures over the range, the sort key.
+struct AgentRow {
+    agent_id: String,
+    first_hour: DateTime<Utc>,
+    last_hour: DateTime<Utc>,
+    runs: RunTotals,
+    key: Option<f64>,
+}
+
+fn sort_key(sort: &str, row: &AgentRow) -> Option<f64> {
+    let t = &row.runs;
+    let decided = (t.succeeded + t.failed + t.timeout) as f64;
+    match sort {
+        "runs" => Some(t.runs as f64),
+        "success_rate" => (decided > 0.0).then(|| t.succeeded as f64 / decided),
+        "error_rate" => (decided > 0.0).then(|| (t.failed + t.timeout) as f64 / decided),
+        "credits" => Some(t.credits_micro as f64),
+        "avg_runtime_ms" => (t.runs > 0).then(|| t.runtime_us as f64 / t.runs as f64),
+        "tokens" => Some((t.tokens_in + t.tokens_out) as f64),
+        "last_active" => Some(row.last_hour.timestamp() as f64),
+        _ => None,
+    }
+}
+
+/// The list's order: by key (`None`, an undefined rate, always last), then by agent id.
+fn list_order(
+    descending: bool,
+    a: (Option<f64>, &str),
+    b: (Option<f64>, &str),
+) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let by_key = match (a.0, b.0) {
+        (Some(x), Some(y)) if descending => y.total_cmp(&x),
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    by_key.then_with(|| a.1.cmp(b.1))
+}
+
+fn list_cursor(sort: &str, descending: bool, row: &AgentRow) -> String {
+    use base64::Engine as _;
+    let key = row.key.map_or(String::new(), |k| k.to_string());
+    let text = format!("{sort}|{}|{key}|{}", u8::from(descending), row.agent_id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// A list cursor's position, if it was made for this sort and order.
+fn parse_list_cursor(text: &str, sort: &str, descending: bool) -> Option<(Option<f64>, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.splitn(4, '|');
+    let (s, d, key, agent) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if s != sort || d != (u8::from(descending)).to_string() {
+        return None;
+    }
+    let key = if key.is_empty() {
+        None
+    } else {
+        Some(key.parse::<f64>().ok()?)
+    };
+    Some((key, agent.to_owned()))
+}
+
+/// `GET /api/v1/agents`: every agent the workspace heard from within retention, with its
+/// figures over the range (zeros when it ran nothing in it), filtered by `q` (a substring of
+/// the id, any case), sorted (`sort`, `order`) and a page at a time (`limit`, `cursor`).
+pub async fn list_agents(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut p = Params::new(&req, &AGENTS)?;
+    let workspace = p.workspace();
+    let range = p.range(Utc::now(), state.retention_rollups);
+    let sort = p.get("sort").unwrap_or("runs").to_owned();
+    if !SORTS.contains(&sort.as_str()) {
+        p.fail("sort", format!("must be one of {}", SORTS.join(", ")));
+    }
+    let descending = match p.get("order") {
+        None => sort != "agent_id",
+        Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => {
+            p.fail("order", "must be asc or desc".into());
+            true
+        }
+    };
+    let needle = p.get("q").map(str::to_lowercase);
+    if needle.as_ref().is_some_and(|n| n.len() > 128) {
+        p.fail("q", "must be at most 128 bytes".into());
+    }
+    let limit = match p.get("limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            p.fail("limit", "must be a whole number from 1 to 1000".into());
+            100
+        }
+    };
+    let after = match p.get("cursor").map(str::to_owned) {
+        None => None,
+        Some(text) => {
+            let at = parse_list_cursor(&text, &sort, descending);
+            if at.is_none() {
+                p.fail(
+                    "cursor",
+                    "is not a cursor this route gave for this sort and order".into(),
+                );
+            }
+            at
+        }
+    };
+    let (from, to) = p.finish(range)?;
+    let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut client = client(&state).await?;
+    let tx = snapshot(&mut client).await.map_err(store_error)?;
+    let whole = Timeline::whole(from, to);
+    let split = Split {
+        agents: true,
+        keys: false,
+    };
+    let (known, sums) = tokio::try_join!(
+        known_agents(&tx, ws.as_str()),
+        kind_series(&tx, kind("runs"), ws.as_str(), "", &whole, split),
+    )
+    .map_err(store_error)?;
+    tx.commit().await.map_err(|e| store_error(e.into()))?;
+    let mut figures: HashMap<String, KindRow> = sums
+        .into_iter()
+        .filter_map(|row| Some((row.keys.first()?.clone(), row)))
+        .collect();
+    let mut rows: Vec<AgentRow> = known
+        .into_iter()
+        .filter(|a| {
+            needle
+                .as_ref()
+                .is_none_or(|n| a.agent_id.to_lowercase().contains(n.as_str()))
+        })
+        .map(|a| {
+            let runs = figures
+                .remove(&a.agent_id)
+                .map(|row| totals_of(&row))
+                .unwrap_or_default();
+            let mut row = AgentRow {
+                agent_id: a.agent_id,
+                first_hour: a.first_hour,
+                last_hour: a.last_hour,
+                runs,
+                key: None,
+            };
+            row.key = sort_key(&sort, &row);
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| list_order(descending, (a.key, &a.agent_id), (b.key, &b.agent_id)));
+    let total = rows.len();
+    let start = after.as_ref().map_or(0, |(key, agent)| {
+        rows.partition_point(|r| {
+            list_order(descending, (r.key, &r.agent_id), (*key, agent))
+                != std::cmp::Ordering::Greater
+        })
+    });
+    let page: Vec<&AgentRow> = rows.iter().skip(start).take(limit).collect();
+    let next = (start + page.len() < total)
+        .then(|| page.last().map(|r| list_cursor(&sort, descending, r)))
+        .flatten();
+    // Liveness from memory, for the agents that sent a heartbeat in the last 24 hours.
+    let live = state
+        .registry
+        .ask(
+            &ws,
+            GetResources {
+                agent: None,
+                window: Window::M5,
+            },
+            crate::live::timeout(&state),
+        )
+        .await
+        .unwrap_or_default();
+    let agents: Vec<Value> = page
+        .iter()
+        .map(|r| {
+            let mut item = json!({
+                "agent_id": r.agent_id,
+                "first_active_hour": ts_json(r.first_hour),
+                "last_active_hour": ts_json(r.last_hour),
+            });
+            merge(&mut item, runs_json(&r.runs));
+            if let Some(obj) = item.as_object_mut() {
+                obj.remove("users");
+                if let Some(rt) = obj.get_mut("runtime_ms").and_then(Value::as_object_mut) {
+                    rt.retain(|k, _| k == "avg");
+                }
+            }
+            let liveness = AgentId::parse(&r.agent_id)
+                .ok()
+                .and_then(|id| live.get(&id))
+                .map(|v| json!({"state": v.state, "last_heartbeat": v.last_seen}));
+            item["liveness"] = json!(liveness);
+            item
+        })
+        .collect();
+    let body = json!({
+        "workspace_id": ws.as_str(),
+        "from": ts_json(from),
+        "to": ts_json(to),
+        "sort": sort,
+        "order": if descending { "desc" } else { "asc" },
+        "total": total,
+        "agents": agents,
+        "next_cursor": next,
+    });
+    Ok(answer(body, &decision))
+}
+
+/// The run figures of a row of sums (no sketch, no users).
+fn totals_of(row: &KindRow) -> RunTotals {
+    let count = |c: &str| row.int(c) as i64;
+    RunTotals {
+        runs: count("runs"),
+        succeeded: count("succeeded"),
+        failed: count("failed"),
+        timeout: count("timeout"),
+        cancelled: count("cancelled"),
+        runtime_us: row.int("runtime_us"),
+        credits_micro: row.int("credits_micro"),
+        tokens_in: row.int("tokens_in"),
+        tokens_out: row.int("tokens_out"),
+        ..RunTotals::default()
+    }
+}
+
+/// `GET /api/v1/agents/{agent_id}`: when the agent was first and last heard from, the models
+/// it used over the range (default 30 days) and its live state (the last 5 minutes).
+pub async fn get_agent(
+    req: HttpRequest,
+    path: web::Path<String>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut p = Params::new(&req, &RANGE)?;
+    let workspace = p.workspace();
+    let now = Utc::now();
+    let range = if p.get("timeframe").is_none() && p.get("from").is_none() && p.get("to").is_none()
+    {
+        Some((now - Duration::days(30), now))
+    } else {
+        p.range(now, state.retention_rollups)
+    };
+    let (from, to) = p.finish(range)?;
+    let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let agent = crate::live::agent(&path)?;
+    let mut client = client(&state).await?;
+    let tx = snapshot(&mut client).await.map_err(store_error)?;
+    let whole = Timeline::whole(from, to);
+    let by_model = Split {
+        agents: false,
+        keys: true,
+    };
+    let (seen, models) = tokio::try_join!(
+        agent_seen(&tx, ws.as_str(), agent.as_str()),
+        kind_series(
+            &tx,
+            kind("models"),
+            ws.as_str(),
+            agent.as_str(),
+            &whole,
+            by_model
+        ),
+    )
+    .map_err(store_error)?;
+    tx.commit().await.map_err(|e| store_error(e.into()))?;
+    let Some((first_seen, last_seen)) = seen else {
+        return Err(ApiError::NotFound(format!(
+            "agent {agent} has sent nothing to workspace {ws} within retention"
+        )));
+    };
+    let timeout = crate::live::timeout(&state);
+    let execution = state
+        .registry
+        .ask(
+            &ws,
+            GetExecution {
+                agent: Some(agent.clone()),
+                window: Window::M5,
+            },
+            timeout,
+        )
+        .await
+        .map_err(crate::live::unavailable)?;
+    let mut resources = state
+        .registry
+        .ask(
+            &ws,
+            GetResources {
+                agent: Some(agent.clone()),
+                window: Window::M5,
+            },
+            timeout,
+        )
+        .await
+        .map_err(crate::live::unavailable)?;
+    let mut models: Vec<Value> = models
+        .iter()
+        .map(|m| {
+            let (runs, succeeded) = (m.int("runs") as i64, m.int("succeeded") as i64);
+            let credits = m.int("credits_micro") as f64 / 1e6;
+            json!({
+                "model": m.keys.first().filter(|k| !k.is_empty()),
+                "runs": runs,
+                "succeeded": succeeded,
+                "credits": credits,
+                "cost_per_success": (succeeded > 0).then(|| credits / succeeded as f64),
+                "avg_runtime_ms": (runs > 0).then(|| m.int("runtime_us") as f64 / 1000.0 / runs as f64),
+                "tokens_in": m.int("tokens_in") as i64,
+                "tokens_out": m.int("tokens_out") as i64,
+            })
+        })
+        .collect();
+    models.sort_by(|a, b| {
+        b["runs"]
+            .as_i64()
+            .cmp(&a["runs"].as_i64())
+            .then_with(|| a["model"].as_str().cmp(&b["model"].as_str()))
+    });
+    let body = json!({
+        "workspace_id": ws.as_str(),
+        "agent_id": agent.as_str(),
+        "first_seen": ts_json(first_seen),
+        "last_seen": ts_json(last_seen),
+        "from": ts_json(from),
+        "to": ts_json(to),
+        "models": models,
+        "live": {
+            "execution": execution,
+            "resources": resources.remove(&agent),
+        },
+    });
+    Ok(answer(body, &decision))
 }
 
 fn merge(into: &mut Value, from: Value) {

@@ -199,6 +199,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/agents/{agent_id}/stats").route(web::get().to(history::agent_stats)),
                 )
+                .service(resource("/agents").route(web::get().to(history::list_agents)))
+                .service(resource("/agents/{agent_id}").route(web::get().to(history::get_agent)))
                 .service(
                     resource("/agents/{agent_id}/executions")
                         .route(web::get().to(history::executions)),

@@ -57,7 +57,7 @@ fn live_json(body: &impl Serialize, decision: Decision) -> HttpResponse {
     res
 }
 
-fn unavailable(e: actix::MailboxError) -> ApiError {
+pub(crate) fn unavailable(e: actix::MailboxError) -> ApiError {
     ApiError::Unavailable(format!(
         "the workspace's live state is not available right now ({e})"
     ))
@@ -76,7 +76,7 @@ async fn authorize_read(
     Ok((ws, decision))
 }
 
-fn timeout(state: &AppState) -> Duration {
+pub(crate) fn timeout(state: &AppState) -> Duration {
     state.registry.deps().request_timeout
 }
 

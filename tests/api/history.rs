@@ -430,3 +430,166 @@ async fn executions_page_through_every_run_once() {
     assert_eq!(res.status(), 404);
     app.stop().await;
 }
+
+/// `GET /agents`: every agent heard from (runs, heartbeats or feedback), with its figures
+/// over the range equal to the raw rows, zeros for one quiet in the range; sorted with stable
+/// ties, filtered, and paged without loss. `GET /agents/{id}`: first and last seen to the
+/// event, its models as SQL groups them, and its live state.
+#[actix_web::test]
+async fn agents_list_every_agent_with_exact_figures() {
+    let app = spawn_app().await;
+    let mut rng = Rng(0x5EED_1234_ABCD_0034);
+    let events = random_events(&mut rng, "g-", 800);
+    post_shuffled(&app, "w1", &mut rng, events).await;
+    let now = Utc::now();
+    let extra = vec![
+        serde_json::json!({"type": "heartbeat", "event_id": "hb1", "agent_id": "Heartbeat-Only",
+                           "ts": ts(now), "cpu_pct": 12.0, "mem_mb": 100.0}),
+        run_event("old1", "quiet", "succeeded", 3.0, now - Duration::days(3)),
+        run_event("new1", "brand-new", "failed", 4.0, now),
+    ];
+    assert_eq!(app.post_events("w1", &extra).await.status(), 200);
+    let client = app.db().await;
+    let (from, to) = (now - Duration::hours(24), now + Duration::minutes(5));
+    let range = format!("from={}&to={}", urlencode(&ts(from)), urlencode(&ts(to)));
+    let list = |q: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .get(&format!("/api/v1/agents?workspace_id=w1&{q}"), "w1")
+                .await;
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = list(format!("{range}&limit=1000")).await;
+    assert_eq!(status, 200, "{body}");
+    let agents = body["agents"].as_array().unwrap();
+    let known: Vec<String> = client
+        .query(
+            "SELECT agent_id FROM (SELECT agent_id FROM agent_runs WHERE workspace_id = 'w1'
+               UNION SELECT agent_id FROM resource_samples WHERE workspace_id = 'w1'
+               UNION SELECT agent_id FROM agent_user_feedback WHERE workspace_id = 'w1') AS a",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(body["total"], known.len());
+    assert_eq!(agents.len(), known.len());
+    for agent in agents {
+        let id = agent["agent_id"].as_str().unwrap();
+        assert!(known.iter().any(|k| k == id), "{id}");
+        let (counts, sums, _, _) = raw_totals(&client, id, from, to).await;
+        assert_eq!(agent["runs"], counts[0], "{id} runs");
+        assert_eq!(agent["failed"], counts[2], "{id} failed");
+        assert_eq!(agent["tokens_in"].to_string(), sums[2], "{id} tokens");
+    }
+    let by_id = |id: &str| agents.iter().find(|a| a["agent_id"] == id).unwrap().clone();
+    assert_eq!(by_id("quiet")["runs"], 0);
+    assert_eq!(by_id("brand-new")["runs"], 1);
+    assert_eq!(by_id("Heartbeat-Only")["liveness"]["state"], "live");
+    // Sorted by runs, descending, ties by id.
+    for w in agents.windows(2) {
+        let (a, b) = (w[0]["runs"].as_i64(), w[1]["runs"].as_i64());
+        assert!(a > b || (a == b && w[0]["agent_id"].as_str() < w[1]["agent_id"].as_str()));
+    }
+    // Pages of two give the same list.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = list(format!("{range}&limit=2{cursor}")).await;
+        assert_eq!(status, 200);
+        paged.extend(
+            page["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["agent_id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let ids: Vec<Value> = agents.iter().map(|a| a["agent_id"].clone()).collect();
+    assert_eq!(paged, ids);
+    // Success rate ascending: agents with no decided run last.
+    let (_, body) = list(format!("{range}&sort=success_rate&order=asc")).await;
+    let rates: Vec<Option<f64>> = body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["success_rate"].as_f64())
+        .collect();
+    let defined = rates.iter().take_while(|r| r.is_some()).count();
+    assert!(rates[defined..].iter().all(Option::is_none));
+    assert!(rates[..defined].windows(2).all(|w| w[0] <= w[1]));
+    // The text filter ignores case.
+    let (_, body) = list("q=heartbeat".into()).await;
+    let only: Vec<&str> = body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(only, ["Heartbeat-Only"]);
+    // Bad parameters, all listed.
+    let (_, page) = list(format!("{range}&limit=2")).await;
+    let other_sort = page["next_cursor"].as_str().unwrap().to_owned();
+    let (status, body) = list(format!(
+        "sort=fame&order=up&limit=0&cursor={other_sort}&sort2=1"
+    ))
+    .await;
+    assert_eq!(status, 400);
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["sort2", "sort", "order", "limit", "cursor"]);
+
+    // One agent: first and last seen to the event, models as SQL groups them, live state.
+    let res = app.get("/api/v1/agents/a0?workspace_id=w1", "w1").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT min(t), max(t) FROM (
+               SELECT completed_at FROM agent_runs WHERE workspace_id = 'w1' AND agent_id = 'a0'
+               UNION ALL SELECT ts FROM resource_samples WHERE workspace_id = 'w1' AND agent_id = 'a0'
+               UNION ALL SELECT ts FROM agent_user_feedback WHERE workspace_id = 'w1' AND agent_id = 'a0'
+             ) AS e(t)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (first, last): (DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1));
+    assert_eq!(at(&body["first_seen"]), first);
+    assert_eq!(at(&body["last_seen"]), last);
+    let models = client
+        .query(
+            "SELECT model, count(*), sum(tokens_in)::int8 FROM agent_runs
+             WHERE workspace_id = 'w1' AND agent_id = 'a0' AND completed_at >= $1
+             GROUP BY 1 ORDER BY 2 DESC, 1",
+            &[&(Utc::now() - Duration::days(30))],
+        )
+        .await
+        .unwrap();
+    let got = body["models"].as_array().unwrap();
+    assert_eq!(got.len(), models.len());
+    for (g, m) in got.iter().zip(&models) {
+        assert_eq!(g["model"].as_str(), m.get::<_, Option<&str>>(0));
+        assert_eq!(g["runs"], m.get::<_, i64>(1));
+        assert_eq!(g["tokens_in"], m.get::<_, i64>(2));
+    }
+    assert!(body["live"]["execution"]["runs"].is_u64());
+    let res = app.get("/api/v1/agents/nobody?workspace_id=w1", "w1").await;
+    assert_eq!(res.status(), 404);
+    let res = app.get("/api/v1/agents?workspace_id=w1", "w2").await;
+    assert_eq!(res.status(), 403);
+    app.stop().await;
+}

@@ -335,6 +335,17 @@ async fn assert_rollups_exact(db_url: &str) -> i64 {
             "{table}: no user set passed the exact cap; the test misses HLL"
         );
     }
+    // The agents heard from, with their first and last hour.
+    let diff = "WITH expected AS (
+          SELECT workspace_id, agent_id, min(h) AS first_hour, max(h) AS last_hour FROM (
+            SELECT workspace_id, agent_id, date_trunc('hour', completed_at, 'UTC') AS h FROM agent_runs
+            UNION ALL SELECT workspace_id, agent_id, date_trunc('hour', ts, 'UTC') FROM resource_samples
+            UNION ALL SELECT workspace_id, agent_id, date_trunc('hour', ts, 'UTC') FROM agent_user_feedback
+          ) AS seen GROUP BY 1, 2)
+        SELECT count(*) FROM ((SELECT * FROM expected EXCEPT ALL SELECT * FROM rollup_agents)
+                              UNION ALL (SELECT * FROM rollup_agents EXCEPT ALL SELECT * FROM expected)) AS d";
+    let wrong: i64 = client.query_one(diff, &[]).await.unwrap().get(0);
+    assert_eq!(wrong, 0, "rollup_agents differs from the raw rows");
     compared
 }
 

@@ -57,6 +57,17 @@ async fn partitions_are_made_ahead_and_retention_drops_old_days() {
     let this_month = Utc::now().format("%Y%m").to_string();
     assert_eq!(app.count(&rollup_month("202001")).await, 1);
     assert_eq!(app.count(&rollup_month(&this_month)).await, 1);
+    // Agents: one last heard from in that month (forgotten with it), one since (kept, its
+    // first hour moved up to the oldest month kept).
+    app.db()
+        .await
+        .batch_execute(
+            "INSERT INTO rollup_agents VALUES
+               ('ws1', 'gone', '2020-01-15 10:00Z', '2020-01-15 11:00Z'),
+               ('ws1', 'kept', '2020-01-15 10:00Z', now())",
+        )
+        .await
+        .unwrap();
 
     let settings = settings(&app.db.url(), &[]);
     let pool = create_pool(&settings.database, 1).unwrap();
@@ -65,6 +76,19 @@ async fn partitions_are_made_ahead_and_retention_drops_old_days() {
         .unwrap();
     assert_eq!(app.count(&rollup_month("202001")).await, 0);
     assert_eq!(app.count(&rollup_month(&this_month)).await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM rollup_agents WHERE agent_id = 'gone'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM rollup_agents WHERE agent_id = 'kept'
+               AND first_hour > now() - interval '430 days'"
+        )
+        .await,
+        1
+    );
     assert_eq!(app.count(&old).await, 0);
     assert_eq!(app.count(&exists).await, 1);
     assert_eq!(

@@ -298,16 +298,31 @@ impl<'a> Bound<'a> {
     }
 }
 
-/// The `FROM` of a kind's rollup rows in the plan's days (`daily`) or hours.
-fn rolled_from(kind: &Kind, daily: bool) -> String {
+/// How the sums of a read are split beyond their bucket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Split {
+    /// Per agent (the read is of the whole workspace, agent `""`).
+    pub agents: bool,
+    /// Per value of the kind's keys (model; error type and category).
+    pub keys: bool,
+}
+
+/// The `FROM` of a kind's rollup rows in the plan's days (`daily`) or hours: the rows of `$2`
+/// (`''` being the workspace's), or with `each_agent` those of every agent.
+fn rolled_from(kind: &Kind, daily: bool, each_agent: bool) -> String {
     let (table, s, e) = if daily {
         ("daily", "$3", "$4")
     } else {
         ("hourly", "$5", "$6")
     };
+    let agent = if each_agent {
+        "r.agent_id <> ''"
+    } else {
+        "r.agent_id = $2"
+    };
     format!(
         "unnest({s}::timestamptz[], {e}::timestamptz[]) AS i(s, e)
-         JOIN rollup_{name}_{table} AS r ON r.workspace_id = $1 AND r.agent_id = $2
+         JOIN rollup_{name}_{table} AS r ON r.workspace_id = $1 AND {agent}
           AND r.bucket >= i.s AND r.bucket < i.e",
         name = kind.name
     )
@@ -333,39 +348,45 @@ fn raw_from(kind: &Kind) -> String {
     )
 }
 
-/// The statement that sums `kind` over every bucket of a plan (and, with `by_keys`, each value
-/// of its keys).
-fn kind_sql(kind: &Kind, by_keys: bool) -> String {
+/// The names of the columns a read is grouped by beyond its bucket, and the raw rows'
+/// expressions for them.
+fn split_keys(kind: &Kind, split: Split) -> (Vec<&'static str>, Vec<&'static str>) {
+    let raw = raw_source(kind);
+    let mut names = Vec::new();
+    let mut exprs = Vec::new();
+    if split.agents {
+        names.push("agent_id");
+        exprs.push("r.agent_id");
+    }
+    if split.keys {
+        names.extend_from_slice(kind.keys);
+        exprs.extend_from_slice(raw.keys);
+    }
+    (names, exprs)
+}
+
+/// The statement that sums `kind` over every bucket of a plan, split as asked.
+fn kind_sql(kind: &Kind, split: Split) -> String {
     let raw = raw_source(kind);
     let cols: Vec<_> = kind
         .columns
         .iter()
         .filter(|(_, m)| *m != Merge::Sketch)
         .collect();
-    let keys: Vec<String> = if by_keys {
-        kind.keys.iter().map(|k| format!("r.{k}")).collect()
-    } else {
-        Vec::new()
-    };
-    let raw_keys: Vec<String> = if by_keys {
-        raw.keys
-            .iter()
-            .zip(kind.keys)
-            .map(|(e, k)| format!("{e} AS {k}"))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let (names, exprs) = split_keys(kind, split);
     let list = |items: Vec<String>| -> String { items.iter().map(|i| format!(", {i}")).collect() };
     let stored = list(
-        keys.iter()
-            .cloned()
+        names
+            .iter()
+            .map(|k| format!("r.{k}"))
             .chain(cols.iter().map(|(c, _)| format!("r.{c}")))
             .collect(),
     );
     let from_raw = list(
-        raw_keys
-            .into_iter()
+        exprs
+            .iter()
+            .zip(&names)
+            .map(|(e, k)| format!("{e} AS {k}"))
             .chain(
                 kind.columns
                     .iter()
@@ -375,11 +396,7 @@ fn kind_sql(kind: &Kind, by_keys: bool) -> String {
             )
             .collect(),
     );
-    let group_keys: String = if by_keys {
-        kind.keys.iter().map(|k| format!(", {k}")).collect()
-    } else {
-        String::new()
-    };
+    let group_keys: String = names.iter().map(|k| format!(", {k}")).collect();
     let aggs: String = cols
         .iter()
         .map(|(c, m)| match m {
@@ -388,7 +405,7 @@ fn kind_sql(kind: &Kind, by_keys: bool) -> String {
             _ => format!(", max({c})::float8"),
         })
         .collect();
-    let group_by: String = (1..=1 + if by_keys { kind.keys.len() } else { 0 })
+    let group_by: String = (1..=1 + names.len())
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(", ");
@@ -399,8 +416,8 @@ fn kind_sql(kind: &Kind, by_keys: bool) -> String {
             UNION ALL SELECT r.bucket{stored} FROM {pending}
             UNION ALL SELECT r.{time}{from_raw} FROM {raw_from}
          ) AS u GROUP BY {group_by}",
-        daily = rolled_from(kind, true),
-        hourly = rolled_from(kind, false),
+        daily = rolled_from(kind, true, split.agents),
+        hourly = rolled_from(kind, false, split.agents),
         pending = pending_from(kind),
         raw_from = raw_from(kind),
         time = raw.time,
@@ -410,9 +427,9 @@ fn kind_sql(kind: &Kind, by_keys: bool) -> String {
 fn kind_rows(
     kind: &'static Kind,
     rows: Vec<tokio_postgres::Row>,
-    by_keys: bool,
+    split: Split,
 ) -> Result<Vec<KindRow>, StoreError> {
-    let nkeys = if by_keys { kind.keys.len() } else { 0 };
+    let nkeys = split_keys(kind, split).0.len();
     rows.iter()
         .map(|row| {
             let mut values = Vec::with_capacity(kind.columns.len());
@@ -457,19 +474,24 @@ pub async fn snapshot(
 }
 
 /// The sums of `kind` for `agent` (`""`: the whole workspace) over each bucket of `timeline`,
-/// per value of its keys when `by_keys`; buckets (and keys) with nothing are left out.
+/// split as asked (`KindRow::keys`: the agent first, then the kind's keys); buckets (and
+/// keys) with nothing are left out.
 pub async fn kind_series(
     tx: &Transaction<'_>,
     kind: &'static Kind,
     workspace: &str,
     agent: &str,
     timeline: &Timeline,
-    by_keys: bool,
+    split: Split,
 ) -> Result<Vec<KindRow>, StoreError> {
     let plan = Plan::new(timeline);
     let bound = Bound::new(workspace, agent, &plan);
-    let rows = tx.query(&kind_sql(kind, by_keys), &bound.params()).await?;
-    kind_rows(kind, rows, by_keys)
+    let split = Split {
+        agents: split.agents && agent.is_empty(),
+        ..split
+    };
+    let rows = tx.query(&kind_sql(kind, split), &bound.params()).await?;
+    kind_rows(kind, rows, split)
 }
 
 /// An agent's (or, with agent `""`, the workspace's) runs over a range or one bucket of it.
@@ -524,8 +546,8 @@ fn sketch_sql() -> String {
               FROM {pending} CROSS JOIN LATERAL unnest(r.sketch_bins, r.sketch_counts) AS b(bin, n)
             UNION ALL SELECT r.completed_at, hub_sketch_key(r.runtime_ms), 1 FROM {raw}
          ) AS u GROUP BY 1, 2",
-        daily = rolled_from(&RUNS, true),
-        hourly = rolled_from(&RUNS, false),
+        daily = rolled_from(&RUNS, true, false),
+        hourly = rolled_from(&RUNS, false, false),
         pending = pending_from(&RUNS),
         raw = raw_from(&RUNS),
     )
@@ -546,8 +568,8 @@ fn users_sql() -> String {
                              hub_user_hash(r.user_id)
               FROM {raw} WHERE r.user_id IS NOT NULL
          ) AS h",
-        daily = rolled_from(&RUNS, true),
-        hourly = rolled_from(&RUNS, false),
+        daily = rolled_from(&RUNS, true, false),
+        hourly = rolled_from(&RUNS, false, false),
         pending = pending_from(&RUNS),
         raw = raw_from(&RUNS),
     )
@@ -565,7 +587,8 @@ pub async fn run_series(
     let plan = Plan::new(timeline);
     let bound = Bound::new(workspace, agent, &plan);
     let params = bound.params();
-    let (sums_sql, sketch_sql, users_sql) = (kind_sql(&RUNS, false), sketch_sql(), users_sql());
+    let (sums_sql, sketch_sql, users_sql) =
+        (kind_sql(&RUNS, Split::default()), sketch_sql(), users_sql());
     // One round trip: the statements are pipelined on the connection.
     let (sums, bins, users) = tokio::try_join!(
         tx.query(&sums_sql, &params),
@@ -587,7 +610,7 @@ pub async fn run_series(
     let n = timeline.len();
     let mut series = vec![RunTotals::default(); n];
     let mut extremes = vec![(f64::INFINITY, f64::NEG_INFINITY); n];
-    for row in kind_rows(&RUNS, sums, false)? {
+    for row in kind_rows(&RUNS, sums, Split::default())? {
         let Some(t) = series.get_mut(row.bucket) else {
             continue;
         };
@@ -773,26 +796,139 @@ pub async fn executions(
         .collect())
 }
 
-/// Whether `agent` of `workspace` has any rollup (or pending delta) of runs, heartbeats or
-/// feedback within retention: an agent the hub has never heard of is not one with no runs.
+/// Whether `agent` of `workspace` was heard from (runs, heartbeats or feedback) within
+/// retention: an agent the hub has never heard of is not one with no runs.
 pub async fn agent_known(
-    client: &deadpool_postgres::Object,
+    client: &impl deadpool_postgres::GenericClient,
     workspace: &str,
     agent: &str,
 ) -> Result<bool, StoreError> {
-    let mut parts = Vec::new();
-    for kind in ["runs", "resources", "feedback"] {
-        for table in [
-            format!("rollup_{kind}_daily"),
-            format!("rollup_delta_{kind}"),
-        ] {
-            parts.push(format!(
-                "EXISTS (SELECT 1 FROM {table} WHERE workspace_id = $1 AND agent_id = $2)"
-            ));
-        }
+    let mut parts = vec![
+        "EXISTS (SELECT 1 FROM rollup_agents WHERE workspace_id = $1 AND agent_id = $2)".to_owned(),
+    ];
+    for kind in KINDS.iter().filter(|k| k.marks_seen()) {
+        parts.push(format!(
+            "EXISTS (SELECT 1 FROM rollup_delta_{} WHERE workspace_id = $1 AND agent_id = $2)",
+            kind.name
+        ));
     }
     let sql = format!("SELECT {}", parts.join(" OR "));
     Ok(client.query_one(&sql, &[&workspace, &agent]).await?.get(0))
+}
+
+/// An agent the workspace has heard from, and the first and last hour it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownAgent {
+    pub agent_id: String,
+    pub first_hour: DateTime<Utc>,
+    pub last_hour: DateTime<Utc>,
+}
+
+/// Every agent `workspace` has heard from within retention, exact up to now (the folded ones
+/// and those of the deltas not folded yet), in id order.
+pub async fn known_agents(
+    tx: &Transaction<'_>,
+    workspace: &str,
+) -> Result<Vec<KnownAgent>, StoreError> {
+    let mut parts = vec![
+        "SELECT agent_id, first_hour, last_hour FROM rollup_agents WHERE workspace_id = $1"
+            .to_owned(),
+    ];
+    for kind in KINDS.iter().filter(|k| k.marks_seen()) {
+        parts.push(format!(
+            "SELECT agent_id, min(bucket), max(bucket) FROM rollup_delta_{}
+             WHERE workspace_id = $1 GROUP BY 1",
+            kind.name
+        ));
+    }
+    let sql = format!(
+        "SELECT agent_id, min(first_hour), max(last_hour) FROM ({}) AS a(agent_id, first_hour, last_hour)
+         GROUP BY 1 ORDER BY 1",
+        parts.join(" UNION ALL ")
+    );
+    Ok(tx
+        .query(&sql, &[&workspace])
+        .await?
+        .iter()
+        .map(|r| KnownAgent {
+            agent_id: r.get(0),
+            first_hour: r.get(1),
+            last_hour: r.get(2),
+        })
+        .collect())
+}
+
+/// When `agent` was first and last heard from, to the event: the earliest and latest event
+/// time (runs, heartbeats, feedback) in its first and last hour; the hour itself where its raw
+/// rows are past `retention.raw`.
+pub async fn agent_seen(
+    tx: &Transaction<'_>,
+    workspace: &str,
+    agent: &str,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+    let Some(known) = known_agents_of(tx, workspace, agent).await? else {
+        return Ok(None);
+    };
+    let hour = Duration::hours(1);
+    let edge = |agg: &str| {
+        format!(
+            "SELECT {agg}(t) FROM (
+               SELECT {agg}(completed_at) FROM agent_runs
+                WHERE workspace_id = $1 AND agent_id = $2 AND completed_at >= $3 AND completed_at < $4
+               UNION ALL SELECT {agg}(ts) FROM resource_samples
+                WHERE workspace_id = $1 AND agent_id = $2 AND ts >= $3 AND ts < $4
+               UNION ALL SELECT {agg}(ts) FROM agent_user_feedback
+                WHERE workspace_id = $1 AND agent_id = $2 AND ts >= $3 AND ts < $4
+             ) AS e(t)"
+        )
+    };
+    let (first_sql, last_sql) = (edge("min"), edge("max"));
+    let (first_end, last_end) = (known.first_hour + hour, known.last_hour + hour);
+    let first_params: [&(dyn ToSql + Sync); 4] =
+        [&workspace, &agent, &known.first_hour, &first_end];
+    let last_params: [&(dyn ToSql + Sync); 4] = [&workspace, &agent, &known.last_hour, &last_end];
+    let (first, last) = tokio::try_join!(
+        tx.query_one(&first_sql, &first_params),
+        tx.query_one(&last_sql, &last_params),
+    )?;
+    Ok(Some((
+        first
+            .get::<_, Option<DateTime<Utc>>>(0)
+            .unwrap_or(known.first_hour),
+        last.get::<_, Option<DateTime<Utc>>>(0)
+            .unwrap_or(known.last_hour),
+    )))
+}
+
+async fn known_agents_of(
+    tx: &Transaction<'_>,
+    workspace: &str,
+    agent: &str,
+) -> Result<Option<KnownAgent>, StoreError> {
+    let mut parts = vec![
+        "SELECT first_hour, last_hour FROM rollup_agents WHERE workspace_id = $1 AND agent_id = $2"
+            .to_owned(),
+    ];
+    for kind in KINDS.iter().filter(|k| k.marks_seen()) {
+        parts.push(format!(
+            "SELECT min(bucket), max(bucket) FROM rollup_delta_{}
+             WHERE workspace_id = $1 AND agent_id = $2",
+            kind.name
+        ));
+    }
+    let sql = format!(
+        "SELECT min(f), max(l) FROM ({}) AS a(f, l)",
+        parts.join(" UNION ALL ")
+    );
+    let row = tx.query_one(&sql, &[&workspace, &agent]).await?;
+    Ok(row
+        .get::<_, Option<DateTime<Utc>>>(0)
+        .zip(row.get::<_, Option<DateTime<Utc>>>(1))
+        .map(|(first_hour, last_hour)| KnownAgent {
+            agent_id: agent.to_owned(),
+            first_hour,
+            last_hour,
+        }))
 }
 
 #[cfg(test)]

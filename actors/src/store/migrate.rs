@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_executions",
         include_str!("../../../migrations/0006_executions.sql"),
     ),
+    (
+        7,
+        "0007_agents",
+        include_str!("../../../migrations/0007_agents.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating.

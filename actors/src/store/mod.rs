@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use futures_util::{pin_mut, TryStreamExt};
 use parking_lot::Mutex;
@@ -279,6 +279,22 @@ pub async fn drop_rollup_months_before(
             Err(e) => return Err(e),
         }
     }
+    // What is left begins with the cutoff's month: agents last heard from before it are
+    // forgotten, the others' first hour is no older than it.
+    let kept_from = cutoff.with_day(1).unwrap_or(cutoff);
+    let kept_from = kept_from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    client
+        .execute(
+            "DELETE FROM rollup_agents WHERE last_hour < $1",
+            &[&kept_from],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE rollup_agents SET first_hour = $1 WHERE first_hour < $1",
+            &[&kept_from],
+        )
+        .await?;
     Ok(dropped)
 }
 
