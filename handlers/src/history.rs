@@ -41,13 +41,13 @@ pub struct AnalyticsConfig {
 }
 
 /// The query string of a history route: each name once, only the route's names.
-struct Params {
+pub(crate) struct Params {
     values: HashMap<String, String>,
     bad: Vec<FieldError>,
 }
 
 impl Params {
-    fn new(req: &HttpRequest, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn new(req: &HttpRequest, allowed: &[&str]) -> Result<Self, ApiError> {
         let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
             .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
             .into_inner();
@@ -241,7 +241,7 @@ const TIMEFRAMES: [(&str, i64); 6] = [
 ];
 
 const RANGE: [&str; 4] = ["workspace_id", "timeframe", "from", "to"];
-const SERIES: [&str; 7] = [
+pub(crate) const SERIES: [&str; 7] = [
     "workspace_id",
     "timeframe",
     "from",
@@ -252,18 +252,22 @@ const SERIES: [&str; 7] = [
 ];
 
 /// A checked series request.
-struct SeriesQuery {
-    workspace: String,
-    agent: Option<AgentId>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    granularity: Granularity,
-    tz: Tz,
+pub(crate) struct SeriesQuery {
+    pub(crate) workspace: String,
+    pub(crate) agent: Option<AgentId>,
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) to: DateTime<Utc>,
+    pub(crate) granularity: Granularity,
+    pub(crate) tz: Tz,
 }
 
 impl SeriesQuery {
-    fn parse(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
-        let mut p = Params::new(req, &SERIES)?;
+    pub(crate) fn parse(
+        req: &HttpRequest,
+        state: &AppState,
+        allowed: &[&str],
+    ) -> Result<Self, ApiError> {
+        let mut p = Params::new(req, allowed)?;
         let workspace = p.workspace();
         let range = p.range(Utc::now(), state.retention_rollups);
         let tz = p.tz();
@@ -280,11 +284,11 @@ impl SeriesQuery {
         })
     }
 
-    fn timeline(&self) -> Timeline {
+    pub(crate) fn timeline(&self) -> Timeline {
         Timeline::new(self.from, self.to, self.granularity, self.tz)
     }
 
-    fn head(&self, ws: &str) -> serde_json::Map<String, Value> {
+    pub(crate) fn head(&self, ws: &str) -> serde_json::Map<String, Value> {
         let mut head = serde_json::Map::new();
         head.insert("workspace_id".into(), json!(ws));
         head.insert(
@@ -300,7 +304,7 @@ impl SeriesQuery {
 }
 
 /// A pooled connection for history reads.
-async fn client(state: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
+pub(crate) async fn client(state: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
     state
         .query_pool
         .get()
@@ -309,7 +313,7 @@ async fn client(state: &AppState) -> Result<deadpool_postgres::Object, ApiError>
 }
 
 /// 404 for an agent the workspace has no record of, when the answer found nothing.
-async fn known_or_404(
+pub(crate) async fn known_or_404(
     client: &deadpool_postgres::Object,
     ws: &str,
     agent: &str,
@@ -323,7 +327,7 @@ async fn known_or_404(
     Ok(())
 }
 
-fn answer(body: Value, decision: &crate::ratelimit::Decision) -> HttpResponse {
+pub(crate) fn answer(body: Value, decision: &crate::ratelimit::Decision) -> HttpResponse {
     let mut res = HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "private, no-cache"))
         .json(body);
@@ -366,7 +370,7 @@ pub async fn execution(
     principal: Principal,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = SeriesQuery::parse(&req, &state)?;
+    let q = SeriesQuery::parse(&req, &state, &SERIES)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
     let agent = q.agent.as_ref().map_or("", |a| a.as_str());
     let (whole, timeline) = (Timeline::whole(q.from, q.to), q.timeline());
@@ -403,7 +407,7 @@ pub async fn throughput(
     principal: Principal,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = SeriesQuery::parse(&req, &state)?;
+    let q = SeriesQuery::parse(&req, &state, &SERIES)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
     let agent = q.agent.as_ref().map_or("", |a| a.as_str());
     let timeline = q.timeline();
@@ -839,7 +843,7 @@ pub async fn list_agents(
 }
 
 /// The run figures of a row of sums (no sketch, no users).
-fn totals_of(row: &KindRow) -> RunTotals {
+pub(crate) fn totals_of(row: &KindRow) -> RunTotals {
     let count = |c: &str| row.int(c) as i64;
     RunTotals {
         runs: count("runs"),
@@ -964,14 +968,14 @@ pub async fn get_agent(
     Ok(answer(body, &decision))
 }
 
-fn merge(into: &mut Value, from: Value) {
+pub(crate) fn merge(into: &mut Value, from: Value) {
     if let (Value::Object(into), Value::Object(from)) = (into, from) {
         into.extend(from);
     }
 }
 
 /// The figures of a [`RunTotals`].
-fn runs_json(t: &RunTotals) -> Value {
+pub(crate) fn runs_json(t: &RunTotals) -> Value {
     let runs = t.runs as f64;
     // As the live windows: rates over the runs that ended (cancelled ones left out).
     let decided = t.succeeded + t.failed + t.timeout;

@@ -11,6 +11,7 @@
 //! - [`conn`]: when the hub stops reading a connection (WebSocket close, refused uploads).
 
 pub mod alerts;
+pub mod analytics;
 pub mod anomalies;
 pub mod auth;
 pub mod bulk;
@@ -201,6 +202,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(resource("/agents").route(web::get().to(history::list_agents)))
                 .service(resource("/agents/{agent_id}").route(web::get().to(history::get_agent)))
+                .service(
+                    resource("/agents/{agent_id}/analytics")
+                        .route(web::get().to(analytics::agent_analytics)),
+                )
                 .service(
                     resource("/agents/{agent_id}/executions")
                         .route(web::get().to(history::executions)),

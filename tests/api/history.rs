@@ -593,3 +593,183 @@ async fn agents_list_every_agent_with_exact_figures() {
     assert_eq!(res.status(), 403);
     app.stop().await;
 }
+
+/// `GET /agents/{id}/analytics`: every section's figures equal SQL over the raw rows for the
+/// range and the period before it, and each suggestion rule fires on data made to trip it
+/// (with its evidence) and none on a calm agent.
+#[actix_web::test]
+async fn agent_analytics_sections_and_suggestions_follow_the_data() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let mut events = Vec::new();
+    let mut n = 0;
+    let mut id = || {
+        n += 1;
+        format!("x{n}")
+    };
+    // The period before: 60 runs on "old" at ~100 ms.
+    for i in 0..60 {
+        let at = now - Duration::hours(3) - Duration::seconds(i);
+        let mut run = run_event(&id(), "opt", "succeeded", 90.0 + i as f64 / 6.0, at);
+        run["model"] = json!("old");
+        events.push(run);
+    }
+    // The range: 40 successes each on "big" (2 credits) and "small" (0.5), ~500 ms, and 20
+    // failures, 15 of them RateLimit.
+    for i in 0..80 {
+        let at = now - Duration::minutes(30) - Duration::seconds(i);
+        let mut run = run_event(&id(), "opt", "succeeded", 480.0 + i as f64, at);
+        let big = i % 2 == 0;
+        run["model"] = json!(if big { "big" } else { "small" });
+        run["credits"] = json!(if big { 2.0 } else { 0.5 });
+        run["user_id"] = json!(format!("u{}", i % 7));
+        events.push(run);
+    }
+    for i in 0..20 {
+        let at = now - Duration::minutes(20) - Duration::seconds(i);
+        let mut run = run_event(&id(), "opt", "failed", 50.0, at);
+        run["model"] = json!("big");
+        let kind = if i < 15 { "RateLimit" } else { "Timeout" };
+        run["error"] =
+            json!({"type": kind, "category": "model", "severity": "high", "message": "x"});
+        events.push(run);
+    }
+    for i in 0..40 {
+        events.push(
+            json!({"type": "heartbeat", "event_id": id(), "agent_id": "opt",
+            "ts": ts(now - Duration::minutes(40) + Duration::seconds(i * 30)),
+            "cpu_pct": 10.0 + (i % 3) as f64, "cpu_limit_cores": 1.0,
+            "mem_mb": 100.0, "mem_limit_mb": 4096.0}),
+        );
+    }
+    for rating in [5, 4, 2] {
+        events.push(
+            json!({"type": "feedback", "event_id": id(), "agent_id": "opt",
+            "user_id": "u1", "ts": ts(now - Duration::minutes(10)), "rating": rating}),
+        );
+    }
+    // A calm agent: 400 successes, so the workspace's error rate is low.
+    for i in 0..400 {
+        let at = now - Duration::minutes(50) - Duration::seconds(i);
+        let mut run = run_event(&id(), "calm", "succeeded", 100.0, at);
+        run["model"] = json!("small");
+        run["credits"] = json!(0.5);
+        events.push(run);
+    }
+    for chunk in events.chunks(200) {
+        assert_eq!(app.post_events("w1", chunk).await.status(), 200);
+    }
+    let client = app.db().await;
+    let (from, to) = (now - Duration::hours(2), now + Duration::minutes(5));
+    let path = |agent: &str| {
+        format!(
+            "/api/v1/agents/{agent}/analytics?workspace_id=w1&from={}&to={}",
+            urlencode(&ts(from)),
+            urlencode(&ts(to))
+        )
+    };
+    let res = app.get(&path("opt"), "w1").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+
+    // Performance against the raw rows.
+    let (counts, _, percentiles, _) = raw_totals(&client, "opt", from, to).await;
+    let perf = &body["performance"];
+    assert_eq!(perf["runs"], counts[0]);
+    assert_eq!(perf["failed"], counts[2]);
+    let p95 = percentiles.unwrap()[1];
+    let got = perf["runtime_ms"]["p95"].as_f64().unwrap();
+    assert!((got - p95).abs() <= 0.01 * p95, "p95 {got} against {p95}");
+    let series_runs: i64 = perf["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["runs"].as_i64().unwrap())
+        .sum();
+    assert_eq!(series_runs, counts[0]);
+    // Errors by type, as SQL groups them.
+    let by_type = client
+        .query(
+            "SELECT error_type, count(*) FROM agent_errors WHERE workspace_id = 'w1' AND agent_id = 'opt'
+               AND occurred_at >= $1 AND occurred_at < $2 GROUP BY 1 ORDER BY 2 DESC, 1",
+            &[&from, &to],
+        )
+        .await
+        .unwrap();
+    let got = body["errors"]["by_type"].as_array().unwrap();
+    assert_eq!(got.len(), by_type.len());
+    for (g, w) in got.iter().zip(&by_type) {
+        assert_eq!(g["error_type"].as_str(), w.get::<_, Option<&str>>(0));
+        assert_eq!(g["count"], w.get::<_, i64>(1));
+    }
+    assert_eq!(body["errors"]["failures"], 20);
+    // Feedback, resources, models.
+    let fb = &body["user_satisfaction"];
+    assert_eq!(fb["feedback"], 3);
+    assert!((fb["average_rating"].as_f64().unwrap() - 11.0 / 3.0).abs() < 1e-9);
+    assert_eq!(fb["distribution"]["2"], 1);
+    let cpu: f64 = client
+        .query_one(
+            "SELECT avg(cpu_pct) FROM resource_samples WHERE workspace_id = 'w1' AND agent_id = 'opt'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let usage = &body["resource_usage"];
+    assert!((usage["cpu"]["avg_pct"].as_f64().unwrap() - cpu).abs() < 1e-3);
+    assert_eq!(usage["cpu"]["samples"], 40);
+    let models = usage["by_model"].as_array().unwrap();
+    assert_eq!(models[0]["model"], "big");
+    assert_eq!(models[0]["runs"], 60);
+    // Credits of every run on the model (its 20 failures at 0.25 too) per success.
+    assert!((models[0]["cost_per_success"].as_f64().unwrap() - 85.0 / 40.0).abs() < 1e-9);
+    assert!(
+        (usage["credits"].as_f64().unwrap() - (40.0 * 2.0 + 40.0 * 0.5 + 20.0 * 0.25)).abs() < 1e-6
+    );
+    // Comparisons: the period before (60 runs) and the workspace.
+    let cmp = &body["comparisons"];
+    assert_eq!(cmp["previous_period"]["runs"]["previous"], 60.0);
+    assert_eq!(cmp["previous_period"]["runs"]["current"], 100.0);
+    let ws_rate = cmp["workspace"]["success_rate"]["workspace"]
+        .as_f64()
+        .unwrap();
+    assert!((ws_rate - 480.0 / 500.0).abs() < 1e-9);
+
+    // Each rule fires, with its figures.
+    let suggestions = body["suggestions"].as_array().unwrap();
+    let mut rules: Vec<&str> = suggestions
+        .iter()
+        .map(|s| s["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules[0], "dominant_error", "the critical one first");
+    rules.sort_unstable();
+    assert_eq!(
+        rules,
+        [
+            "cpu_allocation_unused",
+            "dominant_error",
+            "error_rate_above_workspace",
+            "memory_allocation_unused",
+            "model_cost",
+            "p95_after_model_change",
+        ]
+    );
+    let rule = |name: &str| suggestions.iter().find(|s| s["rule"] == name).unwrap();
+    assert_eq!(rule("model_cost")["evidence"]["expensive_model"], "big");
+    assert_eq!(rule("model_cost")["evidence"]["cheap_model"], "small");
+    let ratio = rule("model_cost")["evidence"]["ratio"].as_f64().unwrap();
+    assert!((ratio - (85.0 / 40.0) / 0.5).abs() < 1e-9, "{ratio}");
+    assert_eq!(rule("dominant_error")["evidence"]["count"], 15);
+    assert_eq!(
+        rule("p95_after_model_change")["evidence"]["previous_model"],
+        "old"
+    );
+
+    // A calm agent: figures, no suggestion.
+    let body: Value = app.get(&path("calm"), "w1").await.json().await.unwrap();
+    assert_eq!(body["performance"]["runs"], 400);
+    assert_eq!(body["suggestions"], json!([]));
+    assert_eq!(app.get(&path("nobody"), "w1").await.status(), 404);
+    app.stop().await;
+}

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod live;
 pub mod sketch;
 pub mod subscription;
+pub mod suggest;
 pub mod text;
 pub mod timeline;
 pub mod users;

@@ -1,0 +1,319 @@
+//! `GET /api/v1/agents/{agent_id}/analytics` (SPEC §8): an agent over a range in the seed's
+//! sections — performance, errors, user satisfaction, resource usage, comparisons (against
+//! the workspace and the period of the same length before) and rule-based suggestions
+//! (`shadower_actors::domain::suggest`). Every figure is read from the rollups in one snapshot,
+//! exact up to now.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use shadower_actors::domain::live::ts_json;
+use shadower_actors::domain::suggest::{suggest, AgentFigures, Allocation, ModelFigures};
+use shadower_actors::domain::timeline::Timeline;
+use shadower_actors::store::history::{
+    kind, kind_series, run_series, snapshot, KindRow, RunParts, RunTotals, Split,
+};
+
+use crate::alerts::{authorize, store_error};
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
+use crate::history::{answer, client, known_or_404, merge, runs_json, SeriesQuery};
+use crate::AppState;
+
+const PARAMS: [&str; 6] = [
+    "workspace_id",
+    "timeframe",
+    "from",
+    "to",
+    "tz",
+    "granularity",
+];
+
+/// Change from `before` to `now` in per cent; `None` from zero.
+fn change_pct(now: f64, before: f64) -> Option<f64> {
+    (before != 0.0).then(|| (now - before) / before.abs() * 100.0)
+}
+
+fn compare(now: Option<f64>, before: Option<f64>) -> Value {
+    json!({
+        "current": now,
+        "previous": before,
+        "change_pct": now.zip(before).and_then(|(n, b)| change_pct(n, b)),
+    })
+}
+
+fn rate(t: &RunTotals, n: i64) -> Option<f64> {
+    let decided = t.succeeded + t.failed + t.timeout;
+    (decided > 0).then(|| n as f64 / decided as f64)
+}
+
+fn cost_per_success(t: &RunTotals) -> Option<f64> {
+    (t.succeeded > 0).then(|| t.credits_micro as f64 / 1e6 / t.succeeded as f64)
+}
+
+fn models_of(rows: &[KindRow]) -> Vec<ModelFigures> {
+    rows.iter()
+        .map(|m| ModelFigures {
+            model: m.keys.first().cloned().unwrap_or_default(),
+            runs: m.int("runs") as i64,
+            succeeded: m.int("succeeded") as i64,
+            credits: m.int("credits_micro") as f64 / 1e6,
+        })
+        .collect()
+}
+
+/// Counts of errors by the key at `at` (0: type, 1: category).
+fn errors_by(rows: &[KindRow], at: usize) -> Vec<(String, i64)> {
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for row in rows {
+        if let Some(k) = row.keys.get(at) {
+            *counts.entry(k.clone()).or_default() += row.int("errors") as i64;
+        }
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts
+}
+
+fn feedback_json(row: Option<&KindRow>) -> Value {
+    let n = row.map_or(0, |r| r.int("feedback") as i64);
+    let avg = |r: Option<&KindRow>| {
+        r.filter(|r| r.int("feedback") > 0)
+            .map(|r| r.int("rating_sum") as f64 / r.int("feedback") as f64)
+    };
+    let dist: serde_json::Map<String, Value> = (1..=5)
+        .map(|i| {
+            let c = row.map_or(0, |r| r.int(&format!("r{i}")) as i64);
+            (i.to_string(), json!(c))
+        })
+        .collect();
+    json!({"feedback": n, "average_rating": avg(row), "distribution": dist})
+}
+
+/// Mean use ÷ allocation, and the means of the resource itself.
+fn resource_json(row: Option<&KindRow>, name: &str) -> (Value, Option<Allocation>) {
+    let get = |c: &str| row.map_or(0, |r| r.int(&format!("{name}_{c}")));
+    let (n, sum, use_n, use_sum) = (get("n"), get("milli"), get("use_n"), get("use_micro"));
+    let alloc = (use_n > 0).then(|| Allocation {
+        mean_use: use_sum as f64 / 1e6 / use_n as f64,
+        samples: use_n as i64,
+    });
+    let (limit_n, limit_sum) = (get("limit_n"), get("limit_milli"));
+    let unit = if name == "cpu" { "pct" } else { "mb" };
+    let body = json!({
+        format!("avg_{unit}"): (n > 0).then(|| sum as f64 / 1000.0 / n as f64),
+        format!("max_{unit}"): row.and_then(|r| r.float(&format!("{name}_max"))),
+        "avg_limit": (limit_n > 0).then(|| limit_sum as f64 / 1000.0 / limit_n as f64),
+        "mean_use_of_allocation": alloc.map(|a| a.mean_use),
+        "samples": n as i64,
+    });
+    (body, alloc)
+}
+
+/// `GET /api/v1/agents/{agent_id}/analytics`.
+pub async fn agent_analytics(
+    req: HttpRequest,
+    path: web::Path<String>,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = SeriesQuery::parse(&req, &state, &PARAMS)?;
+    let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let agent = crate::live::agent(&path)?;
+    let (ws_id, id) = (ws.as_str(), agent.as_str());
+    let span = q.to - q.from;
+    let (prev_from, prev_to) = (q.from - span, q.from);
+    let (now, before) = (
+        Timeline::whole(q.from, q.to),
+        Timeline::whole(prev_from, prev_to),
+    );
+    let timeline = q.timeline();
+    let sketch = RunParts {
+        sketch: true,
+        users: false,
+    };
+    let keys = Split {
+        agents: false,
+        keys: true,
+    };
+    let whole = Split::default();
+    let mut conn = client(&state).await?;
+    let tx = snapshot(&mut conn).await.map_err(store_error)?;
+    let (
+        current,
+        previous,
+        workspace,
+        series,
+        (errors, prev_errors),
+        (models, prev_models),
+        (feedback, prev_feedback),
+        resources,
+    ) = tokio::try_join!(
+        run_series(&tx, ws_id, id, &now, RunParts::ALL),
+        run_series(&tx, ws_id, id, &before, sketch),
+        run_series(&tx, ws_id, "", &now, sketch),
+        run_series(&tx, ws_id, id, &timeline, sketch),
+        async {
+            tokio::try_join!(
+                kind_series(&tx, kind("errors"), ws_id, id, &now, keys),
+                kind_series(&tx, kind("errors"), ws_id, id, &before, keys),
+            )
+        },
+        async {
+            tokio::try_join!(
+                kind_series(&tx, kind("models"), ws_id, id, &now, keys),
+                kind_series(&tx, kind("models"), ws_id, id, &before, keys),
+            )
+        },
+        async {
+            tokio::try_join!(
+                kind_series(&tx, kind("feedback"), ws_id, id, &now, whole),
+                kind_series(&tx, kind("feedback"), ws_id, id, &before, whole),
+            )
+        },
+        kind_series(&tx, kind("resources"), ws_id, id, &now, whole),
+    )
+    .map_err(store_error)?;
+    tx.commit().await.map_err(|e| store_error(e.into()))?;
+    let first = |mut v: Vec<RunTotals>| v.pop().unwrap_or_default();
+    let (current, previous, workspace) = (first(current), first(previous), first(workspace));
+    known_or_404(&conn, ws_id, id, current.runs).await?;
+
+    let hours = span.num_milliseconds() as f64 / 3_600_000.0;
+    let mut performance = runs_json(&current);
+    performance["throughput_per_hour"] = json!(current.runs as f64 / hours);
+    performance["series"] = timeline
+        .starts
+        .iter()
+        .zip(&series)
+        .map(|(start, t)| {
+            json!({
+                "ts": ts_json(*start),
+                "runs": t.runs,
+                "success_rate": rate(t, t.succeeded),
+                "error_rate": rate(t, t.failed + t.timeout),
+                "p50_ms": t.runtime.quantile(0.5),
+                "p95_ms": t.runtime.quantile(0.95),
+                "p99_ms": t.runtime.quantile(0.99),
+            })
+        })
+        .collect();
+
+    let failures = current.failed + current.timeout;
+    let (by_type, by_category) = (errors_by(&errors, 0), errors_by(&errors, 1));
+    let prev_by_type: HashMap<String, i64> = errors_by(&prev_errors, 0).into_iter().collect();
+    let total_errors: i64 = by_type.iter().map(|(_, n)| n).sum();
+    let prev_total: i64 = prev_by_type.values().sum();
+    let share = |n: i64| (total_errors > 0).then(|| n as f64 / total_errors as f64);
+    let none_if_empty = |k: &str| (!k.is_empty()).then(|| k.to_owned());
+    let errors_section = json!({
+        "errors": total_errors,
+        "failures": failures,
+        "error_rate": rate(&current, failures),
+        "by_type": by_type.iter().map(|(t, n)| {
+            let before = prev_by_type.get(t).copied().unwrap_or(0);
+            json!({"error_type": none_if_empty(t), "count": n, "share": share(*n),
+                   "previous_count": before, "change_pct": change_pct(*n as f64, before as f64)})
+        }).collect::<Vec<_>>(),
+        "by_category": by_category.iter().map(|(c, n)| {
+            json!({"category": none_if_empty(c), "count": n, "share": share(*n)})
+        }).collect::<Vec<_>>(),
+        "trend": {
+            "current": total_errors,
+            "previous": prev_total,
+            "change_pct": change_pct(total_errors as f64, prev_total as f64),
+        },
+    });
+
+    let mut satisfaction = feedback_json(feedback.first());
+    let prev_satisfaction = feedback_json(prev_feedback.first());
+    satisfaction["previous_average_rating"] = prev_satisfaction["average_rating"].clone();
+
+    let model_figures = models_of(&models);
+    let by_model: Vec<Value> = {
+        let mut rows: Vec<&KindRow> = models.iter().collect();
+        rows.sort_by(|a, b| {
+            b.int("runs")
+                .cmp(&a.int("runs"))
+                .then_with(|| a.keys.cmp(&b.keys))
+        });
+        rows.iter()
+            .map(|m| {
+                let (runs, ok) = (m.int("runs") as i64, m.int("succeeded") as i64);
+                let credits = m.int("credits_micro") as f64 / 1e6;
+                json!({
+                    "model": m.keys.first().and_then(|k| none_if_empty(k)),
+                    "runs": runs,
+                    "succeeded": ok,
+                    "credits": credits,
+                    "cost_per_success": (ok > 0).then(|| credits / ok as f64),
+                    "tokens_in": m.int("tokens_in") as i64,
+                    "tokens_out": m.int("tokens_out") as i64,
+                })
+            })
+            .collect()
+    };
+    let (cpu, cpu_alloc) = resource_json(resources.first(), "cpu");
+    let (mem, mem_alloc) = resource_json(resources.first(), "mem");
+    let resource_usage = json!({
+        "credits": current.credits_micro as f64 / 1e6,
+        "tokens_in": current.tokens_in as i64,
+        "tokens_out": current.tokens_out as i64,
+        "cost_per_success": cost_per_success(&current),
+        "by_model": by_model,
+        "cpu": cpu,
+        "memory": mem,
+    });
+
+    let p95 = |t: &RunTotals| t.runtime.quantile(0.95);
+    let comparisons = json!({
+        "workspace": {
+            "share_of_runs": (workspace.runs > 0).then(|| current.runs as f64 / workspace.runs as f64),
+            "success_rate": {"agent": rate(&current, current.succeeded), "workspace": rate(&workspace, workspace.succeeded)},
+            "error_rate": {"agent": rate(&current, failures), "workspace": rate(&workspace, workspace.failed + workspace.timeout)},
+            "p95_ms": {"agent": p95(&current), "workspace": p95(&workspace)},
+            "cost_per_success": {"agent": cost_per_success(&current), "workspace": cost_per_success(&workspace)},
+        },
+        "previous_period": {
+            "from": ts_json(prev_from),
+            "to": ts_json(prev_to),
+            "complete": prev_from >= chrono::Utc::now() - state.retention_rollups,
+            "runs": compare(Some(current.runs as f64), Some(previous.runs as f64)),
+            "success_rate": compare(rate(&current, current.succeeded), rate(&previous, previous.succeeded)),
+            "p95_ms": compare(p95(&current), p95(&previous)),
+            "credits": compare(Some(current.credits_micro as f64 / 1e6), Some(previous.credits_micro as f64 / 1e6)),
+            "cost_per_success": compare(cost_per_success(&current), cost_per_success(&previous)),
+        },
+    });
+
+    let suggestions = suggest(&AgentFigures {
+        runs: current.runs,
+        previous_runs: previous.runs,
+        models: model_figures,
+        previous_models: models_of(&prev_models),
+        p95_ms: p95(&current),
+        previous_p95_ms: p95(&previous),
+        failures,
+        error_types: by_type,
+        error_rate: rate(&current, failures),
+        workspace_error_rate: rate(&workspace, workspace.failed + workspace.timeout),
+        cpu: cpu_alloc,
+        mem: mem_alloc,
+    });
+
+    let mut body = Value::Object(q.head(ws_id));
+    body["agent_id"] = json!(id);
+    merge(
+        &mut body,
+        json!({
+            "performance": performance,
+            "errors": errors_section,
+            "user_satisfaction": satisfaction,
+            "resource_usage": resource_usage,
+            "comparisons": comparisons,
+            "suggestions": suggestions,
+        }),
+    );
+    Ok(answer(body, &decision))
+}
