@@ -198,6 +198,7 @@ impl Application {
             redis_timeout: settings.redis.timeout.get(),
             retention_rollups: settings.retention.rollups.to_chrono(),
             analytics: settings.analytics.clone(),
+            retention_raw: settings.retention.raw.to_chrono(),
             alerts: settings.alerts.clone(),
             notifications: NotificationSettings {
                 allow_private_targets: settings.notifications.allow_private_targets,

@@ -121,7 +121,34 @@ pub async fn agent_analytics(
     let q = SeriesQuery::parse(&req, &state, &PARAMS)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
     let agent = crate::live::agent(&path)?;
-    let (ws_id, id) = (ws.as_str(), agent.as_str());
+    let body = sections(&state, ws.as_str(), agent.as_str(), &q).await?;
+    Ok(answer(body, &decision))
+}
+
+/// `GET /api/v1/analytics/overview`: the same sections for the whole workspace (its
+/// suggestions from the same rules), and its leading agents.
+pub async fn overview(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = SeriesQuery::parse(&req, &state, &PARAMS)?;
+    let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut body = sections(&state, ws.as_str(), "", &q).await?;
+    if let Some(c) = body["comparisons"].as_object_mut() {
+        c.remove("workspace");
+    }
+    body["top_agents"] = crate::overview::top_agents(&state, ws.as_str(), q.from, q.to, 10).await?;
+    Ok(answer(body, &decision))
+}
+
+/// The sections of `agent` (`""`: the workspace) over the query's range.
+async fn sections(
+    state: &AppState,
+    ws_id: &str,
+    id: &str,
+    q: &SeriesQuery,
+) -> Result<Value, ApiError> {
     let span = q.to - q.from;
     let (prev_from, prev_to) = (q.from - span, q.from);
     let (now, before) = (
@@ -138,7 +165,7 @@ pub async fn agent_analytics(
         keys: true,
     };
     let whole = Split::default();
-    let mut conn = client(&state).await?;
+    let mut conn = client(state).await?;
     let tx = snapshot(&mut conn).await.map_err(store_error)?;
     let (
         current,
@@ -178,7 +205,9 @@ pub async fn agent_analytics(
     tx.commit().await.map_err(|e| store_error(e.into()))?;
     let first = |mut v: Vec<RunTotals>| v.pop().unwrap_or_default();
     let (current, previous, workspace) = (first(current), first(previous), first(workspace));
-    known_or_404(&conn, ws_id, id, current.runs).await?;
+    if !id.is_empty() {
+        known_or_404(&conn, ws_id, id, current.runs).await?;
+    }
 
     let hours = span.num_milliseconds() as f64 / 3_600_000.0;
     let mut performance = runs_json(&current);
@@ -303,7 +332,7 @@ pub async fn agent_analytics(
     });
 
     let mut body = Value::Object(q.head(ws_id));
-    body["agent_id"] = json!(id);
+    body["agent_id"] = json!((!id.is_empty()).then_some(id));
     merge(
         &mut body,
         json!({
@@ -315,5 +344,5 @@ pub async fn agent_analytics(
             "suggestions": suggestions,
         }),
     );
-    Ok(answer(body, &decision))
+    Ok(body)
 }

@@ -66,11 +66,11 @@ impl Params {
         Ok(params)
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
     }
 
-    fn fail(&mut self, field: &str, message: String) {
+    pub(crate) fn fail(&mut self, field: &str, message: String) {
         if !self.bad.iter().any(|b| b.field == field) {
             self.bad.push(FieldError {
                 index: 0,
@@ -81,7 +81,7 @@ impl Params {
     }
 
     /// `workspace_id`, required.
-    fn workspace(&mut self) -> String {
+    pub(crate) fn workspace(&mut self) -> String {
         match self.get("workspace_id") {
             Some(w) => w.to_owned(),
             None => {
@@ -92,7 +92,7 @@ impl Params {
     }
 
     /// The range: `timeframe` (ending now) or `from`/`to` (RFC 3339); 24 hours when neither.
-    fn range(
+    pub(crate) fn range(
         &mut self,
         now: DateTime<Utc>,
         retention: Duration,
@@ -160,7 +160,7 @@ impl Params {
     }
 
     /// `tz` (IANA name, default UTC).
-    fn tz(&mut self) -> Tz {
+    pub(crate) fn tz(&mut self) -> Tz {
         let Some(name) = self.get("tz").map(str::to_owned) else {
             return chrono_tz::UTC;
         };
@@ -172,7 +172,7 @@ impl Params {
     }
 
     /// `granularity` (default from the range), refused past `max_points` buckets.
-    fn granularity(
+    pub(crate) fn granularity(
         &mut self,
         range: Option<(DateTime<Utc>, DateTime<Utc>)>,
         max_points: usize,
@@ -203,7 +203,7 @@ impl Params {
     }
 
     /// An optional agent id.
-    fn agent(&mut self, field: &str) -> Option<AgentId> {
+    pub(crate) fn agent(&mut self, field: &str) -> Option<AgentId> {
         let text = self.get(field)?.to_owned();
         match AgentId::parse(&text) {
             Ok(a) => Some(a),
@@ -215,7 +215,7 @@ impl Params {
     }
 
     /// `value` when no parameter was bad, else every problem found as one error.
-    fn finish<T>(mut self, value: Option<T>) -> Result<T, ApiError> {
+    pub(crate) fn finish<T>(mut self, value: Option<T>) -> Result<T, ApiError> {
         match value {
             Some(v) if self.bad.is_empty() => Ok(v),
             _ => {
@@ -240,7 +240,7 @@ const TIMEFRAMES: [(&str, i64); 6] = [
     ("1y", 365 * 24),
 ];
 
-const RANGE: [&str; 4] = ["workspace_id", "timeframe", "from", "to"];
+pub(crate) const RANGE: [&str; 4] = ["workspace_id", "timeframe", "from", "to"];
 pub(crate) const SERIES: [&str; 7] = [
     "workspace_id",
     "timeframe",

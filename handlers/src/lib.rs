@@ -24,6 +24,7 @@ pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod live;
+pub mod overview;
 pub mod ratelimit;
 pub mod request_id;
 pub mod ws;
@@ -81,6 +82,8 @@ pub struct AppState {
     /// `retention.rollups`: history ranges may not start before now minus this.
     pub retention_rollups: chrono::Duration,
     pub analytics: history::AnalyticsConfig,
+    /// `retention.raw`: reads of raw rows (user leaderboards) may not start before this.
+    pub retention_raw: chrono::Duration,
 }
 
 /// What the channel handlers need of `[notifications]`.
@@ -211,6 +214,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(history::executions)),
                 )
                 .service(resource("/metrics/execution").route(web::get().to(history::execution)))
+                .service(
+                    resource("/executive/summary")
+                        .route(web::get().to(overview::executive_summary)),
+                )
+                .service(
+                    resource("/executive/trends").route(web::get().to(overview::executive_trends)),
+                )
+                .service(
+                    resource("/dashboard/summary")
+                        .route(web::get().to(overview::dashboard_summary)),
+                )
+                .service(
+                    resource("/dashboard/metrics")
+                        .route(web::get().to(overview::dashboard_metrics)),
+                )
+                .service(
+                    resource("/dashboard/detailed")
+                        .route(web::get().to(overview::dashboard_detailed)),
+                )
+                .service(resource("/analytics/overview").route(web::get().to(analytics::overview)))
+                .service(resource("/analytics/compare").route(web::post().to(overview::compare)))
+                .service(resource("/trends").route(web::get().to(overview::trends)))
+                .service(
+                    resource("/leaderboards/agents")
+                        .route(web::get().to(overview::leaderboard_agents)),
+                )
+                .service(
+                    resource("/leaderboards/users")
+                        .route(web::get().to(overview::leaderboard_users)),
+                )
                 .service(
                     resource("/metrics/execution/throughput")
                         .route(web::get().to(history::throughput)),

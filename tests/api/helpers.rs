@@ -269,6 +269,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A POST of a JSON body with a read token.
+    pub async fn post_json(&self, path: &str, ws: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token(&[ws], "read"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A GET without a token (health, metrics).
     pub async fn get_plain(&self, path: &str) -> reqwest::Response {
         self.client

@@ -13,6 +13,7 @@ mod ingest;
 mod isolation;
 mod live;
 mod loadtest;
+mod overview;
 mod ratelimit;
 mod rollups;
 mod storage;

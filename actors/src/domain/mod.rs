@@ -15,5 +15,6 @@ pub mod subscription;
 pub mod suggest;
 pub mod text;
 pub mod timeline;
+pub mod trend;
 pub mod users;
 pub mod window;

@@ -665,6 +665,151 @@ pub async fn run_series(
     Ok(series)
 }
 
+/// The runs of each agent of `workspace` over the whole of `timeline` (its buckets ignored),
+/// with their runtime sketches when `sketch`; agents that ran nothing are left out.
+pub async fn runs_by_agent(
+    tx: &Transaction<'_>,
+    workspace: &str,
+    timeline: &Timeline,
+    sketch: bool,
+) -> Result<Vec<(String, RunTotals)>, StoreError> {
+    let whole = Timeline::whole(
+        timeline.bounds[0],
+        timeline.bounds[timeline.bounds.len() - 1],
+    );
+    let plan = Plan::new(&whole);
+    let bound = Bound::new(workspace, "", &plan);
+    let params = bound.params();
+    let split = Split {
+        agents: true,
+        keys: false,
+    };
+    let sums_sql = kind_sql(&RUNS, split);
+    let bins_sql = format!(
+        "SELECT agent_id, bin, sum(n)::int8 FROM (
+            SELECT r.agent_id, nullif(e.key, 'z')::int AS bin, e.value::int8 AS n
+              FROM {daily} CROSS JOIN LATERAL jsonb_each_text(r.runtime_sketch) AS e
+            UNION ALL SELECT r.agent_id, nullif(e.key, 'z')::int, e.value::int8
+              FROM {hourly} CROSS JOIN LATERAL jsonb_each_text(r.runtime_sketch) AS e
+            UNION ALL SELECT r.agent_id, b.bin, b.n
+              FROM {pending} CROSS JOIN LATERAL unnest(r.sketch_bins, r.sketch_counts) AS b(bin, n)
+            UNION ALL SELECT r.agent_id, hub_sketch_key(r.runtime_ms), 1 FROM {raw}
+         ) AS u WHERE $11::timestamptz[] IS NOT NULL GROUP BY 1, 2",
+        daily = rolled_from(&RUNS, true, true),
+        hourly = rolled_from(&RUNS, false, true),
+        pending = pending_from(&RUNS),
+        raw = raw_from(&RUNS),
+    );
+    let (sums, bins) = tokio::try_join!(tx.query(&sums_sql, &params), async {
+        if sketch {
+            tx.query(&bins_sql, &params).await
+        } else {
+            Ok(Vec::new())
+        }
+    })?;
+    let mut per_agent: HashMap<String, HashMap<Option<i32>, u64>> = HashMap::new();
+    for row in &bins {
+        *per_agent
+            .entry(row.get(0))
+            .or_default()
+            .entry(row.get(1))
+            .or_default() += row.get::<_, i64>(2).max(0) as u64;
+    }
+    kind_rows(&RUNS, sums, split)?
+        .into_iter()
+        .map(|row| {
+            let agent = row.keys.first().cloned().unwrap_or_default();
+            let count = |c: &str| row.int(c) as i64;
+            let mut t = RunTotals {
+                runs: count("runs"),
+                succeeded: count("succeeded"),
+                failed: count("failed"),
+                timeout: count("timeout"),
+                cancelled: count("cancelled"),
+                runtime_us: row.int("runtime_us"),
+                credits_micro: row.int("credits_micro"),
+                tokens_in: row.int("tokens_in"),
+                tokens_out: row.int("tokens_out"),
+                ..RunTotals::default()
+            };
+            if let Some(mut bins) = per_agent.remove(&agent) {
+                let zeros = bins.remove(&None).unwrap_or(0);
+                t.runtime = Sketch::from_bins(
+                    zeros,
+                    bins.into_iter().filter_map(|(k, n)| Some((k?, n))),
+                    t.runtime_us as f64 / 1000.0,
+                    row.float("runtime_min").unwrap_or(0.0),
+                    row.float("runtime_max").unwrap_or(0.0),
+                );
+            }
+            Ok((agent, t))
+        })
+        .collect()
+}
+
+/// The runs of each user of `workspace` in `[from, to)`, from the raw rows (rollups keep
+/// distinct users, not figures per user), with their runtime sketches.
+pub async fn runs_by_user(
+    client: &deadpool_postgres::Object,
+    workspace: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(String, RunTotals)>, StoreError> {
+    let filter = "FROM agent_runs WHERE workspace_id = $1 AND completed_at >= $2
+                  AND completed_at < $3 AND user_id IS NOT NULL";
+    let sums_sql = format!(
+        "SELECT user_id, count(*), count(*) FILTER (WHERE status = 'succeeded'),
+                count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'timeout'),
+                count(*) FILTER (WHERE status = 'cancelled'),
+                sum(round(runtime_ms * float8 '1000')::int8)::text,
+                sum(round(credits * float8 '1e6')::int8)::text,
+                sum(tokens_in)::text, sum(tokens_out)::text, min(runtime_ms), max(runtime_ms)
+         {filter} GROUP BY 1"
+    );
+    let bins_sql =
+        format!("SELECT user_id, hub_sketch_key(runtime_ms), count(*) {filter} GROUP BY 1, 2");
+    let params: [&(dyn ToSql + Sync); 3] = [&workspace, &from, &to];
+    let (sums, bins) = tokio::try_join!(
+        client.query(&sums_sql, &params),
+        client.query(&bins_sql, &params),
+    )?;
+    let mut per_user: HashMap<String, HashMap<Option<i32>, u64>> = HashMap::new();
+    for row in &bins {
+        *per_user
+            .entry(row.get(0))
+            .or_default()
+            .entry(row.get(1))
+            .or_default() += row.get::<_, i64>(2).max(0) as u64;
+    }
+    sums.iter()
+        .map(|row| {
+            let user: String = row.get(0);
+            let mut t = RunTotals {
+                runs: row.get(1),
+                succeeded: row.get(2),
+                failed: row.get(3),
+                timeout: row.get(4),
+                cancelled: row.get(5),
+                runtime_us: int(row.get(6))?,
+                credits_micro: int(row.get(7))?,
+                tokens_in: int(row.get(8))?,
+                tokens_out: int(row.get(9))?,
+                ..RunTotals::default()
+            };
+            let mut bins = per_user.remove(&user).unwrap_or_default();
+            let zeros = bins.remove(&None).unwrap_or(0);
+            t.runtime = Sketch::from_bins(
+                zeros,
+                bins.into_iter().filter_map(|(k, n)| Some((k?, n))),
+                t.runtime_us as f64 / 1000.0,
+                row.get(10),
+                row.get(11),
+            );
+            Ok((user, t))
+        })
+        .collect()
+}
+
 /// The runs of `agent` (`""`: the whole workspace) of `workspace` in `[from, to)`.
 pub async fn run_totals(
     client: &mut deadpool_postgres::Object,
