@@ -27,6 +27,7 @@ pub mod live;
 pub mod overview;
 pub mod ratelimit;
 pub mod request_id;
+pub mod resources;
 pub mod ws;
 
 use std::sync::Arc;
@@ -236,6 +237,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource("/analytics/overview").route(web::get().to(analytics::overview)))
                 .service(resource("/analytics/compare").route(web::post().to(overview::compare)))
                 .service(resource("/trends").route(web::get().to(overview::trends)))
+                .service(
+                    resource("/resources/agents/{agent_id}/history")
+                        .route(web::get().to(resources::agent_history)),
+                )
+                .service(
+                    resource("/resources/efficiency").route(web::get().to(resources::efficiency)),
+                )
+                .service(resource("/resources/compare").route(web::get().to(resources::compare)))
                 .service(
                     resource("/leaderboards/agents")
                         .route(web::get().to(overview::leaderboard_agents)),

@@ -548,3 +548,120 @@ async fn compare_trends_and_leaderboards_follow_the_data() {
 fn ts_json_like(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// Resource history, allocation efficiency and agent comparison against the raw heartbeats.
+#[actix_web::test]
+async fn resource_history_and_efficiency_equal_the_raw_heartbeats() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let hour = now.duration_trunc(Duration::hours(1)).unwrap();
+    let mut events = Vec::new();
+    for i in 0..90i64 {
+        let at = (hour - Duration::hours(2) + Duration::minutes(i * 2)).min(now);
+        events.push(json!({"type": "heartbeat", "event_id": format!("h1-{i}"), "agent_id": "r1", "ts": ts(at),
+            "cpu_pct": 8.0 + (i % 5) as f64, "cpu_limit_cores": 1.0, "mem_mb": 500.0 + i as f64, "mem_limit_mb": 1024.0}));
+        events.push(json!({"type": "heartbeat", "event_id": format!("h2-{i}"), "agent_id": "r2", "ts": ts(at),
+            "cpu_pct": 150.0 + (i % 7) as f64, "cpu_limit_cores": 2.0, "mem_mb": 3000.0, "mem_limit_mb": 4096.0,
+            "concurrent_runs": i % 9, "queue_depth": i % 4}));
+        events.push(json!({"type": "heartbeat", "event_id": format!("h3-{i}"), "agent_id": "r3", "ts": ts(at), "cpu_pct": 50.0}));
+    }
+    for i in 0..30 {
+        let mut run = run_event(
+            &format!("rr{i}"),
+            if i % 3 == 0 { "r2" } else { "r1" },
+            "succeeded",
+            20.0,
+            now - Duration::minutes(i),
+        );
+        run["credits"] = json!(0.5);
+        events.push(run);
+    }
+    for chunk in events.chunks(100) {
+        assert_eq!(app.post_events("w1", chunk).await.status(), 200);
+    }
+    let client = app.db().await;
+    let (from, to) = (hour - Duration::hours(2), hour + Duration::hours(1));
+    let body = get_ok(
+        &app,
+        &format!(
+            "/api/v1/resources/agents/r1/history?workspace_id=w1&{}",
+            range(from, to)
+        ),
+    )
+    .await;
+    let series = body["series"].as_array().unwrap();
+    assert_eq!(series.len(), 3);
+    for (i, p) in series.iter().enumerate() {
+        let h = from + Duration::hours(i as i64);
+        let row = client
+            .query_one(
+                "SELECT count(*), avg(cpu_pct), max(mem_mb), avg(cpu_pct / (100 * cpu_limit_cores)) FROM resource_samples
+                 WHERE workspace_id = 'w1' AND agent_id = 'r1' AND ts >= $1 AND ts < $2",
+                &[&h, &(h + Duration::hours(1))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(p["samples"], row.get::<_, i64>(0), "samples at {h}");
+        if row.get::<_, i64>(0) > 0 {
+            let close = |got: &Value, want: f64| (got.as_f64().unwrap() - want).abs() < 1e-3;
+            assert!(close(&p["cpu_pct"]["avg"], row.get(1)), "{p}");
+            assert!(close(&p["mem_mb"]["max"], row.get(2)), "{p}");
+            assert!(close(&p["efficiency"]["cpu"], row.get(3)), "{p}");
+        }
+    }
+    assert_eq!(body["totals"]["samples"], 90);
+
+    let body = get_ok(
+        &app,
+        &format!(
+            "/api/v1/resources/efficiency?workspace_id=w1&{}",
+            range(from, to)
+        ),
+    )
+    .await;
+    let agents: Vec<&str> = body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        agents,
+        ["r1", "r2"],
+        "least used first; r3 sent no allocation"
+    );
+    let mean: f64 = client
+        .query_one(
+            "SELECT avg(cpu_pct / (100 * cpu_limit_cores)) FROM resource_samples WHERE workspace_id = 'w1' AND cpu_limit_cores > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((body["workspace"]["cpu"].as_f64().unwrap() - mean).abs() < 1e-6);
+
+    let body = get_ok(
+        &app,
+        &format!(
+            "/api/v1/resources/compare?workspace_id=w1&agents=r1,r2&{}",
+            range(from, to)
+        ),
+    )
+    .await;
+    assert_eq!(body["agents"][0]["runs"], 20);
+    assert_eq!(body["agents"][1]["runs"], 10);
+    assert_eq!(body["agents"][1]["concurrent_runs_max"], 8.0);
+    assert!((body["agents"][0]["credits_per_run"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    let res = app
+        .get("/api/v1/resources/compare?workspace_id=w1&agents=r1", "w1")
+        .await;
+    assert_eq!(res.status(), 400);
+    let res = app
+        .get(
+            "/api/v1/resources/agents/nobody/history?workspace_id=w1",
+            "w1",
+        )
+        .await;
+    assert_eq!(res.status(), 404);
+    app.stop().await;
+}
