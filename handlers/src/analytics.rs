@@ -17,8 +17,9 @@ use shadower_actors::store::history::{
 
 use crate::alerts::{authorize, store_error};
 use crate::auth::{Principal, Scope};
+use crate::cache;
 use crate::error::ApiError;
-use crate::history::{answer, client, known_or_404, merge, runs_json, SeriesQuery};
+use crate::history::{client, known_or_404, merge, runs_json, SeriesQuery};
 use crate::AppState;
 
 const PARAMS: [&str; 6] = [
@@ -120,9 +121,13 @@ pub async fn agent_analytics(
 ) -> Result<HttpResponse, ApiError> {
     let q = SeriesQuery::parse(&req, &state, &PARAMS)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let agent = crate::live::agent(&path)?;
     let body = sections(&state, ws.as_str(), agent.as_str(), &q).await?;
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// `GET /api/v1/analytics/overview`: the same sections for the whole workspace (its
@@ -134,12 +139,16 @@ pub async fn overview(
 ) -> Result<HttpResponse, ApiError> {
     let q = SeriesQuery::parse(&req, &state, &PARAMS)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let mut body = sections(&state, ws.as_str(), "", &q).await?;
     if let Some(c) = body["comparisons"].as_object_mut() {
         c.remove("workspace");
     }
     body["top_agents"] = crate::overview::top_agents(&state, ws.as_str(), q.from, q.to, 10).await?;
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// The sections of `agent` (`""`: the workspace) over the query's range.

@@ -29,6 +29,7 @@ use shadower_actors::store::history::{
 
 use crate::alerts::{authorize, store_error};
 use crate::auth::{Principal, Scope};
+use crate::cache;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -347,6 +348,10 @@ pub async fn agent_stats(
     let range = p.range(Utc::now(), state.retention_rollups);
     let (from, to) = p.finish(range)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let agent = crate::live::agent(&path)?;
     let mut client = client(&state).await?;
     let t = run_totals(&mut client, ws.as_str(), agent.as_str(), from, to)
@@ -360,7 +365,7 @@ pub async fn agent_stats(
         "to": ts_json(to),
     });
     merge(&mut body, runs_json(&t));
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// `GET /api/v1/metrics/execution`: the runs of the workspace (or of `agent_id`) over a
@@ -372,6 +377,10 @@ pub async fn execution(
 ) -> Result<HttpResponse, ApiError> {
     let q = SeriesQuery::parse(&req, &state, &SERIES)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let agent = q.agent.as_ref().map_or("", |a| a.as_str());
     let (whole, timeline) = (Timeline::whole(q.from, q.to), q.timeline());
     let mut client = client(&state).await?;
@@ -398,7 +407,7 @@ pub async fn execution(
             point
         })
         .collect();
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// `GET /api/v1/metrics/execution/throughput`: runs per bucket and per minute, and the peak.
@@ -409,6 +418,10 @@ pub async fn throughput(
 ) -> Result<HttpResponse, ApiError> {
     let q = SeriesQuery::parse(&req, &state, &SERIES)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let agent = q.agent.as_ref().map_or("", |a| a.as_str());
     let timeline = q.timeline();
     let mut client = client(&state).await?;
@@ -451,7 +464,7 @@ pub async fn throughput(
     body["per_hour"] = json!(runs as f64 / total_minutes * 60.0);
     body["peak"] = json!(peak);
     body["series"] = json!(points);
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 const EXECUTIONS: [&str; 9] = [

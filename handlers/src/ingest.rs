@@ -128,6 +128,9 @@ async fn ingest(
             "the writer backlog is full (writer.max_backlog_rows); retry shortly".into(),
         )
     })?;
+    // The UTC days these events fall in: cached history answers over them go stale.
+    let days: std::collections::BTreeSet<chrono::NaiveDate> =
+        events.iter().map(|e| e.time().date_naive()).collect();
     let (reply, answer) = oneshot::channel();
     state
         .writer
@@ -142,6 +145,7 @@ async fn ingest(
         })?;
     match answer.await {
         Ok(Ok(())) => {
+            crate::cache::history::bump(state, ws.as_str(), &days).await;
             let mut res = HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .json(Accepted { accepted });

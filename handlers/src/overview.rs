@@ -20,6 +20,7 @@ use shadower_actors::store::history::{
 
 use crate::alerts::{authorize, store_error};
 use crate::auth::{Principal, Scope};
+use crate::cache;
 use crate::error::ApiError;
 use crate::history::{
     answer, client, known_or_404, merge, runs_json, Params, SeriesQuery, RANGE, SERIES,
@@ -143,6 +144,10 @@ pub async fn executive_summary(
 ) -> Result<HttpResponse, ApiError> {
     let (workspace, from, to) = range_only(&req, &state)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let (prev_from, prev_to) = (from - (to - from), from);
     let mut conn = client(&state).await?;
     let tx = snapshot(&mut conn).await.map_err(store_error)?;
@@ -171,7 +176,7 @@ pub async fn executive_summary(
         "kpis": kpis,
         "top_agents": top_agents(&state, ws.as_str(), from, to, 5).await?,
     });
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 const TREND_METRICS: [&str; 5] = [
@@ -252,6 +257,10 @@ pub async fn executive_trends(
         }
     };
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let span = q.to - q.from;
     let timeline = q.timeline();
     let previous = Timeline::new(q.from - span, q.from, q.granularity, q.tz);
@@ -295,7 +304,7 @@ pub async fn executive_trends(
     }
     body["previous_period"] = json!({"from": ts_json(q.from - span), "to": ts_json(q.from)});
     body["metrics"] = Value::Object(metrics);
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// `GET /api/v1/dashboard/summary`: the headline figures over the range and the workspace's
@@ -347,6 +356,10 @@ pub async fn dashboard_metrics(
 ) -> Result<HttpResponse, ApiError> {
     let q = SeriesQuery::parse(&req, &state, &SERIES)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let agent = q.agent.as_ref().map_or("", |a| a.as_str());
     let timeline = q.timeline();
     let mut conn = client(&state).await?;
@@ -383,7 +396,7 @@ pub async fn dashboard_metrics(
         .collect();
     let mut body = Value::Object(q.head(ws.as_str()));
     body["series"] = json!(points);
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// `GET /api/v1/dashboard/detailed`: the range broken down: every agent that ran (figures,
@@ -395,6 +408,10 @@ pub async fn dashboard_detailed(
 ) -> Result<HttpResponse, ApiError> {
     let (workspace, from, to) = range_only(&req, &state)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let whole = Timeline::whole(from, to);
     let keys = Split {
         agents: false,
@@ -482,7 +499,7 @@ pub async fn dashboard_detailed(
         "errors": errors,
         "ratings": ratings,
     });
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// A period in a compare body.
@@ -604,7 +621,25 @@ pub async fn compare(
         _ => p.fail("agents", "give either agents or periods".into()),
     }
     p.finish(Some(()))?;
+    // The cache key: every item's agent and range; the whole span decides cacheability.
+    let body_bytes = serde_json::to_vec(
+        &items
+            .iter()
+            .map(|(_, a, f, t)| (a, f.timestamp_micros(), t.timestamp_micros()))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_default();
+    let fixed = body.periods.is_some() || body.to.is_some();
+    let span = (
+        items.iter().map(|i| i.2).min().unwrap_or(now),
+        items.iter().map(|i| i.3).max().unwrap_or(now),
+    );
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut key =
+        cache::history::Key::with_body(&req, ws.as_str(), span.0, span.1, &body_bytes, fixed);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let mut conn = client(&state).await?;
     let tx = snapshot(&mut conn).await.map_err(store_error)?;
     let mut figures = Vec::with_capacity(items.len());
@@ -647,10 +682,13 @@ pub async fn compare(
     } else {
         "periods"
     };
-    Ok(answer(
+    Ok(cache::history::miss(
+        &state,
+        &key,
         json!({"workspace_id": ws.as_str(), "compare": kind, "items": out}),
         &decision,
-    ))
+    )
+    .await)
 }
 
 const TREND_OF: [&str; 7] = [
@@ -688,6 +726,10 @@ pub async fn trends(
         });
     }
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let agent = q.agent.as_ref().map_or("", |a| a.as_str());
     let timeline = q.timeline();
     let parts = RunParts {
@@ -746,7 +788,7 @@ pub async fn trends(
     body["slope_per_bucket"] = json!(trend.slope);
     body["change_pct"] = json!(trend.change_pct);
     body["change_points"] = json!(change_points);
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 const CRITERIA: [&str; 4] = ["runs", "success_rate", "cost_per_success", "p95_ms"];
@@ -872,6 +914,10 @@ pub async fn leaderboard_agents(
 ) -> Result<HttpResponse, ApiError> {
     let (workspace, from, to, board) = board_params(&req, &state)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let mut conn = client(&state).await?;
     let tx = snapshot(&mut conn).await.map_err(store_error)?;
     let rows = runs_by_agent(
@@ -884,12 +930,15 @@ pub async fn leaderboard_agents(
     .map_err(store_error)?;
     tx.commit().await.map_err(|e| store_error(e.into()))?;
     let (ranking, eligible) = rank(rows, &board);
-    Ok(answer(
+    Ok(cache::history::miss(
+        &state,
+        &key,
         json!({"workspace_id": ws.as_str(), "from": ts_json(from), "to": ts_json(to),
                "criterion": board.criterion, "min_runs": board.min_runs,
                "eligible": eligible, "rankings": ranking}),
         &decision,
-    ))
+    )
+    .await)
 }
 
 /// `GET /api/v1/leaderboards/users`: the same ranking of users. Rollups keep distinct users
@@ -915,15 +964,22 @@ pub async fn leaderboard_users(
         });
     }
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let conn = client(&state).await?;
     let rows = shadower_actors::store::history::runs_by_user(&conn, ws.as_str(), from, to)
         .await
         .map_err(store_error)?;
     let (ranking, eligible) = rank(rows, &board);
-    Ok(answer(
+    Ok(cache::history::miss(
+        &state,
+        &key,
         json!({"workspace_id": ws.as_str(), "from": ts_json(from), "to": ts_json(to),
                "criterion": board.criterion, "min_runs": board.min_runs,
                "eligible": eligible, "rankings": ranking}),
         &decision,
-    ))
+    )
+    .await)
 }

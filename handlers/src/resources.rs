@@ -16,8 +16,9 @@ use shadower_actors::store::history::{
 
 use crate::alerts::{authorize, store_error};
 use crate::auth::{Principal, Scope};
+use crate::cache;
 use crate::error::ApiError;
-use crate::history::{answer, client, known_or_404, Params, SeriesQuery};
+use crate::history::{client, known_or_404, Params, SeriesQuery};
 use crate::AppState;
 
 /// A resource row's figures: means and maxima of cpu and memory, mean allocations and the mean
@@ -70,6 +71,10 @@ pub async fn agent_history(
 ) -> Result<HttpResponse, ApiError> {
     let q = SeriesQuery::parse(&req, &state, &HISTORY)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let agent = crate::live::agent(&path)?;
     let timeline = q.timeline();
     let whole = Timeline::whole(q.from, q.to);
@@ -112,7 +117,7 @@ pub async fn agent_history(
     body["agent_id"] = json!(agent.as_str());
     body["totals"] = figures(total.first());
     body["series"] = json!(points);
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// Every agent's resources over the range, and its runs.
@@ -151,6 +156,10 @@ pub async fn efficiency(
     let range = p.range(chrono::Utc::now(), state.retention_rollups);
     let (from, to) = p.finish(range)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let (rows, _) = per_agent(&state, ws.as_str(), from, to).await?;
     let (mut use_sum, mut use_n) = ([0i128; 2], [0i128; 2]);
     let mut agents: Vec<(Option<f64>, String, Value)> = rows
@@ -192,7 +201,7 @@ pub async fn efficiency(
         "workspace": {"cpu": mean(0), "mem": mean(1)},
         "agents": agents.into_iter().map(|(_, _, v)| v).collect::<Vec<_>>(),
     });
-    Ok(answer(body, &decision))
+    Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
 /// `GET /api/v1/resources/compare?agents=a,b[,…]`: agents' resources and what they did with
@@ -221,6 +230,10 @@ pub async fn compare(
     }
     let (from, to) = p.finish(range)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
+    let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
+    if let Some(hit) = cache::history::lookup(&state, &mut key).await {
+        return Ok(cache::history::hit(hit, &decision));
+    }
     let (rows, runs) = per_agent(&state, ws.as_str(), from, to).await?;
     let by_id: HashMap<&str, &KindRow> = rows
         .iter()
@@ -239,8 +252,5 @@ pub async fn compare(
             f
         })
         .collect();
-    Ok(answer(
-        json!({"workspace_id": ws.as_str(), "from": ts_json(from), "to": ts_json(to), "agents": items}),
-        &decision,
-    ))
+    Ok(cache::history::miss(&state, &key, json!({"workspace_id": ws.as_str(), "from": ts_json(from), "to": ts_json(to), "agents": items}), &decision).await)
 }

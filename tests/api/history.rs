@@ -773,3 +773,76 @@ async fn agent_analytics_sections_and_suggestions_follow_the_data() {
     assert_eq!(app.get(&path("nobody"), "w1").await.status(), 404);
     app.stop().await;
 }
+
+/// History answers are cached after auth for ranges that ended: HIT on repeat, MISS after a
+/// late event lands in the range's days (then the new figure), still HIT for events on other
+/// days, never for a range that ends now, and Redis away is a MISS, never an error.
+#[actix_web::test]
+async fn history_cache_hits_and_late_events_invalidate() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    let old =
+        |id: &str, hours: i64| run_event(id, "a0", "succeeded", 5.0, now - Duration::hours(hours));
+    assert_eq!(
+        app.post_events("w1", &[old("o1", 60), old("o2", 50)])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.post_events("w2", &[old("p1", 60)]).await.status(), 200);
+    let path = |ws: &str| {
+        format!(
+            "/api/v1/metrics/execution?workspace_id={ws}&from={}&to={}",
+            urlencode(&ts(now - Duration::hours(72))),
+            urlencode(&ts(now - Duration::hours(30)))
+        )
+    };
+    let get = |ws: &'static str| {
+        let (app, path) = (&app, path(ws));
+        async move {
+            let res = app.get(&path, ws).await;
+            assert_eq!(res.status(), 200);
+            let cache = res.headers()["x-cache"].to_str().unwrap().to_owned();
+            let control = res.headers()["cache-control"].to_str().unwrap().to_owned();
+            let body: Value = res.json().await.unwrap();
+            (cache, control, body["totals"]["runs"].as_i64().unwrap())
+        }
+    };
+    let (cache, control, runs) = get("w1").await;
+    assert_eq!((cache.as_str(), runs), ("MISS", 2));
+    assert!(control.contains("max-age"), "{control}");
+    assert_eq!(get("w1").await, ("HIT".into(), control.clone(), 2));
+    // Another workspace with the same parameters has its own answer; its token cannot read
+    // this one's.
+    assert_eq!(get("w2").await.2, 1);
+    assert_eq!(app.get(&path("w1"), "w2").await.status(), 403);
+    // An event on another day leaves it cached; a late one inside the range does not.
+    let today = run_event("t1", "a0", "succeeded", 5.0, now);
+    assert_eq!(app.post_events("w1", &[today]).await.status(), 200);
+    assert_eq!(get("w1").await.0, "HIT");
+    assert_eq!(app.post_events("w1", &[old("o3", 40)]).await.status(), 200);
+    assert_eq!(get("w1").await, ("MISS".into(), control.clone(), 3));
+    assert_eq!(get("w1").await, ("HIT".into(), control, 3));
+    // A range that ends now is computed each time.
+    for _ in 0..2 {
+        let res = app
+            .get(
+                "/api/v1/metrics/execution?workspace_id=w1&timeframe=24h",
+                "w1",
+            )
+            .await;
+        assert_eq!(res.headers()["x-cache"], "MISS");
+        assert_eq!(res.headers()["cache-control"], "private, no-cache");
+    }
+    app.stop().await;
+
+    // Redis away: every read a MISS, answered; ingest goes on.
+    let app = spawn_app_with(&[("redis.url", json!("redis://127.0.0.1:1"))]).await;
+    assert_eq!(app.post_events("w1", &[old("o1", 60)]).await.status(), 200);
+    for _ in 0..2 {
+        let res = app.get(&path("w1"), "w1").await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-cache"], "MISS");
+    }
+    app.stop().await;
+}
