@@ -277,7 +277,49 @@ noisy() {
     return $rc
 }
 
+# analytics [--runs N] [--agents N] [--days N] [loadtest analytics options…]: one hub on a fresh
+# database, seeded (`loadtest seed`: COPY, then the rollups folded), then `loadtest analytics`
+# (the HTTP ceiling, uncached and cached 30-day reads). A kept database (ANALYTICS_DB=<name>,
+# created and seeded on first use) skips the seeding on later runs.
+analytics() {
+    local seed_args=() read_args=()
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+        --runs | --agents | --users) seed_args+=("$1" "$2"); [[ $1 == --agents ]] && read_args+=("$1" "$2"); shift 2 ;;
+        --days) seed_args+=("$1" "$2"); read_args+=("$1" "$2"); shift 2 ;;
+        *) read_args+=("$1"); shift ;;
+        esac
+    done
+    local keep=${ANALYTICS_DB:-} fresh=1
+    if [[ -n $keep ]]; then
+        db=$keep
+        psql "$pg_server" -Atc "SELECT 1 FROM pg_database WHERE datname = '$keep'" | grep -q 1 && fresh=
+    else
+        db=shadower_bench_$$_$RANDOM
+    fi
+    SHADOWER__DATABASE__URL="${pg_server%/*}/$db" "${HUB_BIN:-$target/shadower-hub}" serve &
+    hub=$!
+    for _ in $(seq 300); do curl -sf "$hub_url/health/live" >/dev/null && break; sleep 0.1; done
+    local rc=0
+    if [[ -n $fresh ]]; then
+        "$target/loadtest" seed --database-url "${pg_server%/*}/$db" "${seed_args[@]}" || rc=$?
+    fi
+    if [[ $rc == 0 ]]; then
+        "$target/loadtest" analytics --url "$hub_url" --secret "$SHADOWER__AUTH__JWT_SECRET" \
+            "${read_args[@]}" || rc=$?
+    fi
+    [[ -n $keep ]] && db=
+    stop_hub
+    return $rc
+}
+
 case ${1:-} in
+analytics)
+    shift
+    setup
+    analytics "$@"
+    exit
+    ;;
 noisy)
     shift
     setup

@@ -263,6 +263,51 @@ impl Kind {
     }
 }
 
+/// Appends the deltas of every raw row `workspace` has stored, computed by the writer's own
+/// SQL fragments (as migration 5 did for the rows stored before the rollups): for rows written
+/// straight into the raw tables, a seeding tool's, which the folds then take like any others.
+/// Run it once per set of rows: the deltas are added, not replaced.
+pub async fn backfill_deltas(
+    client: &impl deadpool_postgres::GenericClient,
+    workspace: &str,
+) -> Result<(), StoreError> {
+    let statements = [
+        concat!(
+            "WITH fresh AS (SELECT false AS all_new),\n",
+            "runs AS (SELECT workspace_id, agent_id, user_id, status, completed_at, runtime_ms,\n",
+            "                credits, tokens_in, tokens_out, model FROM agent_runs WHERE workspace_id = $1)\n",
+            include_str!("store/sql/delta_runs.sql"),
+            "SELECT 1",
+        ),
+        concat!(
+            "WITH fresh AS (SELECT false AS all_new),\n",
+            "errors AS (SELECT workspace_id, agent_id, occurred_at, error_type, category\n",
+            "           FROM agent_errors WHERE workspace_id = $1)\n",
+            include_str!("store/sql/delta_errors.sql"),
+            "SELECT 1",
+        ),
+        concat!(
+            "WITH fresh AS (SELECT false AS all_new),\n",
+            "heartbeats AS (SELECT workspace_id, agent_id, ts, cpu_pct, mem_mb, mem_limit_mb,\n",
+            "                      cpu_limit_cores, concurrent_runs, queue_depth\n",
+            "               FROM resource_samples WHERE workspace_id = $1)\n",
+            include_str!("store/sql/delta_heartbeats.sql"),
+            "SELECT 1",
+        ),
+        concat!(
+            "WITH fresh AS (SELECT false AS all_new),\n",
+            "feedback AS (SELECT workspace_id, agent_id, ts, rating FROM agent_user_feedback\n",
+            "             WHERE workspace_id = $1)\n",
+            include_str!("store/sql/delta_feedback.sql"),
+            "SELECT 1",
+        ),
+    ];
+    for sql in statements {
+        client.execute(sql, &[&workspace]).await?;
+    }
+    Ok(())
+}
+
 /// The fold statement of each kind, built once.
 fn fold_statement(kind: usize) -> &'static str {
     static CACHE: [OnceLock<String>; 5] = [const { OnceLock::new() }; 5];

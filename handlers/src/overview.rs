@@ -57,6 +57,8 @@ struct Kpis {
     runs: RunTotals,
     active_agents: i64,
     feedback: Option<KindRow>,
+    /// Runs per agent, most first (ties by id).
+    per_agent: Vec<(String, i64)>,
 }
 
 async fn kpis(
@@ -76,10 +78,17 @@ async fn kpis(
         kind_series(tx, kind("feedback"), ws, "", &whole, Split::default()),
     )
     .map_err(store_error)?;
+    let mut ranked: Vec<(String, i64)> = per_agent
+        .iter()
+        .filter(|r| r.int("runs") > 0)
+        .filter_map(|r| Some((r.keys.first()?.clone(), r.int("runs") as i64)))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(Kpis {
         runs: runs.pop().unwrap_or_default(),
-        active_agents: per_agent.iter().filter(|r| r.int("runs") > 0).count() as i64,
+        active_agents: ranked.len() as i64,
         feedback: feedback.pop(),
+        per_agent: ranked,
     })
 }
 
@@ -174,7 +183,7 @@ pub async fn executive_summary(
         "to": ts_json(to),
         "previous_period": {"from": ts_json(prev_from), "to": ts_json(prev_to)},
         "kpis": kpis,
-        "top_agents": top_agents(&state, ws.as_str(), from, to, 5).await?,
+        "top_agents": now.per_agent.iter().take(5).map(|(id, runs)| json!({"agent_id": id, "runs": runs})).collect::<Vec<_>>(),
     });
     Ok(cache::history::miss(&state, &key, body, &decision).await)
 }

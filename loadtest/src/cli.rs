@@ -110,6 +110,18 @@ pub enum Scenario {
         #[command(flatten)]
         args: AttackArgs,
     },
+    /// Fill a workspace with `--days` of history straight into PostgreSQL (COPY), with its
+    /// rollups folded, for `analytics`.
+    Seed {
+        #[command(flatten)]
+        args: SeedArgs,
+    },
+    /// Time 30-day history reads on a seeded workspace: the HTTP ceiling, uncached (every
+    /// range fresh) and cached, `--duration` each.
+    Analytics {
+        #[command(flatten)]
+        args: AnalyticsArgs,
+    },
     /// Create a webhook channel to an in-process receiver and a per-agent error-rate rule,
     /// POST one failed run of a fresh agent per slot at `--rate` per second, and time each
     /// slot to the signed `alert.firing` webhook for its agent; checks that every acked event
@@ -189,6 +201,48 @@ pub enum Ceiling {
         #[command(flatten)]
         server: BareArgs,
     },
+}
+
+/// `loadtest seed`.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// The hub's database (already migrated: start the hub on it once).
+    #[arg(long)]
+    pub database_url: String,
+    #[arg(long, default_value = "seeded")]
+    pub workspace: String,
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    #[arg(long, default_value_t = 10_000_000)]
+    pub runs: u64,
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    #[arg(long, default_value_t = 5000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// `loadtest analytics`.
+#[derive(Debug, Clone, Args)]
+pub struct AnalyticsArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long)]
+    pub secret: String,
+    /// The seeded workspace and its agent count.
+    #[arg(long, default_value = "seeded")]
+    pub workspace: String,
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// The length of each range read.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Each phase's length.
+    #[arg(long, default_value = "20s", value_parser = positive_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value_t = 8, value_parser = connections)]
+    pub connections: usize,
 }
 
 /// Tenant X of `noisy-neighbour`.
@@ -357,9 +411,14 @@ pub enum Command {
     /// A scenario or a ceiling: a bounded run ending with the JSON line.
     Run(Plan),
     /// `ceiling serve`: only the bare broadcast server, until its standard input closes.
-    Serve { bind: SocketAddr, server: BareArgs },
+    Serve {
+        bind: SocketAddr,
+        server: BareArgs,
+    },
     /// `noisy-attacker`: only tenant X, for `--duration`.
     Attack(AttackArgs),
+    Seed(SeedArgs),
+    Analytics(AnalyticsArgs),
 }
 
 impl Scenario {
@@ -457,6 +516,8 @@ impl Scenario {
             },
             Self::Ceiling { ceiling } => return ceiling.into_command(),
             Self::NoisyAttacker { args } => return Command::Attack(args),
+            Self::Seed { args } => return Command::Seed(args),
+            Self::Analytics { args } => return Command::Analytics(args),
         };
         Command::Run(plan)
     }
@@ -604,7 +665,10 @@ mod tests {
             .into_command()
         {
             Command::Run(plan) => plan,
-            Command::Serve { .. } | Command::Attack(_) => panic!("not a run: {args:?}"),
+            Command::Serve { .. }
+            | Command::Attack(_)
+            | Command::Seed(_)
+            | Command::Analytics(_) => panic!("not a run: {args:?}"),
         };
         let p = plan(&["loadtest", "ingest-batch", "--secret", "x"]);
         assert_eq!(p.connections, 4);

@@ -21,6 +21,7 @@
 //! is printed in the summary.
 
 mod alert;
+mod analytics;
 mod bare;
 mod ceiling;
 mod cli;
@@ -30,6 +31,7 @@ mod hub;
 mod noisy;
 mod report;
 mod run;
+mod seed;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,11 +48,36 @@ use hub::Hub;
 use report::{CpuUse, Outcome};
 use run::{LoadKind, Shared, Stats};
 
+/// Runs a subcommand that is not a timed scenario on its own 2-thread runtime.
+fn standalone(work: impl std::future::Future<Output = Result<()>>) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadtest: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let plan = match Cli::parse().scenario.into_command() {
         Command::Run(plan) => plan,
         Command::Serve { bind, server } => return bare::serve(bind, server),
         Command::Attack(args) => return noisy::attack_alone(args),
+        Command::Seed(args) => return standalone(seed::run(args)),
+        Command::Analytics(args) => return standalone(analytics::run(args)),
     };
     // Hundreds of connections (and WebSocket sessions, later) need more than 1 024 files.
     match rlimit::increase_nofile_limit(u64::MAX) {

@@ -252,13 +252,15 @@ impl KindRow {
     }
 }
 
-/// The parameters every read of a plan binds: `$1` workspace, `$2` agent (`''`: every agent
-/// of the workspace), `$3/$4` days, `$5/$6` hours, `$7/$8` days and hours (the deltas'),
-/// `$9/$10` raw ranges, `$11` the bounds.
+/// A plan bound to a workspace and agent. Its statements bind `$1` workspace, `$2` agent
+/// (`''`: every agent of the workspace) and `$3` the bounds (`width_bucket`'s thresholds);
+/// the ranges are written into the statement as literals, so PostgreSQL prunes the day and
+/// month partitions outside them and scans only the index ranges inside them.
 struct Bound<'a> {
     workspace: &'a str,
     agent: &'a str,
     plan: &'a Plan,
+    /// Days and hours: where pending deltas count.
     folded: Ranges,
 }
 
@@ -281,20 +283,25 @@ impl<'a> Bound<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
-        [
-            &self.workspace,
-            &self.agent,
-            &self.plan.days.starts,
-            &self.plan.days.ends,
-            &self.plan.hours.starts,
-            &self.plan.hours.ends,
-            &self.folded.starts,
-            &self.folded.ends,
-            &self.plan.raw.starts,
-            &self.plan.raw.ends,
-            &self.plan.bounds,
-        ]
+    fn params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.workspace, &self.agent, &self.plan.bounds]
+    }
+}
+
+/// `column` inside one of `ranges`, as SQL (`false` for none).
+fn in_ranges(column: &str, ranges: &Ranges) -> String {
+    let lit =
+        |t: &DateTime<Utc>| format!("'{}'::timestamptz", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+    let parts: Vec<String> = ranges
+        .starts
+        .iter()
+        .zip(&ranges.ends)
+        .map(|(s, e)| format!("({column} >= {} AND {column} < {})", lit(s), lit(e)))
+        .collect();
+    if parts.is_empty() {
+        "false".into()
+    } else {
+        format!("({})", parts.join(" OR "))
     }
 }
 
@@ -307,44 +314,47 @@ pub struct Split {
     pub keys: bool,
 }
 
-/// The `FROM` of a kind's rollup rows in the plan's days (`daily`) or hours: the rows of `$2`
+/// A kind's rollup rows in the plan's days (`daily`) or hours, as `r`: the rows of `$2`
 /// (`''` being the workspace's), or with `each_agent` those of every agent.
-fn rolled_from(kind: &Kind, daily: bool, each_agent: bool) -> String {
-    let (table, s, e) = if daily {
-        ("daily", "$3", "$4")
+fn rolled_from(b: &Bound, kind: &Kind, daily: bool, each_agent: bool) -> String {
+    let (table, ranges) = if daily {
+        ("daily", &b.plan.days)
     } else {
-        ("hourly", "$5", "$6")
+        ("hourly", &b.plan.hours)
     };
+    // Every agent: those of rollup_agents, which holds each agent with folded rows (a fold
+    // writes both at once), so the index is walked per agent within the ranges instead of
+    // over every agent's rows of the month.
     let agent = if each_agent {
-        "r.agent_id <> ''"
+        "agent_id IN (SELECT agent_id FROM rollup_agents WHERE workspace_id = $1)"
     } else {
-        "r.agent_id = $2"
+        "agent_id = $2"
     };
     format!(
-        "unnest({s}::timestamptz[], {e}::timestamptz[]) AS i(s, e)
-         JOIN rollup_{name}_{table} AS r ON r.workspace_id = $1 AND {agent}
-          AND r.bucket >= i.s AND r.bucket < i.e",
-        name = kind.name
+        "(SELECT * FROM rollup_{name}_{table} WHERE workspace_id = $1 AND {agent} AND {ranges}) AS r",
+        name = kind.name,
+        ranges = in_ranges("bucket", ranges),
     )
 }
 
-fn pending_from(kind: &Kind) -> String {
+/// A kind's pending deltas in the plan's days and hours, as `r`.
+fn pending_from(b: &Bound, kind: &Kind) -> String {
     format!(
-        "unnest($7::timestamptz[], $8::timestamptz[]) AS i(s, e)
-         JOIN rollup_delta_{name} AS r ON r.workspace_id = $1 AND ($2 = '' OR r.agent_id = $2)
-          AND r.bucket >= i.s AND r.bucket < i.e",
-        name = kind.name
+        "(SELECT * FROM rollup_delta_{name} WHERE workspace_id = $1 AND ($2 = '' OR agent_id = $2)
+           AND {ranges}) AS r",
+        name = kind.name,
+        ranges = in_ranges("bucket", &b.folded),
     )
 }
 
-fn raw_from(kind: &Kind) -> String {
+/// A kind's raw rows in the plan's raw ranges, as `r`.
+fn raw_from(b: &Bound, kind: &Kind) -> String {
     let raw = raw_source(kind);
     format!(
-        "unnest($9::timestamptz[], $10::timestamptz[]) AS i(s, e)
-         JOIN {table} AS r ON r.workspace_id = $1 AND ($2 = '' OR r.agent_id = $2)
-          AND r.{time} >= i.s AND r.{time} < i.e",
+        "(SELECT * FROM {table} WHERE workspace_id = $1 AND ($2 = '' OR agent_id = $2)
+           AND {ranges}) AS r",
         table = raw.table,
-        time = raw.time
+        ranges = in_ranges(raw.time, &b.plan.raw),
     )
 }
 
@@ -366,7 +376,7 @@ fn split_keys(kind: &Kind, split: Split) -> (Vec<&'static str>, Vec<&'static str
 }
 
 /// The statement that sums `kind` over every bucket of a plan, split as asked.
-fn kind_sql(kind: &Kind, split: Split) -> String {
+fn kind_sql(b: &Bound, kind: &Kind, split: Split) -> String {
     let raw = raw_source(kind);
     let cols: Vec<_> = kind
         .columns
@@ -410,16 +420,16 @@ fn kind_sql(kind: &Kind, split: Split) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "SELECT width_bucket(t, $11::timestamptz[]) - 1{group_keys}{aggs} FROM (
+        "SELECT width_bucket(t, $3::timestamptz[]) - 1{group_keys}{aggs} FROM (
             SELECT r.bucket AS t{stored} FROM {daily}
             UNION ALL SELECT r.bucket{stored} FROM {hourly}
             UNION ALL SELECT r.bucket{stored} FROM {pending}
             UNION ALL SELECT r.{time}{from_raw} FROM {raw_from}
          ) AS u GROUP BY {group_by}",
-        daily = rolled_from(kind, true, split.agents),
-        hourly = rolled_from(kind, false, split.agents),
-        pending = pending_from(kind),
-        raw_from = raw_from(kind),
+        daily = rolled_from(b, kind, true, split.agents),
+        hourly = rolled_from(b, kind, false, split.agents),
+        pending = pending_from(b, kind),
+        raw_from = raw_from(b, kind),
         time = raw.time,
     )
 }
@@ -490,7 +500,9 @@ pub async fn kind_series(
         agents: split.agents && agent.is_empty(),
         ..split
     };
-    let rows = tx.query(&kind_sql(kind, split), &bound.params()).await?;
+    let rows = tx
+        .query(&kind_sql(&bound, kind, split), &bound.params())
+        .await?;
     kind_rows(kind, rows, split)
 }
 
@@ -535,9 +547,9 @@ impl RunParts {
 }
 
 /// Runtime sketch bins per bucket: `(bucket, bin or NULL for the zero bin, count)`.
-fn sketch_sql() -> String {
+fn sketch_sql(b: &Bound) -> String {
     format!(
-        "SELECT width_bucket(t, $11::timestamptz[]) - 1, bin, sum(n)::int8 FROM (
+        "SELECT width_bucket(t, $3::timestamptz[]) - 1, bin, sum(n)::int8 FROM (
             SELECT r.bucket AS t, nullif(e.key, 'z')::int AS bin, e.value::int8 AS n
               FROM {daily} CROSS JOIN LATERAL jsonb_each_text(r.runtime_sketch) AS e
             UNION ALL SELECT r.bucket, nullif(e.key, 'z')::int, e.value::int8
@@ -546,32 +558,32 @@ fn sketch_sql() -> String {
               FROM {pending} CROSS JOIN LATERAL unnest(r.sketch_bins, r.sketch_counts) AS b(bin, n)
             UNION ALL SELECT r.completed_at, hub_sketch_key(r.runtime_ms), 1 FROM {raw}
          ) AS u GROUP BY 1, 2",
-        daily = rolled_from(&RUNS, true, false),
-        hourly = rolled_from(&RUNS, false, false),
-        pending = pending_from(&RUNS),
-        raw = raw_from(&RUNS),
+        daily = rolled_from(b, &RUNS, true, false),
+        hourly = rolled_from(b, &RUNS, false, false),
+        pending = pending_from(b, &RUNS),
+        raw = raw_from(b, &RUNS),
     )
 }
 
 /// The stored user sets per bucket, then (with a NULL set) each distinct user hash of the
 /// pending deltas and the raw rows.
-fn users_sql() -> String {
+fn users_sql(b: &Bound) -> String {
     format!(
-        "SELECT width_bucket(r.bucket, $11::timestamptz[]) - 1, r.users, NULL::int8
+        "SELECT width_bucket(r.bucket, $3::timestamptz[]) - 1, r.users, NULL::int8
            FROM {daily} WHERE r.users IS NOT NULL
-         UNION ALL SELECT width_bucket(r.bucket, $11::timestamptz[]) - 1, r.users, NULL
+         UNION ALL SELECT width_bucket(r.bucket, $3::timestamptz[]) - 1, r.users, NULL
            FROM {hourly} WHERE r.users IS NOT NULL
          UNION ALL SELECT DISTINCT wb, NULL::bytea, h FROM (
-            SELECT width_bucket(r.bucket, $11::timestamptz[]) - 1 AS wb, unnest(r.users) AS h
+            SELECT width_bucket(r.bucket, $3::timestamptz[]) - 1 AS wb, unnest(r.users) AS h
               FROM {pending} WHERE r.users IS NOT NULL
-            UNION ALL SELECT width_bucket(r.completed_at, $11::timestamptz[]) - 1,
+            UNION ALL SELECT width_bucket(r.completed_at, $3::timestamptz[]) - 1,
                              hub_user_hash(r.user_id)
               FROM {raw} WHERE r.user_id IS NOT NULL
          ) AS h",
-        daily = rolled_from(&RUNS, true, false),
-        hourly = rolled_from(&RUNS, false, false),
-        pending = pending_from(&RUNS),
-        raw = raw_from(&RUNS),
+        daily = rolled_from(b, &RUNS, true, false),
+        hourly = rolled_from(b, &RUNS, false, false),
+        pending = pending_from(b, &RUNS),
+        raw = raw_from(b, &RUNS),
     )
 }
 
@@ -587,8 +599,11 @@ pub async fn run_series(
     let plan = Plan::new(timeline);
     let bound = Bound::new(workspace, agent, &plan);
     let params = bound.params();
-    let (sums_sql, sketch_sql, users_sql) =
-        (kind_sql(&RUNS, Split::default()), sketch_sql(), users_sql());
+    let (sums_sql, sketch_sql, users_sql) = (
+        kind_sql(&bound, &RUNS, Split::default()),
+        sketch_sql(&bound),
+        users_sql(&bound),
+    );
     // One round trip: the statements are pipelined on the connection.
     let (sums, bins, users) = tokio::try_join!(
         tx.query(&sums_sql, &params),
@@ -684,7 +699,7 @@ pub async fn runs_by_agent(
         agents: true,
         keys: false,
     };
-    let sums_sql = kind_sql(&RUNS, split);
+    let sums_sql = kind_sql(&bound, &RUNS, split);
     let bins_sql = format!(
         "SELECT agent_id, bin, sum(n)::int8 FROM (
             SELECT r.agent_id, nullif(e.key, 'z')::int AS bin, e.value::int8 AS n
@@ -694,11 +709,11 @@ pub async fn runs_by_agent(
             UNION ALL SELECT r.agent_id, b.bin, b.n
               FROM {pending} CROSS JOIN LATERAL unnest(r.sketch_bins, r.sketch_counts) AS b(bin, n)
             UNION ALL SELECT r.agent_id, hub_sketch_key(r.runtime_ms), 1 FROM {raw}
-         ) AS u WHERE $11::timestamptz[] IS NOT NULL GROUP BY 1, 2",
-        daily = rolled_from(&RUNS, true, true),
-        hourly = rolled_from(&RUNS, false, true),
-        pending = pending_from(&RUNS),
-        raw = raw_from(&RUNS),
+         ) AS u WHERE $3::timestamptz[] IS NOT NULL GROUP BY 1, 2",
+        daily = rolled_from(&bound, &RUNS, true, true),
+        hourly = rolled_from(&bound, &RUNS, false, true),
+        pending = pending_from(&bound, &RUNS),
+        raw = raw_from(&bound, &RUNS),
     );
     let (sums, bins) = tokio::try_join!(tx.query(&sums_sql, &params), async {
         if sketch {
