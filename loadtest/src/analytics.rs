@@ -50,7 +50,7 @@ fn path(args: &AnalyticsArgs, rng: &mut Rng, fixed: Option<usize>) -> String {
             .replace(':', "%3A"),
     );
     let pick = fixed.unwrap_or_else(|| rng.below(1 << 20));
-    if pick % 2 == 0 {
+    if pick.is_multiple_of(2) {
         let agent = pick / 2 % args.agents;
         format!("/api/v1/agents/agent-{agent:04}/analytics?{range}")
     } else {

@@ -112,7 +112,7 @@ pub async fn run(args: SeedArgs) -> Result<()> {
                 }
                 let agent = pick_agent(&mut rng);
                 let at = pick_time(&mut rng);
-                let (model, price) = MODELS[(agent + rng.below(3) as usize) % MODELS.len()];
+                let (model, price) = MODELS[(agent + rng.below(3)) % MODELS.len()];
                 let status = match rng.below(100) {
                     0..=89 => "succeeded",
                     90..=95 => "failed",
@@ -129,7 +129,7 @@ pub async fn run(args: SeedArgs) -> Result<()> {
                     "{ws}\tr{i}\tagent-{agent:04}\trun-{i}\tuser-{user}\t{status}\t{ts}\t{runtime:.3}\t{credits:.6}\t{tin}\t{tout}\t{model}"
                 );
                 if status == "failed" && rng.below(4) != 0 {
-                    let (kind, category) = ERRORS[(rng.below(10) as usize).min(ERRORS.len() - 1) % ERRORS.len()];
+                    let (kind, category) = ERRORS[rng.below(10).min(ERRORS.len() - 1)];
                     errors.push(format!("{ws}\tr{i}\tagent-{agent:04}\trun-{i}\t{ts}\t{kind}\t{category}\thigh\tseeded\n"));
                 }
                 if rng.below(100) == 0 {
