@@ -290,25 +290,29 @@ analytics() {
         *) read_args+=("$1"); shift ;;
         esac
     done
-    local keep=${ANALYTICS_DB:-} fresh=1
+    # A kept database is never dropped (stop_hub drops only $db).
+    local keep=${ANALYTICS_DB:-} fresh=1 name
     if [[ -n $keep ]]; then
-        db=$keep
+        name=$keep
         psql "$pg_server" -Atc "SELECT 1 FROM pg_database WHERE datname = '$keep'" | grep -q 1 && fresh=
     else
         db=shadower_bench_$$_$RANDOM
+        name=$db
     fi
-    SHADOWER__DATABASE__URL="${pg_server%/*}/$db" "${HUB_BIN:-$target/shadower-hub}" serve &
+    SHADOWER__DATABASE__URL="${pg_server%/*}/$name" "${HUB_BIN:-$target/shadower-hub}" serve &
     hub=$!
     for _ in $(seq 300); do curl -sf "$hub_url/health/live" >/dev/null && break; sleep 0.1; done
     local rc=0
     if [[ -n $fresh ]]; then
-        "$target/loadtest" seed --database-url "${pg_server%/*}/$db" "${seed_args[@]}" || rc=$?
+        "$target/loadtest" seed --database-url "${pg_server%/*}/$name" "${seed_args[@]}" || rc=$?
+    else
+        # Whatever an interrupted run left pending is folded before reading.
+        "$target/loadtest" seed --database-url "${pg_server%/*}/$name" --fold-only || rc=$?
     fi
     if [[ $rc == 0 ]]; then
         "$target/loadtest" analytics --url "$hub_url" --secret "$SHADOWER__AUTH__JWT_SECRET" \
             "${read_args[@]}" || rc=$?
     fi
-    [[ -n $keep ]] && db=
     stop_hub
     return $rc
 }

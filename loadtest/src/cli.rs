@@ -221,6 +221,9 @@ pub struct SeedArgs {
     pub users: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Only fold the pending rollup deltas of an earlier seed, until none is left.
+    #[arg(long)]
+    pub fold_only: bool,
 }
 
 /// `loadtest analytics`.
