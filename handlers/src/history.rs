@@ -157,6 +157,13 @@ impl Params {
             );
             return None;
         }
+        if range.1 > now + MAX_AHEAD {
+            self.fail(
+                "to",
+                "is more than a day ahead: no event can be stored that late".into(),
+            );
+            return None;
+        }
         Some(range)
     }
 
@@ -231,6 +238,10 @@ impl Params {
         }
     }
 }
+
+/// How far past now a range may end: events are refused past `ingest.max_future` anyway, and
+/// a bound keeps a read's work in proportion to retention.
+pub(crate) const MAX_AHEAD: Duration = Duration::days(1);
 
 const TIMEFRAMES: [(&str, i64); 6] = [
     ("1h", 1),

@@ -567,6 +567,8 @@ pub async fn compare(
             p.fail(field, "from must be before to".into());
         } else if from < oldest {
             p.fail(field, "starts past retention.rollups".into());
+        } else if to > now + crate::history::MAX_AHEAD {
+            p.fail(field, "ends more than a day ahead".into());
         }
     };
     // (label, agent, from, to) of each item.

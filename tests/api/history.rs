@@ -200,6 +200,20 @@ async fn series_parameters_are_checked_together() {
         .unwrap()
         .contains("analytics.max_points"));
     assert_eq!(get("timeframe=7d&granularity=day").await.0, 200);
+    // A range may not end more than a day ahead (its reads would walk every hour to it).
+    let far = format!(
+        "from={}&to=9999-12-31T00:00:00Z",
+        urlencode(&ts(Utc::now() - Duration::hours(1)))
+    );
+    let (status, body) = get(&far).await;
+    assert_eq!((status, fields(&body)), (400, vec!["to".to_owned()]));
+    let res = app
+        .get(
+            &format!("/api/v1/agents/a0/stats?workspace_id=w1&{far}"),
+            "w1",
+        )
+        .await;
+    assert_eq!(res.status(), 400, "a route without buckets too");
     let (status, body) = get("timeframe=24h&timeframe=7d").await;
     assert_eq!((status, fields(&body)), (400, vec!["timeframe".to_owned()]));
     let (status, body) = get("agent_id=bad%20id").await;
