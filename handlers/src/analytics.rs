@@ -121,7 +121,8 @@ pub async fn agent_analytics(
 ) -> Result<HttpResponse, ApiError> {
     let q = SeriesQuery::parse(&req, &state, &PARAMS)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
-    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    // The answer reads the period before too: a late event there must invalidate it.
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from - (q.to - q.from), q.to);
     if let Some(hit) = cache::history::lookup(&state, &mut key).await {
         return Ok(cache::history::hit(hit, &decision));
     }
@@ -139,7 +140,8 @@ pub async fn overview(
 ) -> Result<HttpResponse, ApiError> {
     let q = SeriesQuery::parse(&req, &state, &PARAMS)?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
-    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    // The answer reads the period before too: a late event there must invalidate it.
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from - (q.to - q.from), q.to);
     if let Some(hit) = cache::history::lookup(&state, &mut key).await {
         return Ok(cache::history::hit(hit, &decision));
     }

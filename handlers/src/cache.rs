@@ -76,29 +76,48 @@ pub mod history {
             .collect()
     }
 
-    /// Marks `days` of `ws` as changed (ingest, after the commit, before answering).
-    pub async fn bump(state: &AppState, ws: &str, days: &BTreeSet<NaiveDate>) {
-        if days.is_empty() {
-            return;
-        }
-        let key = versions_key(state, ws);
-        let write = async {
-            let mut conn = state.redis.get().await.ok()?;
-            let mut pipe = redis::pipe();
-            for day in days {
-                pipe.hincr(&key, day_field(*day), 1).ignore();
+    /// What a version bump needs, owned, so a bump can outlive the request that made it.
+    #[derive(Clone)]
+    pub struct Bumper {
+        redis: crate::RedisPool,
+        prefix: String,
+        timeout: std::time::Duration,
+    }
+
+    impl Bumper {
+        pub fn of(state: &AppState) -> Self {
+            Self {
+                redis: state.redis.clone(),
+                prefix: state.redis_prefix.clone(),
+                timeout: state.redis_timeout,
             }
-            // Versions outlive every answer that could depend on them.
-            pipe.expire(&key, 400 * 86_400).ignore();
-            pipe.query_async::<()>(&mut *conn).await.ok()
-        };
-        if tokio::time::timeout(state.redis_timeout, write)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-        {
-            EPOCH.fetch_add(1, Ordering::Relaxed);
+        }
+
+        /// Marks `days` of `ws` as changed (ingest, once the writer answered, before the
+        /// client is answered). A bump that fails starts a new epoch.
+        pub async fn bump(&self, ws: &str, days: &BTreeSet<NaiveDate>) {
+            if days.is_empty() {
+                return;
+            }
+            let key = format!("{}hist:v:{ws}", self.prefix);
+            let write = async {
+                let mut conn = self.redis.get().await.ok()?;
+                let mut pipe = redis::pipe();
+                for day in days {
+                    pipe.hincr(&key, day_field(*day), 1).ignore();
+                }
+                // Versions outlive every answer that could depend on them.
+                pipe.expire(&key, 400 * 86_400).ignore();
+                pipe.query_async::<()>(&mut *conn).await.ok()
+            };
+            if tokio::time::timeout(self.timeout, write)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                EPOCH.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

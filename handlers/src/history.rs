@@ -670,8 +670,10 @@ fn sort_key(sort: &str, row: &AgentRow) -> Option<f64> {
     }
 }
 
-/// The list's order: by key (`None`, an undefined rate, always last), then by agent id.
+/// The list's order: by key (`None`, an undefined rate, always last), then by agent id
+/// (ascending, unless the sort is by id itself).
 fn list_order(
+    by_id: bool,
     descending: bool,
     a: (Option<f64>, &str),
     b: (Option<f64>, &str),
@@ -684,7 +686,12 @@ fn list_order(
         (None, Some(_)) => Ordering::Greater,
         (None, None) => Ordering::Equal,
     };
-    by_key.then_with(|| a.1.cmp(b.1))
+    let by_agent = if by_id && descending {
+        b.1.cmp(a.1)
+    } else {
+        a.1.cmp(b.1)
+    };
+    by_key.then(by_agent)
 }
 
 fn list_cursor(sort: &str, descending: bool, row: &AgentRow) -> String {
@@ -805,11 +812,19 @@ pub async fn list_agents(
             row
         })
         .collect();
-    rows.sort_by(|a, b| list_order(descending, (a.key, &a.agent_id), (b.key, &b.agent_id)));
+    let by_id = sort == "agent_id";
+    rows.sort_by(|a, b| {
+        list_order(
+            by_id,
+            descending,
+            (a.key, &a.agent_id),
+            (b.key, &b.agent_id),
+        )
+    });
     let total = rows.len();
     let start = after.as_ref().map_or(0, |(key, agent)| {
         rows.partition_point(|r| {
-            list_order(descending, (r.key, &r.agent_id), (*key, agent))
+            list_order(by_id, descending, (r.key, &r.agent_id), (*key, agent))
                 != std::cmp::Ordering::Greater
         })
     });

@@ -143,9 +143,23 @@ async fn ingest(
         .map_err(|_| {
             ApiError::Unavailable("the writer is not accepting work; retry shortly".into())
         })?;
-    match answer.await {
+    // The writer's answer is awaited, and the cache versions of the events' days bumped, in a
+    // task of its own: a client that hangs up mid-commit cannot leave a cached answer stale.
+    // Any outcome but a refusal may have committed, so it bumps too (a bump only invalidates).
+    let bumper = crate::cache::history::Bumper::of(state);
+    let ws_name = ws.as_str().to_owned();
+    let settled = actix_web::rt::spawn(async move {
+        let outcome = answer.await;
+        if !matches!(outcome, Ok(Err(WriteError::Rejected))) {
+            bumper.bump(&ws_name, &days).await;
+        }
+        outcome
+    });
+    let outcome = settled
+        .await
+        .map_err(|_| ApiError::Unavailable("the writer restarted; retry".into()))?;
+    match outcome {
         Ok(Ok(())) => {
-            crate::cache::history::bump(state, ws.as_str(), &days).await;
             let mut res = HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .json(Accepted { accepted });

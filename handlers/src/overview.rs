@@ -15,7 +15,8 @@ use shadower_actors::domain::trend::analyze;
 use shadower_actors::domain::window::Window;
 use shadower_actors::messages::GetExecution;
 use shadower_actors::store::history::{
-    kind, kind_series, run_series, runs_by_agent, snapshot, KindRow, RunParts, RunTotals, Split,
+    active_agents, kind, kind_series, run_series, runs_by_agent, snapshot, KindRow, RunParts,
+    RunTotals, Split,
 };
 
 use crate::alerts::{authorize, store_error};
@@ -153,7 +154,8 @@ pub async fn executive_summary(
 ) -> Result<HttpResponse, ApiError> {
     let (workspace, from, to) = range_only(&req, &state)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
-    let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
+    // The answer reads the period before too: a late event there must invalidate it.
+    let mut key = cache::history::Key::new(&req, ws.as_str(), from - (to - from), to);
     if let Some(hit) = cache::history::lookup(&state, &mut key).await {
         return Ok(cache::history::hit(hit, &decision));
     }
@@ -206,21 +208,11 @@ async fn bucket_metrics(
         sketch: false,
         users: true,
     };
-    let agents = Split {
-        agents: true,
-        keys: false,
-    };
-    let (runs, per_agent) = tokio::try_join!(
+    let (runs, active) = tokio::try_join!(
         run_series(tx, ws, "", timeline, parts),
-        kind_series(tx, kind("runs"), ws, "", timeline, agents),
+        active_agents(tx, ws, timeline),
     )
     .map_err(store_error)?;
-    let mut active = vec![0i64; timeline.len()];
-    for row in per_agent.iter().filter(|r| r.int("runs") > 0) {
-        if let Some(n) = active.get_mut(row.bucket) {
-            *n += 1;
-        }
-    }
     Ok(runs
         .iter()
         .zip(active)
@@ -266,7 +258,8 @@ pub async fn executive_trends(
         }
     };
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
-    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
+    // The answer reads the period before too: a late event there must invalidate it.
+    let mut key = cache::history::Key::new(&req, ws.as_str(), q.from - (q.to - q.from), q.to);
     if let Some(hit) = cache::history::lookup(&state, &mut key).await {
         return Ok(cache::history::hit(hit, &decision));
     }
@@ -633,12 +626,13 @@ pub async fn compare(
     }
     p.finish(Some(()))?;
     // The cache key: every item's agent and range; the whole span decides cacheability.
-    let body_bytes = serde_json::to_vec(
-        &items
+    let body_bytes = serde_json::to_vec(&(
+        body.agents.is_some(),
+        items
             .iter()
             .map(|(_, a, f, t)| (a, f.timestamp_micros(), t.timestamp_micros()))
             .collect::<Vec<_>>(),
-    )
+    ))
     .unwrap_or_default();
     let fixed = body.periods.is_some() || body.to.is_some();
     let span = (

@@ -110,8 +110,9 @@ async fn execution_series_equal_the_raw_rows_in_every_bucket() {
     let to = Utc::now() + Duration::minutes(6);
     // Once with deltas pending (the fold runs each second), once with all of them folded.
     assert_series_exact(&app, &client, to).await;
-    for _ in 0..100 {
-        let pending: i64 = client
+    let mut pending = i64::MAX;
+    for _ in 0..200 {
+        pending = client
             .query_one("SELECT count(*) FROM rollup_delta_runs", &[])
             .await
             .unwrap()
@@ -121,6 +122,7 @@ async fn execution_series_equal_the_raw_rows_in_every_bucket() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert_eq!(pending, 0, "the folds took every delta");
     assert_series_exact(&app, &client, to).await;
 
     // Throughput: the same runs per bucket, per-minute rates over the part in range, the peak.
@@ -541,6 +543,15 @@ async fn agents_list_every_agent_with_exact_figures() {
     let defined = rates.iter().take_while(|r| r.is_some()).count();
     assert!(rates[defined..].iter().all(Option::is_none));
     assert!(rates[..defined].windows(2).all(|w| w[0] <= w[1]));
+    // By id, descending.
+    let (_, body) = list(format!("{range}&sort=agent_id&order=desc")).await;
+    let ids: Vec<&str> = body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
     // The text filter ignores case.
     let (_, body) = list("q=heartbeat".into()).await;
     let only: Vec<&str> = body["agents"]
@@ -837,6 +848,21 @@ async fn history_cache_hits_and_late_events_invalidate() {
     assert_eq!(app.post_events("w1", &[old("o3", 40)]).await.status(), 200);
     assert_eq!(get("w1").await, ("MISS".into(), control.clone(), 3));
     assert_eq!(get("w1").await, ("HIT".into(), control, 3));
+    // An answer that compares with the period before is invalidated by a late event there.
+    let summary = format!(
+        "/api/v1/executive/summary?workspace_id=w1&from={}&to={}",
+        urlencode(&ts(now - Duration::hours(36))),
+        urlencode(&ts(now - Duration::hours(30)))
+    );
+    let previous_runs = |body: Value| body["kpis"]["runs"]["previous"].as_f64().unwrap();
+    let res = app.get(&summary, "w1").await;
+    assert_eq!(res.headers()["x-cache"], "MISS");
+    let before = previous_runs(res.json().await.unwrap());
+    assert_eq!(app.get(&summary, "w1").await.headers()["x-cache"], "HIT");
+    assert_eq!(app.post_events("w1", &[old("o4", 40)]).await.status(), 200);
+    let res = app.get(&summary, "w1").await;
+    assert_eq!(res.headers()["x-cache"], "MISS");
+    assert_eq!(previous_runs(res.json().await.unwrap()), before + 1.0);
     // A range that ends now is computed each time.
     for _ in 0..2 {
         let res = app

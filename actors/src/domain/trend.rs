@@ -30,11 +30,6 @@ fn mean(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len().max(1) as f64
 }
 
-fn sse(x: &[f64]) -> f64 {
-    let m = mean(x);
-    x.iter().map(|v| (v - m).powi(2)).sum()
-}
-
 /// The noise's standard deviation, from the median absolute difference of neighbours (a
 /// level shift moves one difference only, so it barely moves this).
 fn noise_sigma(x: &[f64]) -> f64 {
@@ -116,13 +111,26 @@ fn fit(y: &[f64]) -> (f64, f64, f64) {
     (slope, intercept, t)
 }
 
+/// Splits `x` at its best level shift while that lowers the squared error by more than
+/// `penalty`, recursively. Prefix sums make each call linear in `x`'s length.
 fn segment(x: &[f64], offset: usize, penalty: f64, out: &mut Vec<usize>) {
     if x.len() < 2 * MIN_SEGMENT || out.len() >= MAX_CHANGE_POINTS {
         return;
     }
-    let whole = sse(x);
+    let (mut s1, mut s2) = (vec![0.0; x.len() + 1], vec![0.0; x.len() + 1]);
+    for (i, v) in x.iter().enumerate() {
+        s1[i + 1] = s1[i] + v;
+        s2[i + 1] = s2[i] + v * v;
+    }
+    // Squared error of x[a..b] around its mean.
+    let sse = |a: usize, b: usize| {
+        let n = (b - a) as f64;
+        let sum = s1[b] - s1[a];
+        (s2[b] - s2[a] - sum * sum / n).max(0.0)
+    };
+    let whole = sse(0, x.len());
     let best = (MIN_SEGMENT..=x.len() - MIN_SEGMENT)
-        .map(|k| (k, sse(&x[..k]) + sse(&x[k..])))
+        .map(|k| (k, sse(0, k) + sse(k, x.len())))
         .min_by(|a, b| a.1.total_cmp(&b.1));
     if let Some((k, split)) = best {
         if whole - split > penalty {
@@ -170,6 +178,16 @@ mod tests {
         assert!((t.slope - 2.0).abs() < 0.1, "{}", t.slope);
         let down: Vec<f64> = x.iter().rev().copied().collect();
         assert_eq!(analyze(&down).direction, "down");
+    }
+
+    #[test]
+    fn a_year_of_hours_finds_its_step() {
+        // 8 760 points, the longest hourly series a range allows (prefix sums: each split
+        // search is one pass).
+        let x: Vec<f64> = (0..8_760)
+            .map(|i| if i < 5_000 { 20.0 } else { 35.0 } + 2.0 * noise(i))
+            .collect();
+        assert_eq!(analyze(&x).change_points, vec![5_000]);
     }
 
     #[test]

@@ -680,6 +680,33 @@ pub async fn run_series(
     Ok(series)
 }
 
+/// How many agents of `workspace` ran at least once in each bucket of `timeline`, counted in
+/// SQL (one row per bucket comes back, however many agents there are).
+pub async fn active_agents(
+    tx: &Transaction<'_>,
+    workspace: &str,
+    timeline: &Timeline,
+) -> Result<Vec<i64>, StoreError> {
+    let plan = Plan::new(timeline);
+    let bound = Bound::new(workspace, "", &plan);
+    let split = Split {
+        agents: true,
+        keys: false,
+    };
+    let sql = format!(
+        "SELECT b, count(*) FILTER (WHERE runs::int8 > 0)::int8
+         FROM ({}) AS s(b, agent, runs) GROUP BY 1",
+        kind_sql(&bound, &RUNS, split)
+    );
+    let mut counts = vec![0i64; timeline.len()];
+    for row in tx.query(&sql, &bound.params()).await? {
+        if let Some(n) = counts.get_mut(row.get::<_, i32>(0).max(0) as usize) {
+            *n = row.get(1);
+        }
+    }
+    Ok(counts)
+}
+
 /// The runs of each agent of `workspace` over the whole of `timeline` (its buckets ignored),
 /// with their runtime sketches when `sketch`; agents that ran nothing are left out.
 pub async fn runs_by_agent(
