@@ -870,7 +870,25 @@ fn rank(rows: Vec<(String, RunTotals)>, board: &Board) -> (Vec<Value>, usize) {
         "cost_per_success" => cost_per_success(t),
         _ => t.runtime.quantile(0.95),
     };
-    let higher_leads = matches!(board.criterion.as_str(), "runs" | "success_rate");
+    // Ratios compare exactly, as cross products of their integer terms, so equal ratios
+    // (0.3 credits for 3 successes, 0.1 for 1) tie whatever their floats' last bits.
+    let exact = |a: &RunTotals, b: &RunTotals| -> std::cmp::Ordering {
+        let decided = |t: &RunTotals| i128::from(t.succeeded + t.failed + t.timeout);
+        match board.criterion.as_str() {
+            // Higher leads: b against a.
+            "runs" => b.runs.cmp(&a.runs),
+            "success_rate" => {
+                (i128::from(b.succeeded) * decided(a)).cmp(&(i128::from(a.succeeded) * decided(b)))
+            }
+            // Lower leads.
+            "cost_per_success" => (a.credits_micro * i128::from(b.succeeded))
+                .cmp(&(b.credits_micro * i128::from(a.succeeded))),
+            _ => {
+                let p = |t: &RunTotals| t.runtime.quantile(0.95).unwrap_or(f64::INFINITY);
+                p(a).total_cmp(&p(b))
+            }
+        }
+    };
     let mut eligible: Vec<(String, RunTotals, f64)> = rows
         .into_iter()
         .filter(|(_, t)| t.runs >= board.min_runs)
@@ -879,22 +897,13 @@ fn rank(rows: Vec<(String, RunTotals)>, board: &Board) -> (Vec<Value>, usize) {
             Some((id, t, v))
         })
         .collect();
-    eligible.sort_by(|a, b| {
-        let by = if higher_leads {
-            b.2.total_cmp(&a.2)
-        } else {
-            a.2.total_cmp(&b.2)
-        };
-        by.then_with(|| a.0.cmp(&b.0))
-    });
+    eligible.sort_by(|a, b| exact(&a.1, &b.1).then_with(|| a.0.cmp(&b.0)));
     let total = eligible.len();
     let mut out = Vec::new();
     let mut rank = 0;
-    let mut last = None;
     for (i, (id, t, v)) in eligible.iter().take(board.limit).enumerate() {
-        if last != Some(*v) {
+        if i == 0 || exact(&eligible[i - 1].1, t) != std::cmp::Ordering::Equal {
             rank = i + 1;
-            last = Some(*v);
         }
         out.push(json!({
             "rank": rank,

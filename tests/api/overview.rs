@@ -324,6 +324,15 @@ async fn compare_trends_and_leaderboards_follow_the_data() {
         1.0,
         now - Duration::minutes(3),
     ));
+    // Equal costs per success whose floats differ in the last bit (0.3 / 3 and 0.1 / 1).
+    for (agent, n) in [("cps-3", 3), ("cps-1", 1)] {
+        for i in 0..n {
+            let at = now - Duration::minutes(20);
+            let mut run = run_event(&format!("{agent}-{i}"), agent, "succeeded", 5.0, at);
+            run["credits"] = json!(0.1);
+            events.push(run);
+        }
+    }
     for chunk in events.chunks(100) {
         assert_eq!(app.post_events("w1", chunk).await.status(), 200);
     }
@@ -470,6 +479,28 @@ async fn compare_trends_and_leaderboards_follow_the_data() {
         .map(|r| r["value"].as_f64().unwrap())
         .collect();
     assert!(costs.windows(2).all(|w| w[0] <= w[1]), "{costs:?}");
+    let body = get_ok(
+        &app,
+        &format!(
+            "/api/v1/leaderboards/agents?workspace_id=w1&{}&criterion=cost_per_success&min_runs=1&limit=100",
+            range(from, to)
+        ),
+    )
+    .await;
+    let rank_of = |id: &str| {
+        body["rankings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()["rank"]
+            .as_i64()
+    };
+    assert_eq!(
+        rank_of("cps-1"),
+        rank_of("cps-3"),
+        "equal costs per success share a rank"
+    );
     let body = get_ok(
         &app,
         &format!(
