@@ -322,11 +322,9 @@ fn rolled_from(b: &Bound, kind: &Kind, daily: bool, each_agent: bool) -> String 
     } else {
         ("hourly", &b.plan.hours)
     };
-    // Every agent: those of rollup_agents, which holds each agent with folded rows (a fold
-    // writes both at once), so the index is walked per agent within the ranges instead of
-    // over every agent's rows of the month.
+    // Every agent: by workspace and time (migration 0008's index for runs and resources).
     let agent = if each_agent {
-        "agent_id IN (SELECT agent_id FROM rollup_agents WHERE workspace_id = $1)"
+        "agent_id <> ''"
     } else {
         "agent_id = $2"
     };

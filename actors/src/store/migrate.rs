@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_agents",
         include_str!("../../../migrations/0007_agents.sql"),
     ),
+    (
+        8,
+        "0008_rollup_time_index",
+        include_str!("../../../migrations/0008_rollup_time_index.sql"),
+    ),
 ];
 
 /// Key of the advisory lock held while migrating.
