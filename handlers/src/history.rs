@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -167,6 +167,36 @@ impl Params {
         Some(range)
     }
 
+    /// Rollup reads count the partial hours of a range from raw rows, which are kept only
+    /// `retention.raw`: past it a range must cut no hour. A `timeframe` then starts on the
+    /// hour; a `from` or `to` that cuts one is refused.
+    pub(crate) fn whole_hours_past_raw(
+        &mut self,
+        range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+        raw: Duration,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let (from, to) = range?;
+        let cutoff = Utc::now() - raw;
+        let message = format!(
+            "is older than retention.raw ({} days) and not on a whole hour: the raw rows of \
+             that hour are gone, so only whole hours can be counted there",
+            raw.num_days()
+        );
+        let from = match cuts_hour_past(from, cutoff) {
+            Some(hour) if self.get("from").is_none() => hour,
+            Some(_) => {
+                self.fail("from", message);
+                return None;
+            }
+            None => from,
+        };
+        if cuts_hour_past(to, cutoff).is_some() {
+            self.fail("to", message);
+            return None;
+        }
+        Some((from, to))
+    }
+
     /// `tz` (IANA name, default UTC).
     pub(crate) fn tz(&mut self) -> Tz {
         let Some(name) = self.get("tz").map(str::to_owned) else {
@@ -239,6 +269,12 @@ impl Params {
     }
 }
 
+/// The start of `t`'s hour when `t` is older than `cutoff` and not on a whole hour.
+pub(crate) fn cuts_hour_past(t: DateTime<Utc>, cutoff: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let hour = t.duration_trunc(Duration::hours(1)).ok()?;
+    (t < cutoff && hour != t).then_some(hour)
+}
+
 /// How far past now a range may end: events are refused past `ingest.max_future` anyway, and
 /// a bound keeps a read's work in proportion to retention.
 pub(crate) const MAX_AHEAD: Duration = Duration::days(1);
@@ -282,8 +318,29 @@ impl SeriesQuery {
         let mut p = Params::new(req, allowed)?;
         let workspace = p.workspace();
         let range = p.range(Utc::now(), state.retention_rollups);
+        let range = p.whole_hours_past_raw(range, state.retention_raw);
         let tz = p.tz();
         let granularity = p.granularity(range, state.analytics.max_points);
+        // A zone whose days do not start on a UTC hour cuts hours, which past retention.raw
+        // cannot be split between its buckets.
+        if let (Some((from, to)), true) =
+            (range, p.bad.is_empty() && granularity != Granularity::Hour)
+        {
+            let cutoff = Utc::now() - state.retention_raw;
+            let timeline = Timeline::new(from, to, granularity, tz);
+            let inner = &timeline.bounds[1..timeline.bounds.len() - 1];
+            if inner.iter().any(|b| cuts_hour_past(*b, cutoff).is_some()) {
+                p.fail(
+                    "tz",
+                    format!(
+                        "{} starts its {}s off the hour, and their boundaries older than retention.raw cannot be counted exactly; use a range within {} days or granularity=hour",
+                        tz.name(),
+                        granularity.name(),
+                        state.retention_raw.num_days()
+                    ),
+                );
+            }
+        }
         let agent = p.agent("agent_id");
         let (from, to) = p.finish(range)?;
         Ok(Self {
@@ -357,6 +414,7 @@ pub async fn agent_stats(
     let mut p = Params::new(&req, &RANGE)?;
     let workspace = p.workspace();
     let range = p.range(Utc::now(), state.retention_rollups);
+    let range = p.whole_hours_past_raw(range, state.retention_raw);
     let (from, to) = p.finish(range)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
     let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
@@ -732,6 +790,7 @@ pub async fn list_agents(
     let mut p = Params::new(&req, &AGENTS)?;
     let workspace = p.workspace();
     let range = p.range(Utc::now(), state.retention_rollups);
+    let range = p.whole_hours_past_raw(range, state.retention_raw);
     let sort = p.get("sort").unwrap_or("runs").to_owned();
     if !SORTS.contains(&sort.as_str()) {
         p.fail("sort", format!("must be one of {}", SORTS.join(", ")));
@@ -913,7 +972,8 @@ pub async fn get_agent(
     {
         Some((now - Duration::days(30), now))
     } else {
-        p.range(now, state.retention_rollups)
+        let range = p.range(now, state.retention_rollups);
+        p.whole_hours_past_raw(range, state.retention_raw)
     };
     let (from, to) = p.finish(range)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;

@@ -49,6 +49,7 @@ fn range_only(
     let mut p = Params::new(req, &RANGE)?;
     let workspace = p.workspace();
     let range = p.range(Utc::now(), state.retention_rollups);
+    let range = p.whole_hours_past_raw(range, state.retention_raw);
     let (from, to) = p.finish(range)?;
     Ok((workspace, from, to))
 }
@@ -562,6 +563,15 @@ pub async fn compare(
             p.fail(field, "starts past retention.rollups".into());
         } else if to > now + crate::history::MAX_AHEAD {
             p.fail(field, "ends more than a day ahead".into());
+        } else if [from, to]
+            .iter()
+            .any(|t| crate::history::cuts_hour_past(*t, now - state.retention_raw).is_some())
+        {
+            p.fail(
+                field,
+                "reaches past retention.raw off the hour: only whole hours can be counted there"
+                    .into(),
+            );
         }
     };
     // (label, agent, from, to) of each item.
@@ -821,6 +831,7 @@ fn board_params(
     let mut p = Params::new(req, &allowed)?;
     let workspace = p.workspace();
     let range = p.range(Utc::now(), state.retention_rollups);
+    let range = p.whole_hours_past_raw(range, state.retention_raw);
     let criterion = p.get("criterion").unwrap_or("runs").to_owned();
     if !CRITERIA.contains(&criterion.as_str()) {
         p.fail(

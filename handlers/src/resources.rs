@@ -154,6 +154,7 @@ pub async fn efficiency(
     let mut p = Params::new(&req, &crate::history::RANGE)?;
     let workspace = p.workspace();
     let range = p.range(chrono::Utc::now(), state.retention_rollups);
+    let range = p.whole_hours_past_raw(range, state.retention_raw);
     let (from, to) = p.finish(range)?;
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
     let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
@@ -214,6 +215,7 @@ pub async fn compare(
     let mut p = Params::new(&req, &["workspace_id", "timeframe", "from", "to", "agents"])?;
     let workspace = p.workspace();
     let range = p.range(chrono::Utc::now(), state.retention_rollups);
+    let range = p.whole_hours_past_raw(range, state.retention_raw);
     let list: Vec<String> = p
         .get("agents")
         .map(|a| a.split(',').map(|s| s.trim().to_owned()).collect())

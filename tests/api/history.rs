@@ -216,6 +216,42 @@ async fn series_parameters_are_checked_together() {
         )
         .await;
     assert_eq!(res.status(), 400, "a route without buckets too");
+    // Past retention.raw (30 days) the raw rows of partial hours are gone: a given range must
+    // start and end on whole hours there, a timeframe starts on the hour, and a zone whose
+    // days start off the hour cannot cut them.
+    let hour =
+        |t: DateTime<Utc>| chrono::DurationRound::duration_trunc(t, Duration::hours(1)).unwrap();
+    let old_from = hour(Utc::now() - Duration::days(40));
+    let old_to = hour(Utc::now() - Duration::days(39));
+    let off = format!(
+        "from={}&to={}",
+        urlencode(&ts(old_from + Duration::minutes(30))),
+        urlencode(&ts(old_to))
+    );
+    let (status, body) = get(&off).await;
+    assert_eq!((status, fields(&body)), (400, vec!["from".to_owned()]));
+    let whole = format!(
+        "from={}&to={}",
+        urlencode(&ts(old_from)),
+        urlencode(&ts(old_to))
+    );
+    assert_eq!(get(&whole).await.0, 200);
+    let (status, body) = get("timeframe=90d").await;
+    assert_eq!(status, 200);
+    let from = at(&body["from"]);
+    assert_eq!(
+        hour(from),
+        from,
+        "a timeframe past retention.raw starts on the hour"
+    );
+    let (status, body) = get("timeframe=90d&granularity=day&tz=Asia%2FKolkata").await;
+    assert_eq!((status, fields(&body)), (400, vec!["tz".to_owned()]));
+    assert_eq!(
+        get("timeframe=90d&granularity=day&tz=Europe%2FParis")
+            .await
+            .0,
+        200
+    );
     let (status, body) = get("timeframe=24h&timeframe=7d").await;
     assert_eq!((status, fields(&body)), (400, vec!["timeframe".to_owned()]));
     let (status, body) = get("agent_id=bad%20id").await;

@@ -695,10 +695,13 @@ async fn agent_stats_are_exact_and_bad_parameters_are_listed() {
     // An agent never heard of is a 404; a known one with nothing in the range, zeros.
     let res = app.get(&query("nobody", "timeframe=7d"), "w1").await;
     assert_eq!(res.status(), 404);
+    // Past retention.raw a range must start and end on whole hours.
+    let hour =
+        |t: DateTime<Utc>| chrono::DurationRound::duration_trunc(t, Duration::hours(1)).unwrap();
     let quiet = format!(
         "from={}&to={}",
-        urlencode(&ts(Utc::now() - Duration::days(300))),
-        urlencode(&ts(Utc::now() - Duration::days(299)))
+        urlencode(&ts(hour(Utc::now() - Duration::days(300)))),
+        urlencode(&ts(hour(Utc::now() - Duration::days(299))))
     );
     let res = app.get(&query("a1", &quiet), "w1").await;
     assert_eq!(res.status(), 200);
