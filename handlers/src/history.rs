@@ -858,7 +858,7 @@ pub async fn list_agents(
         .map(|a| {
             let runs = figures
                 .remove(&a.agent_id)
-                .map(|row| totals_of(&row))
+                .map(|row| RunTotals::from_sums(&row))
                 .unwrap_or_default();
             let mut row = AgentRow {
                 agent_id: a.agent_id,
@@ -938,23 +938,6 @@ pub async fn list_agents(
         "next_cursor": next,
     });
     Ok(answer(body, &decision))
-}
-
-/// The run figures of a row of sums (no sketch, no users).
-pub(crate) fn totals_of(row: &KindRow) -> RunTotals {
-    let count = |c: &str| row.int(c) as i64;
-    RunTotals {
-        runs: count("runs"),
-        succeeded: count("succeeded"),
-        failed: count("failed"),
-        timeout: count("timeout"),
-        cancelled: count("cancelled"),
-        runtime_us: row.int("runtime_us"),
-        credits_micro: row.int("credits_micro"),
-        tokens_in: row.int("tokens_in"),
-        tokens_out: row.int("tokens_out"),
-        ..RunTotals::default()
-    }
 }
 
 /// `GET /api/v1/agents/{agent_id}`: when the agent was first and last heard from, the models

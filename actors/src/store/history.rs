@@ -544,6 +544,37 @@ impl RunParts {
     };
 }
 
+impl RunTotals {
+    /// The sums of a row of the runs kind (no sketch, no users).
+    pub fn from_sums(row: &KindRow) -> Self {
+        let count = |c: &str| row.int(c) as i64;
+        Self {
+            runs: count("runs"),
+            succeeded: count("succeeded"),
+            failed: count("failed"),
+            timeout: count("timeout"),
+            cancelled: count("cancelled"),
+            runtime_us: row.int("runtime_us"),
+            credits_micro: row.int("credits_micro"),
+            tokens_in: row.int("tokens_in"),
+            tokens_out: row.int("tokens_out"),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the runtime sketch from its bins (`None`: the zero bin) and the runs' extremes.
+    fn set_sketch(&mut self, mut bins: HashMap<Option<i32>, u64>, min: f64, max: f64) {
+        let zeros = bins.remove(&None).unwrap_or(0);
+        self.runtime = Sketch::from_bins(
+            zeros,
+            bins.into_iter().filter_map(|(k, n)| Some((k?, n))),
+            self.runtime_us as f64 / 1000.0,
+            min,
+            max,
+        );
+    }
+}
+
 /// Runtime sketch bins per bucket: `(bucket, bin or NULL for the zero bin, count)`.
 fn sketch_sql(b: &Bound) -> String {
     format!(
@@ -627,16 +658,7 @@ pub async fn run_series(
         let Some(t) = series.get_mut(row.bucket) else {
             continue;
         };
-        let count = |c: &str| row.int(c) as i64;
-        t.runs = count("runs");
-        t.succeeded = count("succeeded");
-        t.failed = count("failed");
-        t.timeout = count("timeout");
-        t.cancelled = count("cancelled");
-        t.runtime_us = row.int("runtime_us");
-        t.credits_micro = row.int("credits_micro");
-        t.tokens_in = row.int("tokens_in");
-        t.tokens_out = row.int("tokens_out");
+        *t = RunTotals::from_sums(&row);
         extremes[row.bucket] = (
             row.float("runtime_min").unwrap_or(f64::INFINITY),
             row.float("runtime_max").unwrap_or(f64::NEG_INFINITY),
@@ -650,15 +672,9 @@ pub async fn run_series(
                 *bins.entry(row.get(1)).or_default() += row.get::<_, i64>(2).max(0) as u64;
             }
         }
-        for ((t, mut bins), (min, max)) in series.iter_mut().zip(per_bucket).zip(extremes) {
-            let zeros = bins.remove(&None).unwrap_or(0);
-            t.runtime = Sketch::from_bins(
-                zeros,
-                bins.into_iter().filter_map(|(k, n)| Some((k?, n))),
-                t.runtime_us as f64 / 1000.0,
-                if min.is_finite() { min } else { 0.0 },
-                if max.is_finite() { max } else { 0.0 },
-            );
+        for ((t, bins), (min, max)) in series.iter_mut().zip(per_bucket).zip(extremes) {
+            let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+            t.set_sketch(bins, finite(min), finite(max));
         }
     }
     for row in &users {
@@ -759,25 +775,10 @@ pub async fn runs_by_agent(
         .into_iter()
         .map(|row| {
             let agent = row.keys.first().cloned().unwrap_or_default();
-            let count = |c: &str| row.int(c) as i64;
-            let mut t = RunTotals {
-                runs: count("runs"),
-                succeeded: count("succeeded"),
-                failed: count("failed"),
-                timeout: count("timeout"),
-                cancelled: count("cancelled"),
-                runtime_us: row.int("runtime_us"),
-                credits_micro: row.int("credits_micro"),
-                tokens_in: row.int("tokens_in"),
-                tokens_out: row.int("tokens_out"),
-                ..RunTotals::default()
-            };
-            if let Some(mut bins) = per_agent.remove(&agent) {
-                let zeros = bins.remove(&None).unwrap_or(0);
-                t.runtime = Sketch::from_bins(
-                    zeros,
-                    bins.into_iter().filter_map(|(k, n)| Some((k?, n))),
-                    t.runtime_us as f64 / 1000.0,
+            let mut t = RunTotals::from_sums(&row);
+            if let Some(bins) = per_agent.remove(&agent) {
+                t.set_sketch(
+                    bins,
                     row.float("runtime_min").unwrap_or(0.0),
                     row.float("runtime_max").unwrap_or(0.0),
                 );
@@ -836,12 +837,8 @@ pub async fn runs_by_user(
                 tokens_out: int(row.get(9))?,
                 ..RunTotals::default()
             };
-            let mut bins = per_user.remove(&user).unwrap_or_default();
-            let zeros = bins.remove(&None).unwrap_or(0);
-            t.runtime = Sketch::from_bins(
-                zeros,
-                bins.into_iter().filter_map(|(k, n)| Some((k?, n))),
-                t.runtime_us as f64 / 1000.0,
+            t.set_sketch(
+                per_user.remove(&user).unwrap_or_default(),
                 row.get(10),
                 row.get(11),
             );
