@@ -19,7 +19,10 @@ use crate::alerts::{authorize, store_error};
 use crate::auth::{Principal, Scope};
 use crate::cache;
 use crate::error::ApiError;
-use crate::history::{client, known_or_404, merge, runs_json, SeriesQuery};
+use crate::history::{
+    by_runs, change_pct, client, cost_per_success, known_or_404, merge, model_json, rate,
+    runs_json, SeriesQuery,
+};
 use crate::AppState;
 
 const PARAMS: [&str; 6] = [
@@ -31,26 +34,12 @@ const PARAMS: [&str; 6] = [
     "granularity",
 ];
 
-/// Change from `before` to `now` in per cent; `None` from zero.
-fn change_pct(now: f64, before: f64) -> Option<f64> {
-    (before != 0.0).then(|| (now - before) / before.abs() * 100.0)
-}
-
 fn compare(now: Option<f64>, before: Option<f64>) -> Value {
     json!({
         "current": now,
         "previous": before,
         "change_pct": now.zip(before).and_then(|(n, b)| change_pct(n, b)),
     })
-}
-
-fn rate(t: &RunTotals, n: i64) -> Option<f64> {
-    let decided = t.succeeded + t.failed + t.timeout;
-    (decided > 0).then(|| n as f64 / decided as f64)
-}
-
-fn cost_per_success(t: &RunTotals) -> Option<f64> {
-    (t.succeeded > 0).then(|| t.credits_micro as f64 / 1e6 / t.succeeded as f64)
 }
 
 fn models_of(rows: &[KindRow]) -> Vec<ModelFigures> {
@@ -271,29 +260,7 @@ async fn sections(
     satisfaction["previous_average_rating"] = prev_satisfaction["average_rating"].clone();
 
     let model_figures = models_of(&models);
-    let by_model: Vec<Value> = {
-        let mut rows: Vec<&KindRow> = models.iter().collect();
-        rows.sort_by(|a, b| {
-            b.int("runs")
-                .cmp(&a.int("runs"))
-                .then_with(|| a.keys.cmp(&b.keys))
-        });
-        rows.iter()
-            .map(|m| {
-                let (runs, ok) = (m.int("runs") as i64, m.int("succeeded") as i64);
-                let credits = m.int("credits_micro") as f64 / 1e6;
-                json!({
-                    "model": m.keys.first().and_then(|k| none_if_empty(k)),
-                    "runs": runs,
-                    "succeeded": ok,
-                    "credits": credits,
-                    "cost_per_success": (ok > 0).then(|| credits / ok as f64),
-                    "tokens_in": m.int("tokens_in") as i64,
-                    "tokens_out": m.int("tokens_out") as i64,
-                })
-            })
-            .collect()
-    };
+    let by_model: Vec<Value> = by_runs(&models).into_iter().map(model_json).collect();
     let (cpu, cpu_alloc) = resource_json(resources.first(), "cpu");
     let (mem, mem_alloc) = resource_json(resources.first(), "mem");
     let resource_usage = json!({

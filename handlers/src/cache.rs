@@ -58,8 +58,8 @@ pub mod history {
     /// Bumped when a version bump failed: keys of earlier epochs are never read again.
     static EPOCH: AtomicU64 = AtomicU64::new(0);
 
-    fn versions_key(state: &AppState, ws: &str) -> String {
-        format!("{}hist:v:{ws}", state.redis_prefix)
+    fn versions_key(prefix: &str, ws: &str) -> String {
+        format!("{prefix}hist:v:{ws}")
     }
 
     fn day_field(day: NaiveDate) -> String {
@@ -99,7 +99,7 @@ pub mod history {
             if days.is_empty() {
                 return;
             }
-            let key = format!("{}hist:v:{ws}", self.prefix);
+            let key = versions_key(&self.prefix, ws);
             let write = async {
                 let mut conn = self.redis.get().await.ok()?;
                 let mut pipe = redis::pipe();
@@ -201,7 +201,7 @@ pub mod history {
     /// The cached answer of `key`, if any (a MISS when Redis is away or slow).
     pub async fn lookup(state: &AppState, key: &mut Option<Key>) -> Option<String> {
         let k = key.as_mut()?;
-        let versions_key = versions_key(state, &k.ws);
+        let versions_key = versions_key(&state.redis_prefix, &k.ws);
         let read = async {
             let mut conn = state.redis.get().await.ok()?;
             let versions: Vec<Option<i64>> = redis::cmd("HMGET")

@@ -269,6 +269,18 @@ impl Params {
     }
 }
 
+/// A 400 `invalid_parameters` naming one parameter.
+pub(crate) fn invalid_parameter(field: &str, message: String) -> ApiError {
+    ApiError::InvalidParams {
+        message: "1 invalid parameter(s)".into(),
+        details: vec![FieldError {
+            index: 0,
+            field: field.into(),
+            message,
+        }],
+    }
+}
+
 /// The start of `t`'s hour when `t` is older than `cutoff` and not on a whole hour.
 pub(crate) fn cuts_hour_past(t: DateTime<Utc>, cutoff: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let hour = t.duration_trunc(Duration::hours(1)).ok()?;
@@ -315,6 +327,17 @@ impl SeriesQuery {
         state: &AppState,
         allowed: &[&str],
     ) -> Result<Self, ApiError> {
+        Self::parse_with(req, state, allowed, |_| ()).map(|(q, ())| q)
+    }
+
+    /// [`SeriesQuery::parse`] that also reads the route's own parameters with `extra`, in
+    /// the same pass, so their problems are listed with the others.
+    pub(crate) fn parse_with<T>(
+        req: &HttpRequest,
+        state: &AppState,
+        allowed: &[&str],
+        extra: impl FnOnce(&mut Params) -> T,
+    ) -> Result<(Self, T), ApiError> {
         let mut p = Params::new(req, allowed)?;
         let workspace = p.workspace();
         let range = p.range(Utc::now(), state.retention_rollups);
@@ -342,15 +365,17 @@ impl SeriesQuery {
             }
         }
         let agent = p.agent("agent_id");
+        let own = extra(&mut p);
         let (from, to) = p.finish(range)?;
-        Ok(Self {
+        let q = Self {
             workspace,
             agent,
             from,
             to,
             granularity,
             tz,
-        })
+        };
+        Ok((q, own))
     }
 
     pub(crate) fn timeline(&self) -> Timeline {
@@ -1011,29 +1036,16 @@ pub async fn get_agent(
         )
         .await
         .map_err(crate::live::unavailable)?;
-    let mut models: Vec<Value> = models
-        .iter()
+    let models: Vec<Value> = by_runs(&models)
+        .into_iter()
         .map(|m| {
-            let (runs, succeeded) = (m.int("runs") as i64, m.int("succeeded") as i64);
-            let credits = m.int("credits_micro") as f64 / 1e6;
-            json!({
-                "model": m.keys.first().filter(|k| !k.is_empty()),
-                "runs": runs,
-                "succeeded": succeeded,
-                "credits": credits,
-                "cost_per_success": (succeeded > 0).then(|| credits / succeeded as f64),
-                "avg_runtime_ms": (runs > 0).then(|| m.int("runtime_us") as f64 / 1000.0 / runs as f64),
-                "tokens_in": m.int("tokens_in") as i64,
-                "tokens_out": m.int("tokens_out") as i64,
-            })
+            let mut item = model_json(m);
+            let runs = m.int("runs") as i64;
+            item["avg_runtime_ms"] =
+                json!((runs > 0).then(|| m.int("runtime_us") as f64 / 1000.0 / runs as f64));
+            item
         })
         .collect();
-    models.sort_by(|a, b| {
-        b["runs"]
-            .as_i64()
-            .cmp(&a["runs"].as_i64())
-            .then_with(|| a["model"].as_str().cmp(&b["model"].as_str()))
-    });
     let body = json!({
         "workspace_id": ws.as_str(),
         "agent_id": agent.as_str(),
@@ -1056,12 +1068,51 @@ pub(crate) fn merge(into: &mut Value, from: Value) {
     }
 }
 
+/// Change from `before` to `now` in per cent; `None` from zero.
+pub(crate) fn change_pct(now: f64, before: f64) -> Option<f64> {
+    (before != 0.0).then(|| (now - before) / before.abs() * 100.0)
+}
+
+/// `n` runs over those that ended (as the live windows: cancelled ones left out).
+pub(crate) fn rate(t: &RunTotals, n: i64) -> Option<f64> {
+    let decided = t.succeeded + t.failed + t.timeout;
+    (decided > 0).then(|| n as f64 / decided as f64)
+}
+
+/// Credits of every run per successful one.
+pub(crate) fn cost_per_success(t: &RunTotals) -> Option<f64> {
+    (t.succeeded > 0).then(|| t.credits_micro as f64 / 1e6 / t.succeeded as f64)
+}
+
+/// Rows of the models kind, most runs first (ties by model).
+pub(crate) fn by_runs(rows: &[KindRow]) -> Vec<&KindRow> {
+    let mut rows: Vec<&KindRow> = rows.iter().collect();
+    rows.sort_by(|a, b| {
+        b.int("runs")
+            .cmp(&a.int("runs"))
+            .then_with(|| a.keys.cmp(&b.keys))
+    });
+    rows
+}
+
+/// One model's figures (`model` null for runs without one).
+pub(crate) fn model_json(m: &KindRow) -> Value {
+    let ok = m.int("succeeded") as i64;
+    let credits = m.int("credits_micro") as f64 / 1e6;
+    json!({
+        "model": m.keys.first().filter(|k| !k.is_empty()),
+        "runs": m.int("runs") as i64,
+        "succeeded": ok,
+        "credits": credits,
+        "cost_per_success": (ok > 0).then(|| credits / ok as f64),
+        "tokens_in": m.int("tokens_in") as i64,
+        "tokens_out": m.int("tokens_out") as i64,
+    })
+}
+
 /// The figures of a [`RunTotals`].
 pub(crate) fn runs_json(t: &RunTotals) -> Value {
     let runs = t.runs as f64;
-    // As the live windows: rates over the runs that ended (cancelled ones left out).
-    let decided = t.succeeded + t.failed + t.timeout;
-    let rate = |n: i64| (decided > 0).then(|| n as f64 / decided as f64);
     let credits = t.credits_micro as f64 / 1e6;
     // A sum past an i64 (never seen, but possible over a year) is given as a float.
     let big = |n: i128| i64::try_from(n).map_or_else(|_| json!(n as f64), |n| json!(n));
@@ -1071,8 +1122,8 @@ pub(crate) fn runs_json(t: &RunTotals) -> Value {
         "failed": t.failed,
         "timeout": t.timeout,
         "cancelled": t.cancelled,
-        "success_rate": rate(t.succeeded),
-        "error_rate": rate(t.failed + t.timeout),
+        "success_rate": rate(t, t.succeeded),
+        "error_rate": rate(t, t.failed + t.timeout),
         "runtime_ms": {
             "avg": (t.runs > 0).then(|| t.runtime_us as f64 / 1000.0 / runs),
             "p50": t.runtime.quantile(0.5),
@@ -1081,7 +1132,7 @@ pub(crate) fn runs_json(t: &RunTotals) -> Value {
             "max": t.runtime.max(),
         },
         "credits": credits,
-        "cost_per_success": (t.succeeded > 0).then(|| credits / t.succeeded as f64),
+        "cost_per_success": cost_per_success(t),
         "tokens_in": big(t.tokens_in),
         "tokens_out": big(t.tokens_out),
         "users": {"distinct": t.users.count(), "exact": t.users.is_exact()},

@@ -24,22 +24,10 @@ use crate::auth::{Principal, Scope};
 use crate::cache;
 use crate::error::ApiError;
 use crate::history::{
-    answer, client, known_or_404, merge, runs_json, Params, SeriesQuery, RANGE, SERIES,
+    answer, by_runs, change_pct, client, cost_per_success, invalid_parameter, known_or_404, merge,
+    model_json, rate, runs_json, Params, SeriesQuery, RANGE, SERIES,
 };
 use crate::AppState;
-
-fn change_pct(now: f64, before: f64) -> Option<f64> {
-    (before != 0.0).then(|| (now - before) / before.abs() * 100.0)
-}
-
-fn rate(t: &RunTotals, n: i64) -> Option<f64> {
-    let decided = t.succeeded + t.failed + t.timeout;
-    (decided > 0).then(|| n as f64 / decided as f64)
-}
-
-fn cost_per_success(t: &RunTotals) -> Option<f64> {
-    (t.succeeded > 0).then(|| t.credits_micro as f64 / 1e6 / t.succeeded as f64)
-}
 
 /// The range of a route that takes only a range.
 fn range_only(
@@ -240,24 +228,17 @@ pub async fn executive_trends(
     let mut allowed = SERIES.to_vec();
     allowed.retain(|p| *p != "agent_id");
     allowed.push("metrics");
-    let q = SeriesQuery::parse(&req, &state, &allowed)?;
-    let wanted: Vec<String> = match Params::new(&req, &allowed)?.get("metrics") {
-        None => TREND_METRICS.iter().map(|m| m.to_string()).collect(),
-        Some(list) => {
-            let wanted: Vec<String> = list.split(',').map(|m| m.trim().to_owned()).collect();
-            if let Some(bad) = wanted.iter().find(|m| !TREND_METRICS.contains(&m.as_str())) {
-                return Err(ApiError::InvalidParams {
-                    message: "1 invalid parameter(s)".into(),
-                    details: vec![shadower_actors::domain::ingest::FieldError {
-                        index: 0,
-                        field: "metrics".into(),
-                        message: format!("{bad:?} is not one of {}", TREND_METRICS.join(", ")),
-                    }],
-                });
-            }
-            wanted
+    let (q, wanted) = SeriesQuery::parse_with(&req, &state, &allowed, |p| {
+        let Some(list) = p.get("metrics").map(str::to_owned) else {
+            return TREND_METRICS.iter().map(|m| m.to_string()).collect();
+        };
+        let wanted: Vec<String> = list.split(',').map(|m| m.trim().to_owned()).collect();
+        if let Some(bad) = wanted.iter().find(|m| !TREND_METRICS.contains(&m.as_str())) {
+            let message = format!("{bad:?} is not one of {}", TREND_METRICS.join(", "));
+            p.fail("metrics", message);
         }
-    };
+        wanted
+    })?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
     // The answer reads the period before too: a late event there must invalidate it.
     let mut key = cache::history::Key::new(&req, ws.as_str(), q.from - (q.to - q.from), q.to);
@@ -445,28 +426,7 @@ pub async fn dashboard_detailed(
             a
         })
         .collect();
-    let mut models: Vec<&KindRow> = models.iter().collect();
-    models.sort_by(|a, b| {
-        b.int("runs")
-            .cmp(&a.int("runs"))
-            .then_with(|| a.keys.cmp(&b.keys))
-    });
-    let models: Vec<Value> = models
-        .iter()
-        .map(|m| {
-            let ok = m.int("succeeded") as i64;
-            let credits = m.int("credits_micro") as f64 / 1e6;
-            json!({
-                "model": m.keys.first().filter(|k| !k.is_empty()),
-                "runs": m.int("runs") as i64,
-                "succeeded": ok,
-                "credits": credits,
-                "cost_per_success": (ok > 0).then(|| credits / ok as f64),
-                "tokens_in": m.int("tokens_in") as i64,
-                "tokens_out": m.int("tokens_out") as i64,
-            })
-        })
-        .collect();
+    let models: Vec<Value> = by_runs(&models).into_iter().map(model_json).collect();
     let mut by_type: HashMap<(String, String), i64> = HashMap::new();
     for e in &errors {
         let key = (
@@ -725,21 +685,13 @@ pub async fn trends(
 ) -> Result<HttpResponse, ApiError> {
     let mut allowed = SERIES.to_vec();
     allowed.push("metric");
-    let q = SeriesQuery::parse(&req, &state, &allowed)?;
-    let metric = Params::new(&req, &allowed)?
-        .get("metric")
-        .unwrap_or("runs")
-        .to_owned();
-    if !TREND_OF.contains(&metric.as_str()) {
-        return Err(ApiError::InvalidParams {
-            message: "1 invalid parameter(s)".into(),
-            details: vec![shadower_actors::domain::ingest::FieldError {
-                index: 0,
-                field: "metric".into(),
-                message: format!("must be one of {}", TREND_OF.join(", ")),
-            }],
-        });
-    }
+    let (q, metric) = SeriesQuery::parse_with(&req, &state, &allowed, |p| {
+        let metric = p.get("metric").unwrap_or("runs").to_owned();
+        if !TREND_OF.contains(&metric.as_str()) {
+            p.fail("metric", format!("must be one of {}", TREND_OF.join(", ")));
+        }
+        metric
+    })?;
     let (ws, decision) = authorize(&principal, &state, &q.workspace, Scope::Read).await?;
     let mut key = cache::history::Key::new(&req, ws.as_str(), q.from, q.to);
     if let Some(hit) = cache::history::lookup(&state, &mut key).await {
@@ -976,17 +928,13 @@ pub async fn leaderboard_users(
 ) -> Result<HttpResponse, ApiError> {
     let (workspace, from, to, board) = board_params(&req, &state)?;
     if from < Utc::now() - state.retention_raw {
-        return Err(ApiError::InvalidParams {
-            message: "1 invalid parameter(s)".into(),
-            details: vec![shadower_actors::domain::ingest::FieldError {
-                index: 0,
-                field: "from".into(),
-                message: format!(
-                    "user leaderboards read raw runs, kept retention.raw ({} days)",
-                    state.retention_raw.num_days()
-                ),
-            }],
-        });
+        return Err(invalid_parameter(
+            "from",
+            format!(
+                "user leaderboards read raw runs, kept retention.raw ({} days)",
+                state.retention_raw.num_days()
+            ),
+        ));
     }
     let (ws, decision) = authorize(&principal, &state, &workspace, Scope::Read).await?;
     let mut key = cache::history::Key::new(&req, ws.as_str(), from, to);
