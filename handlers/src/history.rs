@@ -579,19 +579,32 @@ const STATUSES: [&str; 4] = ["succeeded", "failed", "timeout", "cancelled"];
 const MAX_PAGE: i64 = 500;
 const DEFAULT_PAGE: i64 = 50;
 
-/// The cursor of the page after the one that ends with `last`: its position, opaque.
-fn cursor_of(last: &Execution) -> String {
+/// A page cursor: a position, made opaque.
+fn seal_cursor(position: &str) -> String {
     use base64::Engine as _;
-    let position = format!("{}:{}", last.completed_at.timestamp_micros(), last.event_id);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
 }
 
-fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, String)> {
+/// The position of a cursor [`seal_cursor`] made, if `text` is one.
+fn open_cursor(text: &str) -> Option<String> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
         .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The cursor of the page after the one that ends with `last`.
+fn cursor_of(last: &Execution) -> String {
+    seal_cursor(&format!(
+        "{}:{}",
+        last.completed_at.timestamp_micros(),
+        last.event_id
+    ))
+}
+
+fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, String)> {
+    let text = open_cursor(text)?;
     let (micros, event) = text.split_once(':')?;
     let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
     shadower_actors::domain::ids::EventId::parse(event).ok()?;
@@ -778,19 +791,17 @@ fn list_order(
 }
 
 fn list_cursor(sort: &str, descending: bool, row: &AgentRow) -> String {
-    use base64::Engine as _;
     let key = row.key.map_or(String::new(), |k| k.to_string());
-    let text = format!("{sort}|{}|{key}|{}", u8::from(descending), row.agent_id);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    seal_cursor(&format!(
+        "{sort}|{}|{key}|{}",
+        u8::from(descending),
+        row.agent_id
+    ))
 }
 
 /// A list cursor's position, if it was made for this sort and order.
 fn parse_list_cursor(text: &str, sort: &str, descending: bool) -> Option<(Option<f64>, String)> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
+    let text = open_cursor(text)?;
     let mut parts = text.splitn(4, '|');
     let (s, d, key, agent) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if s != sort || d != (u8::from(descending)).to_string() {

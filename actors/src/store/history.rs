@@ -998,6 +998,22 @@ pub async fn agent_known(
     Ok(client.query_one(&sql, &[&workspace, &agent]).await?.get(0))
 }
 
+/// `(agent_id, first_hour, last_hour)` of the agents of workspace `$1` (and `filter`), folded
+/// (`rollup_agents`) and in the deltas not folded yet, one row per source.
+fn seen_sql(filter: &str) -> String {
+    let mut parts = vec![format!(
+        "SELECT agent_id, first_hour, last_hour FROM rollup_agents WHERE workspace_id = $1 {filter}"
+    )];
+    for kind in KINDS.iter().filter(|k| k.marks_seen()) {
+        parts.push(format!(
+            "SELECT agent_id, min(bucket), max(bucket) FROM rollup_delta_{}
+             WHERE workspace_id = $1 {filter} GROUP BY 1",
+            kind.name
+        ));
+    }
+    parts.join(" UNION ALL ")
+}
+
 /// An agent the workspace has heard from, and the first and last hour it did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnownAgent {
@@ -1012,21 +1028,9 @@ pub async fn known_agents(
     tx: &Transaction<'_>,
     workspace: &str,
 ) -> Result<Vec<KnownAgent>, StoreError> {
-    let mut parts = vec![
-        "SELECT agent_id, first_hour, last_hour FROM rollup_agents WHERE workspace_id = $1"
-            .to_owned(),
-    ];
-    for kind in KINDS.iter().filter(|k| k.marks_seen()) {
-        parts.push(format!(
-            "SELECT agent_id, min(bucket), max(bucket) FROM rollup_delta_{}
-             WHERE workspace_id = $1 GROUP BY 1",
-            kind.name
-        ));
-    }
     let sql = format!(
-        "SELECT agent_id, min(first_hour), max(last_hour) FROM ({}) AS a(agent_id, first_hour, last_hour)
-         GROUP BY 1 ORDER BY 1",
-        parts.join(" UNION ALL ")
+        "SELECT agent_id, min(first_hour), max(last_hour) FROM ({}) AS a GROUP BY 1 ORDER BY 1",
+        seen_sql("")
     );
     Ok(tx
         .query(&sql, &[&workspace])
@@ -1087,20 +1091,9 @@ async fn known_agents_of(
     workspace: &str,
     agent: &str,
 ) -> Result<Option<KnownAgent>, StoreError> {
-    let mut parts = vec![
-        "SELECT first_hour, last_hour FROM rollup_agents WHERE workspace_id = $1 AND agent_id = $2"
-            .to_owned(),
-    ];
-    for kind in KINDS.iter().filter(|k| k.marks_seen()) {
-        parts.push(format!(
-            "SELECT min(bucket), max(bucket) FROM rollup_delta_{}
-             WHERE workspace_id = $1 AND agent_id = $2",
-            kind.name
-        ));
-    }
     let sql = format!(
-        "SELECT min(f), max(l) FROM ({}) AS a(f, l)",
-        parts.join(" UNION ALL ")
+        "SELECT min(first_hour), max(last_hour) FROM ({}) AS a",
+        seen_sql("AND agent_id = $2")
     );
     let row = tx.query_one(&sql, &[&workspace, &agent]).await?;
     Ok(row
