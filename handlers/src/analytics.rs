@@ -12,7 +12,7 @@ use shadower_actors::domain::live::ts_json;
 use shadower_actors::domain::suggest::{suggest, AgentFigures, Allocation, ModelFigures};
 use shadower_actors::domain::timeline::Timeline;
 use shadower_actors::store::history::{
-    kind, kind_series, run_series, snapshot, KindRow, RunParts, RunTotals, Split,
+    kind, kind_series, run_series, runs_by_agent, snapshot, KindRow, RunParts, RunTotals, Split,
 };
 
 use crate::alerts::{authorize, store_error};
@@ -138,7 +138,6 @@ pub async fn overview(
     if let Some(c) = body["comparisons"].as_object_mut() {
         c.remove("workspace");
     }
-    body["top_agents"] = crate::overview::top_agents(&state, ws.as_str(), q.from, q.to, 10).await?;
     Ok(cache::history::miss(&state, &key, body, &decision).await)
 }
 
@@ -176,6 +175,7 @@ async fn sections(
         (models, prev_models),
         (feedback, prev_feedback),
         resources,
+        per_agent,
     ) = tokio::try_join!(
         run_series(&tx, ws_id, id, &now, RunParts::ALL),
         run_series(&tx, ws_id, id, &before, sketch),
@@ -200,6 +200,14 @@ async fn sections(
             )
         },
         kind_series(&tx, kind("resources"), ws_id, id, &now, whole),
+        // The workspace's: its leading agents, in the same snapshot.
+        async {
+            if id.is_empty() {
+                runs_by_agent(&tx, ws_id, &now, false).await
+            } else {
+                Ok(Vec::new())
+            }
+        },
     )
     .map_err(store_error)?;
     tx.commit().await.map_err(|e| store_error(e.into()))?;
@@ -322,5 +330,8 @@ async fn sections(
             "suggestions": suggestions,
         }),
     );
+    if id.is_empty() {
+        body["top_agents"] = crate::overview::leading_agents(per_agent, 10);
+    }
     Ok(body)
 }

@@ -105,22 +105,10 @@ impl Kpis {
     }
 }
 
-/// The `n` agents with the most runs over the range (ties by id).
-pub(crate) async fn top_agents(
-    state: &AppState,
-    ws: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    n: usize,
-) -> Result<Value, ApiError> {
-    let mut conn = client(state).await?;
-    let tx = snapshot(&mut conn).await.map_err(store_error)?;
-    let mut agents = runs_by_agent(&tx, ws, &Timeline::whole(from, to), false)
-        .await
-        .map_err(store_error)?;
-    tx.commit().await.map_err(|e| store_error(e.into()))?;
+/// The `n` agents with the most runs (ties by id).
+pub(crate) fn leading_agents(mut agents: Vec<(String, RunTotals)>, n: usize) -> Value {
     agents.sort_by(|a, b| b.1.runs.cmp(&a.1.runs).then_with(|| a.0.cmp(&b.0)));
-    Ok(agents
+    agents
         .iter()
         .take(n)
         .map(|(id, t)| {
@@ -131,7 +119,7 @@ pub(crate) async fn top_agents(
                 "credits": t.credits_micro as f64 / 1e6,
             })
         })
-        .collect())
+        .collect()
 }
 
 /// `GET /api/v1/executive/summary`: the workspace's headline figures over the range, each
